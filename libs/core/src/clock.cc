@@ -1,0 +1,64 @@
+#include "medgrid/core/clock.h"
+
+#include <ctime>
+#include <limits>
+
+#include "fmt/format.h"
+
+namespace medgrid::core {
+
+TimePoint SimulatedClock::Now() const {
+  std::lock_guard lock(mu_);
+  return now_;
+}
+
+void SimulatedClock::Advance(std::chrono::microseconds d) {
+  std::lock_guard lock(mu_);
+  now_ += d;
+}
+
+void SimulatedClock::Set(TimePoint t) {
+  std::lock_guard lock(mu_);
+  now_ = t;
+}
+
+TimePoint FromUnixMicros(int64_t micros) {
+  // TimePoint counts nanoseconds, which overflow past the year 2262; saturate
+  // instead of wrapping so far-future instants stay far in the future.
+  constexpr int64_t kLimit = std::numeric_limits<int64_t>::max() / 1000;
+  if (micros > kLimit) return TimePoint::max();
+  if (micros < -kLimit) return TimePoint::min();
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds(micros)));
+}
+
+int64_t ToUnixMicros(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+namespace {
+std::tm UtcTm(TimePoint t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return tm;
+}
+}  // namespace
+
+std::string FormatInstant(TimePoint t) {
+  std::tm tm = UtcTm(t);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
+  if (ms < 0) ms += 1000;
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+}
+
+std::string FormatHttpDate(TimePoint t) {
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::tm tm = UtcTm(t);
+  return fmt::format("{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT", kDays[tm.tm_wday], tm.tm_mday,
+                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+}  // namespace medgrid::core
