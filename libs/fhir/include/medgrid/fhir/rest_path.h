@@ -1,0 +1,50 @@
+// Parsing of FHIR REST URLs under /fhir/{tenant}/ and of ETags.
+//
+//   ASSIGN_OR_RETURN(fhir::RestPath p, fhir::ParseRestPath("/fhir/demo/Patient/1/_history/2"));
+//   // p.kind == RestPath::Kind::kVersion, p.tenant == "demo", p.type == "Patient", ...
+//
+// Segments are percent-decoded before they are checked, so an encoded "../"
+// cannot smuggle a path past the id syntax check.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace medgrid::fhir {
+
+struct RestPath {
+  enum class Kind {
+    kSystem,           // /fhir/{tenant}
+    kMetadata,         // /fhir/{tenant}/metadata
+    kSystemHistory,    // /fhir/{tenant}/_history
+    kType,             // /fhir/{tenant}/{type}
+    kTypeHistory,      // /fhir/{tenant}/{type}/_history
+    kInstance,         // /fhir/{tenant}/{type}/{id}
+    kInstanceHistory,  // /fhir/{tenant}/{type}/{id}/_history
+    kVersion,          // /fhir/{tenant}/{type}/{id}/_history/{vid}
+  };
+  Kind kind = Kind::kSystem;
+  std::string tenant;
+  std::string type;     // syntactically a type name; the caller checks it is known
+  std::string id;
+  std::string version;  // a positive integer in canonical form
+};
+
+// Parses the path part of a request target (no query string) that starts
+// with "/fhir/". Errors: NotFound (404, "not-supported") for paths outside
+// the FHIR REST grammar; InvalidArgument (400) for a malformed tenant, id or
+// version segment, naming the segment.
+absl::StatusOr<RestPath> ParseRestPath(std::string_view path);
+
+// True for a tenant id: [a-z0-9][a-z0-9-]{0,62}.
+bool IsValidTenantId(std::string_view s);
+
+// The version in an ETag such as W/"3" or "3"; nullopt if malformed.
+std::optional<long long> ParseETagVersion(std::string_view etag);
+// W/"<version>"
+std::string FormatETag(long long version);
+
+}  // namespace medgrid::fhir
