@@ -1,0 +1,38 @@
+// Configuration of the PostgreSQL storage layer.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace medgrid::store {
+
+struct StoreConfig {
+  // libpq key=value DSN of the cluster's maintenance database (dbname=postgres).
+  // When set, start-up creates the control database and the bootstrap shard
+  // databases if they are missing (local mode). Empty: all databases exist.
+  std::string admin_dsn;
+  // DSN of the control database. Empty: admin_dsn with dbname=control_db.
+  std::string control_dsn;
+  // Name of the control database created in local mode.
+  std::string control_db = "medgrid_control";
+  // Shard databases created and registered in local mode (admin_dsn set),
+  // each as admin_dsn with dbname=<name>. Two, so routing is always exercised.
+  std::vector<std::string> bootstrap_shards = {"medgrid_shard_0", "medgrid_shard_1"};
+  // Region this instance serves; tenants created here get it as home region
+  // unless the request names one.
+  std::string region = "local";
+  // Connections per shard pool, opened lazily.
+  int pool_size = 16;
+  // How long a request waits for a free connection before 503.
+  std::chrono::milliseconds acquire_timeout{5000};
+  // Server-side statement_timeout for every pooled connection.
+  std::chrono::milliseconds statement_timeout{30000};
+  // How long an unknown tenant id stays remembered as unknown.
+  std::chrono::milliseconds negative_tenant_ttl{2000};
+};
+
+// Returns `dsn` with its dbname replaced (libpq: the last keyword wins).
+std::string WithDbName(const std::string& dsn, const std::string& dbname);
+
+}  // namespace medgrid::store

@@ -1,0 +1,32 @@
+// Versioned schema migrations for the control database and the shards.
+//
+// Each database records applied versions in `schema_migrations`. Start-up
+// applies the pending ones in order, each in its own transaction, under an
+// advisory lock so that two instances starting together do not race.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace medgrid::store {
+
+struct Migration {
+  int version;       // strictly increasing, starting at 1
+  std::string name;  // short description
+  std::string sql;   // one or more statements
+};
+
+const std::vector<Migration>& ControlMigrations();
+const std::vector<Migration>& ShardMigrations();
+
+// The migrations of `all` not in `applied`, in order. Errors:
+// FailedPrecondition if `all` is not strictly increasing, or if `applied`
+// holds a version this binary does not know (the database is newer than the
+// code, which must not run against it).
+absl::StatusOr<std::vector<const Migration*>> PlanMigrations(const std::vector<Migration>& all,
+                                                             const std::set<int>& applied);
+
+}  // namespace medgrid::store

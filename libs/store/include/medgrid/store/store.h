@@ -1,0 +1,68 @@
+// The storage layer: the control database (tenants, shards, shard map) and
+// one connection pool plus ResourceStore per shard.
+//
+//   ASSIGN_OR_RETURN(auto store, store::Store::Open(config, clock));
+//   ASSIGN_OR_RETURN(store::ResourceStore* shard, store->ForTenant("demo"));
+//
+// Open() applies migrations to the control database and every shard. In
+// local mode (config.admin_dsn set) it first creates the databases. All
+// methods are thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "medgrid/core/clock.h"
+#include "medgrid/store/config.h"
+#include "medgrid/store/resource_store.h"
+
+namespace medgrid::store {
+
+struct TenantInfo {
+  std::string id;
+  std::string region;    // home region
+  std::string shard_id;  // the one shard holding all of the tenant's data
+  std::string status;    // "active" or "suspended"
+  core::TimePoint created_at;
+};
+
+struct ShardInfo {
+  std::string id;
+  std::string dsn;  // with any password removed
+  int tenants = 0;
+};
+
+struct PoolStats {
+  std::string shard_id;
+  int size = 0;  // configured maximum
+  int open = 0;  // connections currently open
+  int busy = 0;  // leased to a request
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Errors: Unavailable if the control database cannot be reached,
+  // FailedPrecondition if a migration fails.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreConfig& config, const core::Clock& clock);
+
+  // The tenant record, cached after the first look-up. Errors: NotFound
+  // (404) for unknown tenants, FailedPrecondition (403) for suspended ones.
+  virtual absl::StatusOr<TenantInfo> Tenant(std::string_view id) = 0;
+  // The ResourceStore of the tenant's shard. Same errors as Tenant().
+  virtual absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) = 0;
+  // Creates a tenant on the shard with the fewest tenants. Errors:
+  // AlreadyExists (409), InvalidArgument (400) for a bad id.
+  virtual absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, std::string_view region) = 0;
+  virtual absl::StatusOr<std::vector<TenantInfo>> ListTenants() = 0;
+  virtual absl::StatusOr<std::vector<ShardInfo>> ListShards() = 0;
+  virtual std::vector<PoolStats> Pools() const = 0;
+  // Number of shards answering SELECT 1 right now.
+  virtual int ReachableShards() = 0;
+};
+
+}  // namespace medgrid::store

@@ -1,0 +1,75 @@
+// A fixed-size pool of libpqxx connections to one database.
+//
+// Invariants: at most `size` connections exist; a connection is either in
+// idle_ or leased to exactly one Lease; a connection that threw
+// pqxx::broken_connection is dropped, never returned to idle_.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pqxx/pqxx"
+
+namespace medgrid::store {
+
+class PgPool {
+ public:
+  using Prepare = std::function<void(pqxx::connection&)>;
+
+  PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
+         Prepare prepare);
+  ~PgPool();
+
+  class Lease {
+   public:
+    Lease(PgPool* pool, std::unique_ptr<pqxx::connection> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Lease&& o) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease();
+    pqxx::connection& conn() { return *conn_; }
+    // Drops the connection instead of returning it (after a broken link).
+    void Discard() { discard_ = true; }
+
+   private:
+    PgPool* pool_;
+    std::unique_ptr<pqxx::connection> conn_;
+    bool discard_ = false;
+  };
+
+  // Waits up to acquire_timeout for a connection, opening one if the pool is
+  // below size. Errors: Unavailable (503) on timeout or connection failure.
+  absl::StatusOr<Lease> Acquire();
+
+  const std::string& name() const { return name_; }
+  int size() const { return size_; }
+  int open() const;
+  int busy() const;
+
+ private:
+  void Release(std::unique_ptr<pqxx::connection> conn, bool discard);
+
+  const std::string name_;
+  const std::string dsn_;
+  const int size_;
+  const std::chrono::milliseconds acquire_timeout_;
+  const Prepare prepare_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;  // guarded by mu_
+  int open_ = 0;                                          // guarded by mu_
+  int busy_ = 0;                                          // guarded by mu_
+};
+
+// Maps a libpqxx exception to a Status: broken connection -> Unavailable
+// (503), query_canceled (57014) -> DeadlineExceeded (504), unique violation
+// -> AlreadyExists, serialization/deadlock -> Aborted, other -> Internal.
+absl::Status StatusFromPqxx(const std::exception& e);
+
+}  // namespace medgrid::store

@@ -1,0 +1,249 @@
+#include "pg_resource_store.h"
+
+#include "medgrid/core/strings.h"
+#include "medgrid/core/status.h"
+
+namespace medgrid::store {
+namespace {
+
+constexpr int kMaxWriteAttempts = 4;
+
+// Microseconds since the epoch, exactly, in both directions.
+#define MEDGRID_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
+#define MEDGRID_TS(param) "('epoch'::timestamptz + " param " * interval '1 microsecond')"
+
+ResourceVersion RowToVersion(const pqxx::row& row, const ResourceKey& key) {
+  ResourceVersion v;
+  v.type = key.type;
+  v.id = key.id;
+  v.version = row[0].as<int64_t>();
+  v.deleted = row[1].as<bool>();
+  v.last_updated = core::FromUnixMicros(row[2].as<int64_t>());
+  v.method = row[3].as<std::string>();
+  if (!row[4].is_null()) v.body = row[4].as<std::string>();
+  return v;
+}
+
+absl::Status NotFound(const ResourceKey& key) {
+  return core::Error(absl::StatusCode::kNotFound, core::StrCat("Resource ", key.type, "/", key.id, " is not known"))
+      .Http(404)
+      .Issue("not-found");
+}
+
+}  // namespace
+
+void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
+  conn.prepare("read", "SELECT v.version_id, v.deleted, " MEDGRID_US("v.last_updated") ", v.method, v.body "
+                       "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
+                       "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
+                       "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3");
+  conn.prepare("vread", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", method, body "
+                        "FROM resource_versions "
+                        "WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 AND version_id = $4");
+  conn.prepare("lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
+                       "FROM resources WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 FOR UPDATE");
+  conn.prepare("lock_body",
+               "SELECT r.version_id, r.deleted, " MEDGRID_US("r.last_updated") ", v.method, v.body "
+               "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
+               "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
+               "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3 FOR UPDATE OF r");
+  // One statement writes both the current pointer and the version row.
+  conn.prepare("insert_new",
+               "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+               "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") ")) "
+               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+               "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)");
+  conn.prepare("write",
+               "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+               "VALUES ($1, $2, $3, $4, false, " MEDGRID_TS("$5") ") "
+               "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
+               "deleted = false, last_updated = EXCLUDED.last_updated) "
+               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+               "last_updated, body) VALUES ($1, $2, $3, $4, $6, false, " MEDGRID_TS("$5") ", $7)");
+  conn.prepare("tombstone",
+               "WITH cur AS (UPDATE resources SET version_id = $4, deleted = true, last_updated = " MEDGRID_TS("$5")
+               " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3) "
+               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+               "last_updated, body) VALUES ($1, $2, $3, $4, 'DELETE', true, " MEDGRID_TS("$5") ", NULL)");
+}
+
+template <typename Fn>
+auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>())) {
+  absl::Status last;
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
+    try {
+      pqxx::work tx(lease.conn());
+      auto result = fn(tx);
+      if (!result.ok()) {
+        tx.abort();
+        return result;
+      }
+      tx.commit();
+      return result;
+    } catch (const pqxx::broken_connection& e) {
+      lease.Discard();
+      return StatusFromPqxx(e);
+    } catch (const std::exception& e) {
+      last = StatusFromPqxx(e);
+      if (last.code() != absl::StatusCode::kAlreadyExists && last.code() != absl::StatusCode::kAborted) {
+        return last;
+      }
+    }
+  }
+  return core::Error(absl::StatusCode::kAborted, "Concurrent writes to this resource; retry").Http(409).Issue("conflict");
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
+  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
+    if (r.empty()) return NotFound(key);
+    return RowToVersion(r[0], key);
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
+  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
+    if (r.empty()) {
+      return core::Error(absl::StatusCode::kNotFound,
+                         core::StrCat("Version ", version, " of ", key.type, "/", key.id, " is not known"))
+          .Http(404)
+          .Issue("not-found");
+    }
+    return RowToVersion(r[0], key);
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, const BodyFn& body_fn) {
+  core::TimePoint now = clock_.Now();
+  ASSIGN_OR_RETURN(std::string body, body_fn(std::nullopt, 1, now));
+  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
+  try {
+    // A single statement commits on its own: one round trip per create.
+    pqxx::nontransaction tx(lease.conn());
+    tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body);
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+  ResourceVersion v;
+  v.type = key.type;
+  v.id = key.id;
+  v.version = 1;
+  v.last_updated = now;
+  v.method = "POST";
+  v.body = std::move(body);
+  return v;
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
+                                                        const BodyFn& body_fn) {
+  const bool need_body = method == "PATCH";
+  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<ResourceVersion> {
+    pqxx::result r = tx.exec_prepared(need_body ? "lock_body" : "lock", key.tenant, key.type, key.id);
+    std::optional<ResourceVersion> current;
+    if (!r.empty()) current = RowToVersion(r[0], key);
+    const int64_t next = current ? current->version + 1 : 1;
+    core::TimePoint now = clock_.Now();
+    if (current && now <= current->last_updated) {
+      // Keep lastUpdated strictly increasing per resource even if clocks step back.
+      now = current->last_updated + std::chrono::microseconds(1);
+    }
+    ASSIGN_OR_RETURN(std::string body, body_fn(current, next, now));
+    tx.exec_prepared("write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body);
+    ResourceVersion v;
+    v.type = key.type;
+    v.id = key.id;
+    v.version = next;
+    v.last_updated = now;
+    v.method = method;
+    v.body = std::move(body);
+    return v;
+  });
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
+    const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
+  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<ResourceVersion> {
+    pqxx::result r = tx.exec_prepared("lock", key.tenant, key.type, key.id);
+    if (r.empty()) return NotFound(key);
+    ResourceVersion current = RowToVersion(r[0], key);
+    RETURN_IF_ERROR(check(current));
+    if (current.deleted) return current;
+    core::TimePoint now = clock_.Now();
+    if (now <= current.last_updated) now = current.last_updated + std::chrono::microseconds(1);
+    const int64_t next = current.version + 1;
+    tx.exec_prepared("tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
+    ResourceVersion v;
+    v.type = key.type;
+    v.id = key.id;
+    v.version = next;
+    v.last_updated = now;
+    v.deleted = true;
+    v.method = "DELETE";
+    return v;
+  });
+}
+
+absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
+  std::vector<std::string> params = {tenant};
+  std::string sql = "SELECT res_type, res_id, version_id, deleted, " MEDGRID_US("last_updated")
+                    ", method, body, seq FROM resource_versions WHERE tenant_id = $1";
+  auto add = [&](std::string_view clause, std::string value) {
+    params.push_back(std::move(value));
+    core::StrAppend(sql, " AND ", core::StrReplaceAll(clause, "?", core::StrCat("$", params.size())));
+  };
+  if (q.type) add("res_type = ?", *q.type);
+  if (q.id) add("res_id = ?", *q.id);
+  if (q.since) add(MEDGRID_TS("?::bigint") " <= last_updated", std::to_string(core::ToUnixMicros(*q.since)));
+  if (q.before_seq) add("seq < ?::bigint", std::to_string(*q.before_seq));
+  core::StrAppend(sql, " ORDER BY seq DESC LIMIT ", q.count + 1);
+
+  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    HistoryPage page;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (static_cast<int>(i) == q.count) {
+        page.next_cursor = r[i - 1][7].as<int64_t>();
+        break;
+      }
+      const pqxx::row& row = r[i];
+      ResourceVersion v;
+      v.type = row[0].as<std::string>();
+      v.id = row[1].as<std::string>();
+      v.version = row[2].as<int64_t>();
+      v.deleted = row[3].as<bool>();
+      v.last_updated = core::FromUnixMicros(row[4].as<int64_t>());
+      v.method = row[5].as<std::string>();
+      if (!row[6].is_null()) v.body = row[6].as<std::string>();
+      page.entries.push_back(std::move(v));
+    }
+    return page;
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+}  // namespace medgrid::store

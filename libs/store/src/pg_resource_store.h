@@ -1,0 +1,38 @@
+// ResourceStore on one PostgreSQL shard through a PgPool.
+#pragma once
+
+#include <memory>
+
+#include "medgrid/core/clock.h"
+#include "medgrid/store/resource_store.h"
+#include "pg_pool.h"
+
+namespace medgrid::store {
+
+class PgResourceStore final : public ResourceStore {
+ public:
+  PgResourceStore(PgPool& pool, const core::Clock& clock) : pool_(pool), clock_(clock) {}
+
+  // Prepares this store's statements on a new pooled connection.
+  static void PrepareStatements(pqxx::connection& conn);
+
+  absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) override;
+  absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override;
+  absl::StatusOr<ResourceVersion> Create(const ResourceKey& key, const BodyFn& body) override;
+  absl::StatusOr<ResourceVersion> Update(const ResourceKey& key, const std::string& method,
+                                         const BodyFn& body) override;
+  absl::StatusOr<ResourceVersion> Delete(const ResourceKey& key,
+                                         const std::function<absl::Status(const ResourceVersion&)>& check) override;
+  absl::StatusOr<HistoryPage> History(const std::string& tenant, const HistoryQuery& q) override;
+
+ private:
+  // Runs `fn(tx)` in a read-committed transaction, retrying on a unique
+  // violation or serialization conflict (concurrent first writes of one id).
+  template <typename Fn>
+  auto WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>()));
+
+  PgPool& pool_;
+  const core::Clock& clock_;
+};
+
+}  // namespace medgrid::store

@@ -1,0 +1,358 @@
+#include "medgrid/store/store.h"
+
+#include <map>
+#include <mutex>
+#include <regex>
+
+#include "medgrid/core/strings.h"
+#include "medgrid/core/logging.h"
+#include "medgrid/core/status.h"
+#include "medgrid/store/migrations.h"
+#include "pg_pool.h"
+#include "pg_resource_store.h"
+
+namespace medgrid::store {
+
+std::string WithDbName(const std::string& dsn, const std::string& dbname) {
+  return core::StrCat(dsn, dsn.empty() ? "" : " ", "dbname=", dbname);
+}
+
+namespace {
+
+std::string RedactDsn(const std::string& dsn) {
+  static const std::regex kPassword(R"(password\s*=\s*('[^']*'|\S+))");
+  return std::regex_replace(dsn, kPassword, "password=***");
+}
+
+absl::Status Unreachable(std::string_view what) {
+  return core::Error(absl::StatusCode::kUnavailable, core::StrCat(what, " is unreachable")).Http(503).Issue("transient");
+}
+
+// Applies pending migrations on one database, holding an advisory lock so
+// concurrent start-ups apply each migration once.
+absl::Status Migrate(pqxx::connection& conn, const std::vector<Migration>& all, std::string_view db) {
+  try {
+    std::set<int> applied;
+    {
+      pqxx::nontransaction setup(conn);
+      setup.exec("SELECT pg_advisory_lock(7262070)");
+      setup.exec(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, "
+          "applied_at timestamptz NOT NULL DEFAULT now())");
+      for (const auto& row : setup.exec("SELECT version FROM schema_migrations")) applied.insert(row[0].as<int>());
+    }
+    auto pending = PlanMigrations(all, applied);
+    absl::Status result = pending.status();
+    if (pending.ok()) {
+      for (const Migration* m : *pending) {
+        pqxx::work tx(conn);
+        tx.exec(m->sql);
+        tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m->version, m->name);
+        tx.commit();
+        core::Log(core::LogLevel::kInfo, "db.migrated",
+                  {{"database", db}, {"version", std::to_string(m->version)}, {"name", m->name}});
+      }
+    }
+    pqxx::nontransaction unlock(conn);
+    unlock.exec("SELECT pg_advisory_unlock(7262070)");
+    return result;
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(core::StrCat("Migrating ", db, " failed: ", e.what()));
+  }
+}
+
+struct Shard {
+  std::string id;
+  std::string dsn;
+  std::unique_ptr<PgPool> pool;
+  std::unique_ptr<PgResourceStore> store;
+};
+
+class PgStore final : public Store {
+ public:
+  PgStore(const StoreConfig& config, const core::Clock& clock) : config_(config), clock_(clock) {}
+
+  absl::Status Init();
+
+  absl::StatusOr<TenantInfo> Tenant(std::string_view id) override;
+  absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) override;
+  absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, std::string_view region) override;
+  absl::StatusOr<std::vector<TenantInfo>> ListTenants() override;
+  absl::StatusOr<std::vector<ShardInfo>> ListShards() override;
+  std::vector<PoolStats> Pools() const override;
+  int ReachableShards() override;
+
+ private:
+  absl::Status LoadShards(pqxx::connection& conn);
+  static TenantInfo RowToTenant(const pqxx::row& row);
+
+  const StoreConfig config_;
+  const core::Clock& clock_;
+  std::unique_ptr<PgPool> control_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Shard> shards_;                                  // guarded by mu_; never erased
+  std::map<std::string, TenantInfo, std::less<>> tenants_;               // guarded by mu_
+  std::map<std::string, core::TimePoint, std::less<>> unknown_tenants_;  // guarded by mu_
+};
+
+absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name) {
+  pqxx::nontransaction tx(admin);
+  if (tx.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", name).empty()) {
+    try {
+      tx.exec("CREATE DATABASE " + tx.quote_name(name));
+      core::Log(core::LogLevel::kInfo, "db.created", {{"database", name}});
+    } catch (const pqxx::sql_error& e) {
+      // Another instance created it between our check and CREATE.
+      if (e.sqlstate() != "42P04") throw;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PgStore::Init() {
+  std::string control_dsn = config_.control_dsn;
+  try {
+    if (!config_.admin_dsn.empty()) {
+      pqxx::connection admin(config_.admin_dsn);
+      RETURN_IF_ERROR(CreateDatabaseIfMissing(admin, config_.control_db));
+      for (const std::string& shard : config_.bootstrap_shards) RETURN_IF_ERROR(CreateDatabaseIfMissing(admin, shard));
+      if (control_dsn.empty()) control_dsn = WithDbName(config_.admin_dsn, config_.control_db);
+    }
+    if (control_dsn.empty()) return absl::InvalidArgumentError("No control database DSN configured");
+    control_ = std::make_unique<PgPool>("control", control_dsn, 4, config_.acquire_timeout, nullptr);
+    ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
+    RETURN_IF_ERROR(Migrate(lease.conn(), ControlMigrations(), "control"));
+    if (!config_.admin_dsn.empty()) {
+      pqxx::work tx(lease.conn());
+      for (const std::string& shard : config_.bootstrap_shards) {
+        tx.exec_params("INSERT INTO shards (shard_id, primary_dsn) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING",
+                       shard, WithDbName(config_.admin_dsn, shard));
+      }
+      tx.commit();
+    }
+    RETURN_IF_ERROR(LoadShards(lease.conn()));
+  } catch (const pqxx::broken_connection&) {
+    return Unreachable("The control database");
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(core::StrCat("Storage start-up failed: ", e.what()));
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [id, shard] : shards_) {
+    try {
+      pqxx::connection conn(shard.dsn);
+      RETURN_IF_ERROR(Migrate(conn, ShardMigrations(), id));
+    } catch (const pqxx::broken_connection&) {
+      // A shard that is down at start-up is migrated by whichever instance
+      // reaches it; requests for its tenants answer 503 meanwhile.
+      core::Log(core::LogLevel::kWarn, "db.shard_unreachable", {{"shard", id}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PgStore::LoadShards(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  std::lock_guard lock(mu_);
+  for (const auto& row : tx.exec("SELECT shard_id, primary_dsn FROM shards ORDER BY shard_id")) {
+    std::string id = row[0].as<std::string>();
+    if (shards_.contains(id)) continue;
+    Shard s;
+    s.id = id;
+    s.dsn = row[1].as<std::string>();
+    std::string dsn = s.dsn;
+    if (config_.statement_timeout.count() > 0) {
+      core::StrAppend(dsn, " options='-c statement_timeout=", config_.statement_timeout.count(), "'");
+    }
+    s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
+                                      &PgResourceStore::PrepareStatements);
+    s.store = std::make_unique<PgResourceStore>(*s.pool, clock_);
+    shards_.emplace(id, std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+TenantInfo PgStore::RowToTenant(const pqxx::row& row) {
+  TenantInfo t;
+  t.id = row[0].as<std::string>();
+  t.region = row[1].as<std::string>();
+  t.shard_id = row[2].as<std::string>();
+  t.status = row[3].as<std::string>();
+  t.created_at = core::FromUnixMicros(row[4].as<int64_t>());
+  return t;
+}
+
+constexpr const char* kTenantColumns =
+    "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint";
+
+absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = tenants_.find(id); it != tenants_.end()) return it->second;
+    if (auto it = unknown_tenants_.find(id); it != unknown_tenants_.end()) {
+      if (clock_.Now() - it->second < config_.negative_tenant_ttl) {
+        return core::Error(absl::StatusCode::kNotFound, core::StrCat("Unknown tenant '", id, "'"))
+            .Http(404)
+            .Issue("not-found");
+      }
+      unknown_tenants_.erase(it);
+    }
+  }
+  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    pqxx::result r = tx.exec_params(
+        core::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE tenant_id = $1"), std::string(id));
+    if (r.empty()) {
+      std::lock_guard lock(mu_);
+      if (unknown_tenants_.size() > 10000) unknown_tenants_.clear();  // bound memory under id probing
+      unknown_tenants_[std::string(id)] = clock_.Now();
+      return core::Error(absl::StatusCode::kNotFound, core::StrCat("Unknown tenant '", id, "'"))
+          .Http(404)
+          .Issue("not-found");
+    }
+    TenantInfo t = RowToTenant(r[0]);
+    bool shard_known;
+    {
+      std::lock_guard lock(mu_);
+      shard_known = shards_.contains(t.shard_id);
+    }
+    // A shard registered by another instance after we started.
+    if (!shard_known) RETURN_IF_ERROR(LoadShards(lease.conn()));
+    std::lock_guard lock(mu_);
+    tenants_[t.id] = t;
+    return t;
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {
+  ASSIGN_OR_RETURN(TenantInfo t, Tenant(id));
+  if (t.status != "active") {
+    return core::Error(absl::StatusCode::kFailedPrecondition, core::StrCat("Tenant '", id, "' is suspended"))
+        .Http(403)
+        .Issue("suspended");
+  }
+  std::lock_guard lock(mu_);
+  auto it = shards_.find(t.shard_id);
+  if (it == shards_.end()) return Unreachable(core::StrCat("Shard ", t.shard_id));
+  return it->second.store.get();
+}
+
+absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, std::string_view region) {
+  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
+  try {
+    pqxx::work tx(lease.conn());
+    // Serialize placement so two concurrent creations balance correctly.
+    tx.exec("LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE");
+    if (!tx.exec_params("SELECT 1 FROM tenants WHERE tenant_id = $1", std::string(id)).empty()) {
+      return core::Error(absl::StatusCode::kAlreadyExists, core::StrCat("Tenant '", id, "' already exists"))
+          .Http(409)
+          .Issue("duplicate");
+    }
+    pqxx::result pick = tx.exec(
+        "SELECT s.shard_id FROM shards s LEFT JOIN tenants t ON t.shard_id = s.shard_id "
+        "WHERE s.accepting GROUP BY s.shard_id ORDER BY count(t.tenant_id), s.shard_id LIMIT 1");
+    if (pick.empty()) {
+      return core::Error(absl::StatusCode::kFailedPrecondition, "No shard accepts new tenants").Http(503);
+    }
+    pqxx::result r = tx.exec_params(
+        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id) VALUES ($1, $2, $3) RETURNING ",
+                     kTenantColumns),
+        std::string(id), std::string(region.empty() ? std::string_view(config_.region) : region),
+        pick[0][0].as<std::string>());
+    tx.exec("UPDATE shard_map SET version = version + 1");
+    tx.commit();
+    TenantInfo t = RowToTenant(r[0]);
+    std::lock_guard lock(mu_);
+    unknown_tenants_.erase(t.id);
+    tenants_[t.id] = t;
+    core::Log(core::LogLevel::kInfo, "tenant.created", {{"tenant", t.id}, {"shard", t.shard_id}, {"region", t.region}});
+    return t;
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+absl::StatusOr<std::vector<TenantInfo>> PgStore::ListTenants() {
+  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    std::vector<TenantInfo> out;
+    for (const auto& row : tx.exec(core::StrCat("SELECT ", kTenantColumns, " FROM tenants ORDER BY tenant_id"))) {
+      out.push_back(RowToTenant(row));
+    }
+    return out;
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+absl::StatusOr<std::vector<ShardInfo>> PgStore::ListShards() {
+  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
+  try {
+    pqxx::nontransaction tx(lease.conn());
+    std::vector<ShardInfo> out;
+    for (const auto& row : tx.exec(
+             "SELECT s.shard_id, s.primary_dsn, count(t.tenant_id) FROM shards s "
+             "LEFT JOIN tenants t ON t.shard_id = s.shard_id GROUP BY s.shard_id, s.primary_dsn ORDER BY s.shard_id")) {
+      out.push_back({row[0].as<std::string>(), RedactDsn(row[1].as<std::string>()), row[2].as<int>()});
+    }
+    return out;
+  } catch (const pqxx::broken_connection& e) {
+    lease.Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
+std::vector<PoolStats> PgStore::Pools() const {
+  std::lock_guard lock(mu_);
+  std::vector<PoolStats> out;
+  for (const auto& [id, shard] : shards_) {
+    out.push_back({id, shard.pool->size(), shard.pool->open(), shard.pool->busy()});
+  }
+  return out;
+}
+
+int PgStore::ReachableShards() {
+  std::vector<PgPool*> pools;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, shard] : shards_) pools.push_back(shard.pool.get());
+  }
+  int reachable = 0;
+  for (PgPool* pool : pools) {
+    auto lease = pool->Acquire();
+    if (!lease.ok()) continue;
+    try {
+      pqxx::nontransaction tx(lease->conn());
+      tx.exec("SELECT 1");
+      ++reachable;
+    } catch (const std::exception&) {
+      lease->Discard();
+    }
+  }
+  return reachable;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreConfig& config, const core::Clock& clock) {
+  auto store = std::make_unique<PgStore>(config, clock);
+  RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+}  // namespace medgrid::store

@@ -1,0 +1,54 @@
+#include "medgrid/store/migrations.h"
+
+#include "gtest/gtest.h"
+
+namespace medgrid::store {
+namespace {
+
+std::vector<int> Versions(const std::vector<const Migration*>& plan) {
+  std::vector<int> out;
+  for (const Migration* m : plan) out.push_back(m->version);
+  return out;
+}
+
+TEST(Migrations, PlansPendingInOrder) {
+  std::vector<Migration> all = {{1, "a", ""}, {2, "b", ""}, {5, "c", ""}};
+  EXPECT_EQ(Versions(*PlanMigrations(all, {})), (std::vector<int>{1, 2, 5}));
+  EXPECT_EQ(Versions(*PlanMigrations(all, {1})), (std::vector<int>{2, 5}));
+  EXPECT_EQ(Versions(*PlanMigrations(all, {1, 2, 5})), (std::vector<int>{}));
+  // A gap left by an out-of-order deploy is filled.
+  EXPECT_EQ(Versions(*PlanMigrations(all, {1, 5})), (std::vector<int>{2}));
+}
+
+TEST(Migrations, RejectsUnorderedDefinitions) {
+  auto dup = PlanMigrations({{1, "a", ""}, {1, "b", ""}}, {});
+  EXPECT_EQ(dup.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto down = PlanMigrations({{2, "a", ""}, {1, "b", ""}}, {});
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto zero = PlanMigrations({{0, "a", ""}}, {});
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(Migrations, RefusesDatabaseNewerThanBinary) {
+  auto st = PlanMigrations({{1, "a", ""}}, {1, 2});
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(Migrations, ShippedListsAreWellFormed) {
+  for (const auto* list : {&ControlMigrations(), &ShardMigrations()}) {
+    ASSERT_FALSE(list->empty());
+    EXPECT_EQ(list->front().version, 1);
+    EXPECT_TRUE(PlanMigrations(*list, {}).ok());
+    for (const Migration& m : *list) {
+      EXPECT_FALSE(m.name.empty());
+      EXPECT_FALSE(m.sql.empty());
+    }
+  }
+  // Every shard table carries tenant_id first in its primary key.
+  const std::string& sql = ShardMigrations().front().sql;
+  EXPECT_NE(sql.find("PRIMARY KEY (tenant_id, res_type, res_id)"), std::string::npos);
+  EXPECT_NE(sql.find("PRIMARY KEY (tenant_id, res_type, res_id, version_id)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace medgrid::store
