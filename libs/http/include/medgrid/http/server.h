@@ -1,0 +1,94 @@
+// Asynchronous HTTP/1.1 server on Boost.Beast.
+//
+// One io_context per I/O thread accepts and parses requests (keep-alive,
+// header and body limits, read and idle timeouts). Handlers may block on
+// databases, so they run on a separate worker pool; the response is written
+// back on the connection's own I/O thread.
+//
+//   http::Server server(config, [](http::Request&& req, const http::Peer& peer) {
+//     http::Response res{boost::beast::http::status::ok, req.version()};
+//     res.body() = "hello";
+//     return res;
+//   });
+//   RETURN_IF_ERROR(server.Start());
+//   ...
+//   server.Stop();  // refuses new work, finishes in-flight requests, joins threads
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "boost/beast/http/message.hpp"
+#include "boost/beast/http/string_body.hpp"
+
+namespace medgrid::http {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+struct ServerConfig {
+  // Address to bind; loopback by default.
+  std::string address = "127.0.0.1";
+  // Port to bind; 0 picks a free one (see Server::port()).
+  uint16_t port = 8080;
+  // I/O threads, each with its own io_context; 0 = one per core.
+  int io_threads = 0;
+  // Threads that run handlers (which may block on the database).
+  int worker_threads = 32;
+  // Largest request head (request line + headers) accepted; larger gets 431.
+  std::size_t header_limit = 16 * 1024;
+  // Largest request body accepted; larger gets 413.
+  std::size_t body_limit = 16 * 1024 * 1024;
+  // Time allowed to receive one whole request once it has started; a
+  // request that stalls longer has its connection closed.
+  std::chrono::milliseconds read_timeout{30000};
+  // How long an idle keep-alive connection stays open.
+  std::chrono::milliseconds idle_timeout{60000};
+  // Longest Stop() waits for in-flight requests.
+  std::chrono::milliseconds drain_timeout{30000};
+};
+
+struct Peer {
+  std::string address;  // remote IP address
+  bool loopback = false;
+};
+
+// Runs on a worker thread. Must not throw.
+using Handler = std::function<Response(Request&& request, const Peer& peer)>;
+// Builds the response for a request the server itself rejects (400, 413,
+// 431, 503 while draining), so the caller controls the error format.
+using ErrorResponder = std::function<Response(int status, const std::string& message, unsigned version)>;
+
+class Server {
+ public:
+  Server(ServerConfig config, Handler handler, ErrorResponder errors);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts the threads. Errors: Unavailable if the address cannot
+  // be bound.
+  absl::Status Start();
+  // The bound port (after Start()).
+  uint16_t port() const;
+  // Graceful drain: stops accepting, lets in-flight requests finish (up to
+  // drain_timeout), then closes every connection and joins all threads.
+  // Idempotent; thread-safe.
+  void Stop();
+  // Requests currently being handled.
+  int in_flight() const;
+
+ // Implementation detail, public only so the connection code in server.cc
+  // can name it.
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace medgrid::http
