@@ -1,0 +1,56 @@
+// The all-in-one medgrid process: storage, FHIR engine, gateway and HTTP
+// server wired in-process. main.cc and the integration tests both use it, so
+// tests exercise exactly the code paths the binary runs.
+//
+//   ASSIGN_OR_RETURN(app::AppConfig config, app::ParseFlags(argc, argv));
+//   ASSIGN_OR_RETURN(std::unique_ptr<app::App> app, app::App::Start(config));
+//   ... app->port() ...
+//   app->Stop();
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "medgrid/core/logging.h"
+#include "medgrid/gateway/gateway.h"
+#include "medgrid/http/server.h"
+#include "medgrid/store/config.h"
+
+namespace medgrid::app {
+
+struct AppConfig {
+  http::ServerConfig http;
+  store::StoreConfig store;
+  gateway::GatewayConfig gateway;
+  // The `package/` folder of the npm package hl7.fhir.r4.examples 4.0.1,
+  // from which the type registry is loaded. Required.
+  std::string fhir_package_dir;
+  core::LogLevel log_level = core::LogLevel::kInfo;
+};
+
+// Parses --name=value flags (see `medgrid --help`). Unknown flags and bad
+// values are errors (InvalidArgument) naming the flag.
+absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args);
+std::string FlagsHelp();
+
+class App {
+ public:
+  // Loads the registry, opens storage (creating databases in local mode),
+  // and starts serving. Errors: whatever stops start-up, e.g. Unavailable
+  // when PostgreSQL cannot be reached.
+  static absl::StatusOr<std::unique_ptr<App>> Start(const AppConfig& config);
+  ~App();
+
+  uint16_t port() const;
+  // Graceful: drains in-flight requests, then releases everything. Idempotent.
+  void Stop();
+
+ private:
+  App();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace medgrid::app

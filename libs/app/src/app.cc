@@ -1,0 +1,171 @@
+#include "medgrid/app/app.h"
+
+#include <charconv>
+#include <chrono>
+#include <map>
+
+#include "medgrid/core/clock.h"
+#include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/engine/fhir_engine.h"
+#include "medgrid/fhir/structure.h"
+#include "medgrid/store/store.h"
+#include "prometheus/registry.h"
+
+namespace medgrid::app {
+namespace {
+
+absl::Status BadFlag(std::string_view name, std::string_view why) {
+  return absl::InvalidArgumentError(core::StrCat("--", name, ": ", why));
+}
+
+template <typename T>
+absl::Status ParseInt(std::string_view name, std::string_view value, T min, T max, T& out) {
+  T v{};
+  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (ec != std::errc() || ptr != value.data() + value.size() || v < min || v > max) {
+    return BadFlag(name, core::StrCat("expected an integer in [", min, ", ", max, "], got '", value, "'"));
+  }
+  out = v;
+  return absl::OkStatus();
+}
+
+absl::Status ParseMillis(std::string_view name, std::string_view value, std::chrono::milliseconds& out) {
+  int64_t ms = 0;
+  RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 86400000, ms));
+  out = std::chrono::milliseconds(ms);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string FlagsHelp() {
+  return R"(medgrid: the all-in-one FHIR R4 server.
+Flags (all --name=value):
+  --http-address        address to bind (default 127.0.0.1)
+  --http-port           port to bind, 0 for any free port (default 8080)
+  --io-threads          HTTP I/O threads, 0 = one per core (default 0)
+  --worker-threads      request handler threads (default 32)
+  --max-body-bytes      largest request body (default 16777216)
+  --max-header-bytes    largest request head (default 16384)
+  --read-timeout-ms     time to receive one request (default 30000)
+  --idle-timeout-ms     keep-alive idle timeout (default 60000)
+  --drain-timeout-ms    graceful shutdown limit (default 30000)
+  --pg-admin-dsn        libpq key=value DSN of the maintenance database; local mode creates databases
+  --pg-control-dsn      DSN of the control database (default: admin DSN with dbname=medgrid_control)
+  --pg-shards           comma-separated shard database names created in local mode (default medgrid_shard_0,medgrid_shard_1)
+  --pg-pool-size        connections per shard (default 16)
+  --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --region              this instance's region (default local)
+  --public-base-url     base URL for Location and links (default: from the Host header)
+  --fhir-package-dir    the package/ folder of hl7.fhir.r4.examples 4.0.1 (required)
+  --log-level           debug|info|warn|error|off (default info)
+)";
+}
+
+absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
+  AppConfig c;
+  for (const std::string& arg : args) {
+    if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError("Unexpected argument '" + arg + "'");
+    std::size_t eq = arg.find('=');
+    if (eq == std::string::npos) return absl::InvalidArgumentError("Flag '" + arg + "' needs =value");
+    std::string name = arg.substr(2, eq - 2);
+    std::string value = arg.substr(eq + 1);
+    if (name == "http-address") {
+      c.http.address = value;
+    } else if (name == "http-port") {
+      RETURN_IF_ERROR(ParseInt<uint16_t>(name, value, 0, 65535, c.http.port));
+    } else if (name == "io-threads") {
+      RETURN_IF_ERROR(ParseInt(name, value, 0, 256, c.http.io_threads));
+    } else if (name == "worker-threads") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 1024, c.http.worker_threads));
+    } else if (name == "max-body-bytes") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1024, std::size_t{1} << 30, c.http.body_limit));
+    } else if (name == "max-header-bytes") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1024, 1 << 20, c.http.header_limit));
+    } else if (name == "read-timeout-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.http.read_timeout));
+    } else if (name == "idle-timeout-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.http.idle_timeout));
+    } else if (name == "drain-timeout-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.http.drain_timeout));
+    } else if (name == "pg-admin-dsn") {
+      c.store.admin_dsn = value;
+    } else if (name == "pg-control-dsn") {
+      c.store.control_dsn = value;
+    } else if (name == "pg-shards") {
+      c.store.bootstrap_shards.clear();
+      for (std::string_view s : core::StrSplit(value, ',')) {
+        if (s.empty()) return BadFlag(name, "empty shard name");
+        c.store.bootstrap_shards.emplace_back(s);
+      }
+    } else if (name == "pg-pool-size") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
+    } else if (name == "pg-statement-timeout-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
+    } else if (name == "region") {
+      c.store.region = value;
+    } else if (name == "public-base-url") {
+      while (!value.empty() && value.back() == '/') value.pop_back();
+      c.gateway.public_base_url = value;
+    } else if (name == "fhir-package-dir") {
+      c.fhir_package_dir = value;
+    } else if (name == "log-level") {
+      if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
+    } else {
+      return absl::InvalidArgumentError("Unknown flag --" + name + " (see --help)");
+    }
+  }
+  if (c.fhir_package_dir.empty()) return BadFlag("fhir-package-dir", "is required");
+  if (c.store.admin_dsn.empty() && c.store.control_dsn.empty()) {
+    return BadFlag("pg-admin-dsn", "either --pg-admin-dsn or --pg-control-dsn is required");
+  }
+  return c;
+}
+
+struct App::Impl {
+  core::RealClock clock;
+  std::unique_ptr<const fhir::StructureRegistry> registry;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<engine::FhirEngine> engine;
+  prometheus::Registry metrics;
+  std::unique_ptr<gateway::Gateway> gateway;
+  std::unique_ptr<http::Server> server;
+};
+
+App::App() : impl_(std::make_unique<Impl>()) {}
+
+App::~App() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
+  std::unique_ptr<App> app(new App());
+  Impl& s = *app->impl_;
+  auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(s.registry, fhir::StructureRegistry::LoadFromPackage(config.fhir_package_dir));
+  auto t1 = std::chrono::steady_clock::now();
+  core::Log(core::LogLevel::kInfo, "registry.loaded",
+            {{"resource_types", std::to_string(s.registry->ResourceTypes().size())},
+             {"ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count())}});
+  ASSIGN_OR_RETURN(s.store, store::Store::Open(config.store, s.clock));
+  s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.store, s.clock);
+  s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *s.engine, *s.store, s.metrics);
+  gateway::Gateway* gw = s.gateway.get();
+  s.server = std::make_unique<http::Server>(
+      config.http, [gw](http::Request&& req, const http::Peer& peer) { return gw->Handle(std::move(req), peer); },
+      [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); });
+  RETURN_IF_ERROR(s.server->Start());
+  core::Log(core::LogLevel::kInfo, "server.started",
+            {{"address", config.http.address}, {"port", std::to_string(s.server->port())}});
+  return app;
+}
+
+uint16_t App::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+void App::Stop() {
+  if (impl_->server) {
+    impl_->server->Stop();
+    core::Log(core::LogLevel::kInfo, "server.stopped");
+  }
+}
+
+}  // namespace medgrid::app

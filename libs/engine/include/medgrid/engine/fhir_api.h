@@ -1,0 +1,80 @@
+// FhirApi: the FHIR server's interface, independent of transport.
+//
+// The all-in-one binary uses the in-process FhirEngine (fhir_engine.h); the
+// split deployment will put a gRPC client behind the same interface. Every
+// call names the tenant, and implementations scope all data access by it.
+//
+//   ASSIGN_OR_RETURN(engine::ResourceResult r, api.Read("demo", "Patient", "p1"));
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "medgrid/core/clock.h"
+
+namespace medgrid::engine {
+
+// One resource version as returned by an interaction.
+struct ResourceResult {
+  bool created = false;  // the write made the first live version (201)
+  std::string type;
+  std::string id;
+  int64_t version = 0;
+  core::TimePoint last_updated;
+  bool deleted = false;
+  std::string body;  // resource JSON with meta; empty when deleted
+};
+
+struct HistoryRequest {
+  std::optional<std::string> type;
+  std::optional<std::string> id;
+  std::optional<core::TimePoint> since;
+  int count = 50;                     // page size, 1..1000
+  std::optional<int64_t> cursor;      // opaque paging cursor from a next link
+  std::string base_url;               // e.g. http://host/fhir/demo, for fullUrl and links
+  std::string self_query;             // query string of this request, for the self link
+};
+
+class FhirApi {
+ public:
+  virtual ~FhirApi() = default;
+
+  // Errors common to all calls: NotFound (404) for an unknown tenant or
+  // resource type; Unavailable (503) / DeadlineExceeded (504) from storage.
+
+  // Creates a resource with a server-assigned id. `body` is JSON text.
+  // Errors: InvalidArgument (400) for malformed JSON, a resourceType that
+  // does not match `type`, or structural validation failures.
+  virtual absl::StatusOr<ResourceResult> Create(const std::string& tenant, const std::string& type,
+                                                const std::string& body) = 0;
+  // Errors: NotFound (404); Gone (410, as FailedPrecondition with HTTP 410)
+  // when the current version is a deletion.
+  virtual absl::StatusOr<ResourceResult> Read(const std::string& tenant, const std::string& type,
+                                              const std::string& id) = 0;
+  // Errors: NotFound (404); 410 for the version that records a deletion.
+  virtual absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type,
+                                               const std::string& id, int64_t version) = 0;
+  // Update, or create with the client's id. Errors as Create, plus 400 when
+  // the body id is missing or differs from `id`, and 412 when `if_match` is
+  // set and differs from the current version.
+  virtual absl::StatusOr<ResourceResult> Update(const std::string& tenant, const std::string& type,
+                                                const std::string& id, const std::string& body,
+                                                std::optional<int64_t> if_match) = 0;
+  // JSON Patch. Errors: 404 / 410 for a missing or deleted resource, 400 for
+  // a malformed patch, 422 when the patch fails or yields an invalid
+  // resource, 412 on If-Match mismatch.
+  virtual absl::StatusOr<ResourceResult> Patch(const std::string& tenant, const std::string& type,
+                                               const std::string& id, const std::string& patch,
+                                               std::optional<int64_t> if_match) = 0;
+  // Deletes (writes a tombstone version). Errors: 404 if never existed, 412.
+  virtual absl::StatusOr<ResourceResult> Delete(const std::string& tenant, const std::string& type,
+                                                const std::string& id, std::optional<int64_t> if_match) = 0;
+  // A history Bundle (JSON text) at system, type or instance level.
+  virtual absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) = 0;
+  // The CapabilityStatement (JSON text) for the tenant base.
+  virtual absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) = 0;
+};
+
+}  // namespace medgrid::engine

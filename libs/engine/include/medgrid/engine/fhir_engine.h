@@ -1,0 +1,57 @@
+// The in-process FhirApi: validation, versioning and storage on the
+// tenant's shard.
+//
+//   engine::FhirEngine engine(registry, store, clock);
+//   ASSIGN_OR_RETURN(auto created, engine.Create("demo", "Patient", body));
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "medgrid/core/clock.h"
+#include "medgrid/engine/fhir_api.h"
+#include "medgrid/fhir/structure.h"
+#include "medgrid/fhir/validator.h"
+#include "medgrid/store/store.h"
+
+namespace medgrid::engine {
+
+class FhirEngine final : public FhirApi {
+ public:
+  // All references must outlive the engine. Thread-safe.
+  FhirEngine(const fhir::StructureRegistry& registry, store::Store& store, const core::Clock& clock);
+
+  absl::StatusOr<ResourceResult> Create(const std::string& tenant, const std::string& type,
+                                        const std::string& body) override;
+  absl::StatusOr<ResourceResult> Read(const std::string& tenant, const std::string& type,
+                                      const std::string& id) override;
+  absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type, const std::string& id,
+                                       int64_t version) override;
+  absl::StatusOr<ResourceResult> Update(const std::string& tenant, const std::string& type, const std::string& id,
+                                        const std::string& body, std::optional<int64_t> if_match) override;
+  absl::StatusOr<ResourceResult> Patch(const std::string& tenant, const std::string& type, const std::string& id,
+                                       const std::string& patch, std::optional<int64_t> if_match) override;
+  absl::StatusOr<ResourceResult> Delete(const std::string& tenant, const std::string& type, const std::string& id,
+                                        std::optional<int64_t> if_match) override;
+  absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) override;
+  absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) override;
+
+ private:
+  absl::Status CheckType(const std::string& type) const;
+  // Parses and validates a resource body for `type`.
+  absl::StatusOr<boost::json::value> ParseResource(const std::string& type, const std::string& body) const;
+  absl::Status ValidateResource(const boost::json::value& resource, int http_status) const;
+
+  const fhir::StructureRegistry& registry_;
+  fhir::Validator validator_;
+  store::Store& store_;
+  const core::Clock& clock_;
+  std::string capabilities_rest_;  // the "rest" part of the CapabilityStatement, built once
+};
+
+// Returns `resource` with id and meta.versionId/lastUpdated set, other meta
+// elements kept, serialized with resourceType, id and meta first.
+std::string StampResource(const boost::json::object& resource, const std::string& id, int64_t version,
+                          core::TimePoint last_updated);
+
+}  // namespace medgrid::engine

@@ -1,0 +1,326 @@
+#include "medgrid/engine/fhir_engine.h"
+
+#include <random>
+
+#include "fmt/format.h"
+#include "medgrid/core/logging.h"
+#include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/fhir/json.h"
+#include "medgrid/fhir/json_patch.h"
+#include "medgrid/fhir/rest_path.h"
+
+namespace medgrid::engine {
+namespace json = boost::json;
+
+namespace {
+
+constexpr int kMaxHistoryCount = 1000;
+
+// A UUIDv7-style id: time-ordered, so new rows land at the right edge of the
+// primary-key index instead of scattering across it.
+std::string NewId(core::TimePoint now) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t ms = static_cast<uint64_t>(core::ToUnixMicros(now) / 1000);
+  uint64_t r1 = rng();
+  uint64_t r2 = rng();
+  uint64_t hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);
+  uint64_t lo = (r2 & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
+                     lo & 0xffffffffffffULL);
+}
+
+absl::Status Gone(const std::string& type, const std::string& id, int64_t version) {
+  return core::Error(absl::StatusCode::kNotFound,
+                     core::StrCat("Resource ", type, "/", id, " was deleted (version ", version, ")"))
+      .Http(410)
+      .Issue("deleted");
+}
+
+absl::Status Invalid(const std::string& message, int http = 400, std::string_view issue = "invalid",
+                     std::string_view path = "") {
+  core::Error e(absl::StatusCode::kInvalidArgument, message);
+  e.Http(http).Issue(issue);
+  if (!path.empty()) e.Path(path);
+  return e;
+}
+
+absl::Status CheckIfMatch(std::optional<int64_t> if_match, const std::optional<store::ResourceVersion>& current) {
+  if (!if_match) return absl::OkStatus();
+  if (!current || current->version != *if_match) {
+    return core::Error(absl::StatusCode::kFailedPrecondition,
+                       core::StrCat("If-Match version ", *if_match, " does not match the current version ",
+                                    current ? std::to_string(current->version) : std::string("(none)")))
+        .Http(412)
+        .Issue("conflict");
+  }
+  return absl::OkStatus();
+}
+
+ResourceResult ToResult(store::ResourceVersion&& v) {
+  ResourceResult r;
+  r.type = std::move(v.type);
+  r.id = std::move(v.id);
+  r.version = v.version;
+  r.last_updated = v.last_updated;
+  r.deleted = v.deleted;
+  r.body = std::move(v.body);
+  return r;
+}
+
+}  // namespace
+
+std::string StampResource(const json::object& resource, const std::string& id, int64_t version,
+                          core::TimePoint last_updated) {
+  json::object out;
+  out.reserve(resource.size() + 2);
+  if (const json::value* rt = resource.if_contains("resourceType")) out.emplace("resourceType", *rt);
+  out.emplace("id", id);
+  json::object meta;
+  meta.emplace("versionId", std::to_string(version));
+  meta.emplace("lastUpdated", core::FormatInstant(last_updated));
+  if (const json::value* old = resource.if_contains("meta"); old != nullptr && old->is_object()) {
+    for (const auto& kv : old->get_object()) {
+      if (kv.key() != "versionId" && kv.key() != "lastUpdated") meta.emplace(kv.key(), kv.value());
+    }
+  }
+  out.emplace("meta", std::move(meta));
+  for (const auto& kv : resource) {
+    if (kv.key() != "resourceType" && kv.key() != "id" && kv.key() != "meta") out.emplace(kv.key(), kv.value());
+  }
+  return fhir::SerializeJson(out);
+}
+
+FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, store::Store& store, const core::Clock& clock)
+    : registry_(registry), validator_(registry), store_(store), clock_(clock) {
+  std::string resources;
+  for (const std::string& type : registry_.ResourceTypes()) {
+    if (!resources.empty()) resources += ',';
+    core::StrAppend(resources, R"({"type":")", type,
+                    R"(","interaction":[{"code":"read"},{"code":"vread"},{"code":"update"},{"code":"patch"},)"
+                    R"({"code":"delete"},{"code":"history-instance"},{"code":"history-type"},{"code":"create"}],)"
+                    R"("versioning":"versioned-update","readHistory":true,"updateCreate":true,)"
+                    R"("conditionalCreate":false,"conditionalRead":"not-supported","conditionalUpdate":false,)"
+                    R"("conditionalDelete":"not-supported"})");
+  }
+  capabilities_rest_ = core::StrCat(R"([{"mode":"server","resource":[)", resources,
+                                    R"(],"interaction":[{"code":"history-system"}]}])");
+}
+
+absl::Status FhirEngine::CheckType(const std::string& type) const {
+  if (!registry_.IsResourceType(type)) {
+    return core::Error(absl::StatusCode::kNotFound, core::StrCat("Unknown resource type '", type, "'"))
+        .Http(404)
+        .Issue("not-supported");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FhirEngine::ValidateResource(const json::value& resource, int http_status) const {
+  std::vector<fhir::ValidationIssue> issues = validator_.Validate(resource);
+  if (issues.empty()) return absl::OkStatus();
+  // The first issue decides the status text; all of them go in the message
+  // so a client sees every problem at once.
+  std::string message = issues[0].message;
+  for (std::size_t i = 1; i < issues.size(); ++i) core::StrAppend(message, "; ", issues[i].message);
+  return Invalid(message, http_status, issues[0].code, issues[0].path);
+}
+
+absl::StatusOr<json::value> FhirEngine::ParseResource(const std::string& type, const std::string& body) const {
+  ASSIGN_OR_RETURN(json::value v, fhir::ParseJson(body));
+  if (!v.is_object()) return Invalid("A resource must be a JSON object", 400, "structure");
+  const json::value* rt = v.get_object().if_contains("resourceType");
+  if (rt == nullptr || !rt->is_string()) {
+    return Invalid("The resource has no resourceType", 400, "required", "resourceType");
+  }
+  if (rt->get_string() != type) {
+    return Invalid(core::StrCat("resourceType '", std::string_view(rt->get_string()), "' does not match the URL type '",
+                                type, "'"),
+                   400, "invalid", "resourceType");
+  }
+  return v;
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, const std::string& type,
+                                                  const std::string& body) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(json::value resource, ParseResource(type, body));
+  // The server ignores a client id on create (http.html#create); drop it
+  // before validation so a malformed one cannot fail the request.
+  resource.get_object().erase("id");
+  RETURN_IF_ERROR(ValidateResource(resource, 400));
+  const std::string id = NewId(clock_.Now());
+  ASSIGN_OR_RETURN(store::ResourceVersion v,
+                   shard->Create({tenant, type, id}, [&](const auto&, int64_t version, core::TimePoint now) {
+                     return absl::StatusOr<std::string>(StampResource(resource.get_object(), id, version, now));
+                   }));
+  ResourceResult r = ToResult(std::move(v));
+  r.created = true;
+  return r;
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Read(const std::string& tenant, const std::string& type,
+                                                const std::string& id) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(store::ResourceVersion v, shard->Read({tenant, type, id}));
+  if (v.deleted) return Gone(type, id, v.version);
+  return ToResult(std::move(v));
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::VRead(const std::string& tenant, const std::string& type,
+                                                 const std::string& id, int64_t version) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(store::ResourceVersion v, shard->ReadVersion({tenant, type, id}, version));
+  if (v.deleted) return Gone(type, id, v.version);
+  return ToResult(std::move(v));
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, const std::string& type,
+                                                  const std::string& id, const std::string& body,
+                                                  std::optional<int64_t> if_match) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(json::value resource, ParseResource(type, body));
+  const json::value* body_id = resource.get_object().if_contains("id");
+  if (body_id == nullptr) return Invalid("The resource has no id; an update must carry the id of the URL", 400, "required", "id");
+  if (!body_id->is_string() || body_id->get_string() != id) {
+    return Invalid(core::StrCat("The resource id does not match the URL id '", id, "'"), 400, "invalid", "id");
+  }
+  RETURN_IF_ERROR(ValidateResource(resource, 400));
+  bool created = false;
+  ASSIGN_OR_RETURN(store::ResourceVersion v,
+                   shard->Update({tenant, type, id}, "PUT",
+                                 [&](const std::optional<store::ResourceVersion>& current, int64_t version,
+                                     core::TimePoint now) -> absl::StatusOr<std::string> {
+                                   RETURN_IF_ERROR(CheckIfMatch(if_match, current));
+                                   created = !current || current->deleted;
+                                   return StampResource(resource.get_object(), id, version, now);
+                                 }));
+  ResourceResult r = ToResult(std::move(v));
+  r.created = created;
+  return r;
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, const std::string& type,
+                                                 const std::string& id, const std::string& patch,
+                                                 std::optional<int64_t> if_match) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(json::value ops, fhir::ParseJson(patch));
+  if (!ops.is_array()) return Invalid("A JSON Patch document must be a JSON array", 400, "structure");
+  ASSIGN_OR_RETURN(
+      store::ResourceVersion v,
+      shard->Update({tenant, type, id}, "PATCH",
+                    [&](const std::optional<store::ResourceVersion>& current, int64_t version,
+                        core::TimePoint now) -> absl::StatusOr<std::string> {
+                      if (!current) {
+                        return core::Error(absl::StatusCode::kNotFound,
+                                           core::StrCat("Resource ", type, "/", id, " is not known"))
+                            .Http(404)
+                            .Issue("not-found");
+                      }
+                      if (current->deleted) return Gone(type, id, current->version);
+                      RETURN_IF_ERROR(CheckIfMatch(if_match, current));
+                      ASSIGN_OR_RETURN(json::value resource, fhir::ParseJson(current->body));
+                      RETURN_IF_ERROR(fhir::ApplyJsonPatch(ops, resource));
+                      if (!resource.is_object()) return Invalid("The patch replaced the resource with a non-object", 422);
+                      const json::object& obj = resource.get_object();
+                      const json::value* rt = obj.if_contains("resourceType");
+                      if (rt == nullptr || !rt->is_string() || rt->get_string() != type) {
+                        return Invalid("A patch may not change resourceType", 422, "invalid", "resourceType");
+                      }
+                      const json::value* new_id = obj.if_contains("id");
+                      if (new_id == nullptr || !new_id->is_string() || new_id->get_string() != id) {
+                        return Invalid("A patch may not change or remove the id", 422, "invalid", "id");
+                      }
+                      RETURN_IF_ERROR(ValidateResource(resource, 422));
+                      return StampResource(obj, id, version, now);
+                    }));
+  return ToResult(std::move(v));
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Delete(const std::string& tenant, const std::string& type,
+                                                  const std::string& id, std::optional<int64_t> if_match) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(store::ResourceVersion v, shard->Delete({tenant, type, id}, [&](const store::ResourceVersion& cur) {
+                     return CheckIfMatch(if_match, cur);
+                   }));
+  return ToResult(std::move(v));
+}
+
+absl::StatusOr<std::string> FhirEngine::History(const std::string& tenant, const HistoryRequest& request) {
+  if (request.type) RETURN_IF_ERROR(CheckType(*request.type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  if (request.count < 1 || request.count > kMaxHistoryCount) {
+    return Invalid(core::StrCat("_count must be between 1 and ", kMaxHistoryCount), 400, "value");
+  }
+  store::HistoryQuery q;
+  q.type = request.type;
+  q.id = request.id;
+  q.since = request.since;
+  q.count = request.count;
+  q.before_seq = request.cursor;
+  ASSIGN_OR_RETURN(store::HistoryPage page, shard->History(tenant, q));
+  if (request.id && page.entries.empty() && !request.cursor) {
+    // Distinguish "no such resource" from "no versions since _since".
+    auto exists = shard->Read({tenant, *request.type, *request.id});
+    if (!exists.ok()) return exists.status();
+  }
+  std::string path = request.base_url;
+  if (request.type) core::StrAppend(path, "/", *request.type);
+  if (request.id) core::StrAppend(path, "/", *request.id);
+  core::StrAppend(path, "/_history");
+
+  std::string out = R"({"resourceType":"Bundle","type":"history","link":[{"relation":"self","url":")";
+  core::AppendJsonEscaped(out, path);
+  if (!request.self_query.empty()) {
+    out += '?';
+    core::AppendJsonEscaped(out, request.self_query);
+  }
+  out += "\"}";
+  if (page.next_cursor) {
+    std::string next = core::StrCat(path, "?_count=", request.count, "&_cursor=", *page.next_cursor);
+    if (request.since) core::StrAppend(next, "&_since=", core::FormatInstant(*request.since));
+    out += R"(,{"relation":"next","url":")";
+    core::AppendJsonEscaped(out, next);
+    out += "\"}";
+  }
+  out += R"(],"entry":[)";
+  bool first = true;
+  for (const store::ResourceVersion& v : page.entries) {
+    if (!first) out += ',';
+    first = false;
+    out += R"({"fullUrl":")";
+    core::AppendJsonEscaped(out, core::StrCat(request.base_url, "/", v.type, "/", v.id));
+    out += '"';
+    if (!v.deleted) core::StrAppend(out, R"(,"resource":)", v.body);
+    core::StrAppend(out, R"(,"request":{"method":")", v.method, R"(","url":")", v.type);
+    if (v.method != "POST") core::StrAppend(out, "/", v.id);
+    core::StrAppend(out, R"("},"response":{"status":")",
+                    v.method == "POST" ? "201" : (v.deleted ? "204" : "200"), R"(","etag":")");
+    core::AppendJsonEscaped(out, fhir::FormatETag(v.version));
+    core::StrAppend(out, R"(","lastModified":")", core::FormatInstant(v.last_updated), R"("}})");
+  }
+  out += "]}";
+  return out;
+}
+
+absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, const std::string& base_url) {
+  RETURN_IF_ERROR(store_.Tenant(tenant).status());
+  std::string out = R"({"resourceType":"CapabilityStatement","status":"active","date":")";
+  out += core::FormatInstant(clock_.Now());
+  out += R"(","publisher":"medgrid","kind":"instance","software":{"name":"medgrid","version":"0.1.0"},)"
+         R"("implementation":{"description":"medgrid FHIR R4 server","url":")";
+  core::AppendJsonEscaped(out, base_url);
+  out += R"("},"fhirVersion":"4.0.1","format":["application/fhir+json","json"],)"
+         R"("patchFormat":["application/json-patch+json"],"rest":)";
+  out += capabilities_rest_;
+  out += '}';
+  return out;
+}
+
+}  // namespace medgrid::engine

@@ -1,0 +1,52 @@
+// The HTTP front of medgrid: FHIR REST under /fhir/{tenant}, the admin API
+// under /admin/, and the ops endpoints /livez, /readyz and /metrics.
+//
+// Gateway::Handle is an http::Handler: it maps each request onto FhirApi
+// (content negotiation, ETag and conditional headers, Prefer, Location) and
+// every error onto an OperationOutcome with the right status. It records
+// http_server_request_duration_seconds by route template and logs one JSON
+// line per request with ids only.
+//
+//   gateway::Gateway gw(config, api, store, registry);
+//   http::Server server(http_config,
+//       [&](http::Request&& r, const http::Peer& p) { return gw.Handle(std::move(r), p); },
+//       [&](int s, const std::string& m, unsigned v) { return gw.ErrorResponse(s, m, v); });
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "medgrid/engine/fhir_api.h"
+#include "medgrid/http/server.h"
+#include "medgrid/store/store.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace medgrid::gateway {
+
+struct GatewayConfig {
+  // Base used in Location, fullUrl and links, e.g. "https://fhir.example.org".
+  // Empty: taken from the request's Host header (http://<host>).
+  std::string public_base_url;
+  // Admin API answers only loopback peers (until token auth exists).
+  bool admin_loopback_only = true;
+};
+
+class Gateway {
+ public:
+  // All references must outlive the gateway. Thread-safe.
+  Gateway(GatewayConfig config, engine::FhirApi& api, store::Store& store, prometheus::Registry& metrics);
+  ~Gateway();
+
+  http::Response Handle(http::Request&& request, const http::Peer& peer);
+  // Responses for requests the HTTP server rejects before routing.
+  http::Response ErrorResponse(int status, const std::string& message, unsigned version) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace medgrid::gateway

@@ -1,0 +1,550 @@
+#include "medgrid/gateway/gateway.h"
+
+#include <charconv>
+#include <chrono>
+#include <random>
+
+#include "boost/beast/http.hpp"
+#include "boost/json.hpp"
+#include "boost/url/parse.hpp"
+#include "fmt/format.h"
+#include "medgrid/core/logging.h"
+#include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/fhir/json.h"
+#include "medgrid/fhir/operation_outcome.h"
+#include "medgrid/fhir/rest_path.h"
+#include "medgrid/fhir/validator.h"
+#include "medgrid/gateway/http_errors.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+
+namespace medgrid::gateway {
+namespace bhttp = boost::beast::http;
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kFhirJson = "application/fhir+json; charset=utf-8";
+
+// Lower-cases ASCII.
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// The media type without parameters, lower-cased.
+std::string MediaType(std::string_view header) {
+  std::size_t semi = header.find(';');
+  std::string_view t = header.substr(0, semi);
+  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+  while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+  return Lower(t);
+}
+
+bool IsJsonType(std::string_view t) { return t == "application/fhir+json" || t == "application/json"; }
+bool IsXmlType(std::string_view t) {
+  return t == "application/fhir+xml" || t == "application/xml" || t == "text/xml" || t == "xml";
+}
+
+// The route template used as the metric label, never the concrete path.
+std::string RouteTemplate(const fhir::RestPath& p) {
+  using K = fhir::RestPath::Kind;
+  switch (p.kind) {
+    case K::kSystem: return "/fhir/{tenant}";
+    case K::kMetadata: return "/fhir/{tenant}/metadata";
+    case K::kSystemHistory: return "/fhir/{tenant}/_history";
+    case K::kType: return "/fhir/{tenant}/{type}";
+    case K::kTypeHistory: return "/fhir/{tenant}/{type}/_history";
+    case K::kInstance: return "/fhir/{tenant}/{type}/{id}";
+    case K::kInstanceHistory: return "/fhir/{tenant}/{type}/{id}/_history";
+    case K::kVersion: return "/fhir/{tenant}/{type}/{id}/_history/{vid}";
+  }
+  return "/fhir";
+}
+
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
+bool IsSafeToken(std::string_view s, std::size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
+  }
+  return true;
+}
+
+// Parses a FHIR dateTime/instant for _since; requires at least a full date.
+std::optional<core::TimePoint> ParseSince(std::string_view s) {
+  if (!fhir::IsValidDateTime(s) || s.size() < 10) return std::nullopt;
+  std::tm tm{};
+  auto num = [&](std::size_t pos, std::size_t len) {
+    int v = 0;
+    std::from_chars(s.data() + pos, s.data() + pos + len, v);
+    return v;
+  };
+  tm.tm_year = num(0, 4) - 1900;
+  tm.tm_mon = num(5, 2) - 1;
+  tm.tm_mday = num(8, 2);
+  int64_t offset_s = 0;
+  int64_t micros = 0;
+  if (s.size() > 10) {
+    tm.tm_hour = num(11, 2);
+    tm.tm_min = num(14, 2);
+    tm.tm_sec = num(17, 2);
+    std::size_t pos = 19;
+    if (pos < s.size() && s[pos] == '.') {
+      std::size_t start = ++pos;
+      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+      std::string frac(s.substr(start, std::min<std::size_t>(pos - start, 6)));
+      frac.resize(6, '0');
+      micros = std::stoll(frac);
+    }
+    if (pos < s.size() && s[pos] != 'Z') {
+      int sign = s[pos] == '-' ? -1 : 1;
+      offset_s = sign * (num(pos + 1, 2) * 3600 + num(pos + 4, 2) * 60);
+    }
+  }
+  time_t t = timegm(&tm);
+  return core::FromUnixMicros((static_cast<int64_t>(t) - offset_s) * 1000000 + micros);
+}
+
+struct Query {
+  std::vector<std::pair<std::string, std::string>> params;  // decoded
+  std::string raw;                                          // as received
+};
+
+}  // namespace
+
+struct Gateway::Impl {
+  Impl(GatewayConfig c, engine::FhirApi& a, store::Store& s, prometheus::Registry& m)
+      : config(std::move(c)),
+        api(a),
+        store(s),
+        metrics(m),
+        durations(prometheus::BuildHistogram()
+                      .Name("http_server_request_duration_seconds")
+                      .Help("Duration of HTTP server requests")
+                      .Register(m)),
+        pool_connections(prometheus::BuildGauge()
+                             .Name("medgrid_db_pool_connections")
+                             .Help("Database connections per shard pool, by state (open, busy, max)")
+                             .Register(m)) {}
+
+  GatewayConfig config;
+  engine::FhirApi& api;
+  store::Store& store;
+  prometheus::Registry& metrics;
+  prometheus::Family<prometheus::Histogram>& durations;
+  prometheus::Family<prometheus::Gauge>& pool_connections;
+
+  http::Response Route(http::Request& req, const http::Peer& peer, std::string& route, std::string& tenant);
+  http::Response Fhir(http::Request& req, std::string_view path, const Query& query, std::string& route,
+                      std::string& tenant);
+  http::Response Admin(http::Request& req, std::string_view path, const http::Peer& peer, std::string& route);
+  http::Response Metrics();
+
+  std::string BaseUrl(const http::Request& req, const std::string& tenant) const {
+    if (!config.public_base_url.empty()) return core::StrCat(config.public_base_url, "/fhir/", tenant);
+    std::string_view host = req[bhttp::field::host];
+    if (!IsSafeToken(host, 255)) host = "localhost";
+    return core::StrCat("http://", host, "/fhir/", tenant);
+  }
+};
+
+namespace {
+
+http::Response MakeResponse(bhttp::status status, unsigned version, std::string body,
+                            std::string_view content_type = kFhirJson) {
+  http::Response res{status, version};
+  res.set(bhttp::field::server, "medgrid");
+  if (!body.empty() || status != bhttp::status::no_content) {
+    res.set(bhttp::field::content_type, content_type);
+    res.body() = std::move(body);
+  }
+  return res;
+}
+
+http::Response ErrorOf(const absl::Status& st, unsigned version) {
+  HttpError e = ToHttpError(st);
+  return MakeResponse(static_cast<bhttp::status>(e.status), version, std::move(e.outcome));
+}
+
+http::Response Error(int status, const std::string& message, unsigned version) {
+  return MakeResponse(static_cast<bhttp::status>(status), version, OutcomeFor(status, message));
+}
+
+absl::Status BadParam(const std::string& name, const std::string& why) {
+  return core::Error(absl::StatusCode::kInvalidArgument, core::StrCat("Parameter '", name, "': ", why))
+      .Http(400)
+      .Issue("not-supported");
+}
+
+}  // namespace
+
+Gateway::Gateway(GatewayConfig config, engine::FhirApi& api, store::Store& store, prometheus::Registry& metrics)
+    : impl_(std::make_unique<Impl>(std::move(config), api, store, metrics)) {}
+
+Gateway::~Gateway() = default;
+
+http::Response Gateway::ErrorResponse(int status, const std::string& message, unsigned version) const {
+  return Error(status, message, version);
+}
+
+http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
+  auto start = std::chrono::steady_clock::now();
+  std::string request_id(req["X-Request-Id"]);
+  if (!IsSafeToken(request_id, 64)) request_id = NewRequestId();
+  std::string route = "unmatched";
+  std::string tenant;
+  http::Response res = impl_->Route(req, peer, route, tenant);
+  res.set("X-Request-Id", request_id);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::string status = std::to_string(res.result_int());
+  std::string method(req.method_string());
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                   0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+  impl_->durations
+      .Add({{"http_request_method", method}, {"http_route", route}, {"http_response_status_code", status}}, kBuckets)
+      .Observe(seconds);
+  core::Log(core::LogLevel::kInfo, "http.request",
+            {{"request_id", request_id},
+             {"method", method},
+             {"route", route},
+             {"tenant", tenant},
+             {"status", status},
+             {"duration_ms", fmt::format("{:.3f}", seconds * 1000)}});
+  return res;
+}
+
+http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, std::string& route,
+                                    std::string& tenant) {
+  const unsigned v = req.version();
+  auto target = boost::urls::parse_origin_form(req.target());
+  if (!target) return Error(400, "Malformed request target", v);
+  std::string path = target->path();  // percent-encoded form
+  path = std::string(target->encoded_path());
+  Query query;
+  query.raw = std::string(target->encoded_query());
+  for (auto param : target->params()) query.params.emplace_back(param.key, param.has_value ? param.value : "");
+
+  const bool get_like = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  if (path == "/livez") {
+    route = "/livez";
+    return MakeResponse(bhttp::status::ok, v, R"({"status":"ok"})", "application/json");
+  }
+  if (path == "/readyz") {
+    route = "/readyz";
+    int reachable = store.ReachableShards();
+    if (reachable == 0) {
+      return MakeResponse(bhttp::status::service_unavailable, v, R"({"status":"no shard reachable"})",
+                          "application/json");
+    }
+    return MakeResponse(bhttp::status::ok, v, core::StrCat(R"({"status":"ready","shards_reachable":)", reachable, "}"),
+                        "application/json");
+  }
+  if (path == "/metrics" && get_like) {
+    route = "/metrics";
+    return Metrics();
+  }
+  if (path.rfind("/admin/", 0) == 0) return Admin(req, path, peer, route);
+  if (path.rfind("/fhir/", 0) == 0) return Fhir(req, path, query, route, tenant);
+  return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
+}
+
+http::Response Gateway::Impl::Metrics() {
+  for (const store::PoolStats& p : store.Pools()) {
+    pool_connections.Add({{"shard", p.shard_id}, {"state", "open"}}).Set(p.open);
+    pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);
+    pool_connections.Add({{"shard", p.shard_id}, {"state", "max"}}).Set(p.size);
+  }
+  prometheus::TextSerializer serializer;
+  return MakeResponse(bhttp::status::ok, 11, serializer.Serialize(metrics.Collect()),
+                      "text/plain; version=0.0.4; charset=utf-8");
+}
+
+http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, const http::Peer& peer,
+                                    std::string& route) {
+  const unsigned v = req.version();
+  if (config.admin_loopback_only && !peer.loopback) {
+    route = "/admin";
+    return Error(403, "The admin API answers loopback clients only", v);
+  }
+  auto tenant_json = [](const store::TenantInfo& t) {
+    json::object o;
+    o["id"] = t.id;
+    o["region"] = t.region;
+    o["shard"] = t.shard_id;
+    o["status"] = t.status;
+    o["created"] = core::FormatInstant(t.created_at);
+    return o;
+  };
+  if (path == "/admin/tenants") {
+    route = "/admin/tenants";
+    if (req.method() == bhttp::verb::get) {
+      auto tenants = store.ListTenants();
+      if (!tenants.ok()) return ErrorOf(tenants.status(), v);
+      json::array arr;
+      for (const auto& t : *tenants) arr.push_back(tenant_json(t));
+      return MakeResponse(bhttp::status::ok, v, json::serialize(json::object{{"tenants", arr}}), "application/json");
+    }
+    if (req.method() == bhttp::verb::post) {
+      auto body = fhir::ParseJson(req.body());
+      if (!body.ok()) return ErrorOf(body.status(), v);
+      const json::object* o = body->if_object();
+      const json::value* id = o ? o->if_contains("id") : nullptr;
+      const json::value* region = o ? o->if_contains("region") : nullptr;
+      if (id == nullptr || !id->is_string() || !fhir::IsValidTenantId(std::string_view(id->get_string()))) {
+        return Error(400, "Body must be {\"id\": \"<tenant>\", \"region\": \"<region>\"} with id matching [a-z0-9][a-z0-9-]{0,62}", v);
+      }
+      if (region != nullptr && (!region->is_string() || !IsSafeToken(std::string_view(region->get_string()), 63))) {
+        return Error(400, "region must be a short token such as \"us\"", v);
+      }
+      for (const auto& kv : *o) {
+        if (kv.key() != "id" && kv.key() != "region") {
+          return Error(400, core::StrCat("Unknown field '", std::string_view(kv.key()), "'"), v);
+        }
+      }
+      auto t = store.CreateTenant(std::string_view(id->get_string()),
+                                  region ? std::string_view(region->get_string()) : std::string_view());
+      if (!t.ok()) return ErrorOf(t.status(), v);
+      auto res = MakeResponse(bhttp::status::created, v, json::serialize(tenant_json(*t)), "application/json");
+      res.set(bhttp::field::location, core::StrCat("/admin/tenants/", t->id));
+      return res;
+    }
+    auto res = Error(405, "Use GET or POST on /admin/tenants", v);
+    res.set(bhttp::field::allow, "GET, POST");
+    return res;
+  }
+  if (path == "/admin/shards") {
+    route = "/admin/shards";
+    if (req.method() != bhttp::verb::get) {
+      auto res = Error(405, "Use GET on /admin/shards", v);
+      res.set(bhttp::field::allow, "GET");
+      return res;
+    }
+    auto shards = store.ListShards();
+    if (!shards.ok()) return ErrorOf(shards.status(), v);
+    json::array arr;
+    for (const auto& s : *shards) arr.push_back(json::object{{"id", s.id}, {"dsn", s.dsn}, {"tenants", s.tenants}});
+    return MakeResponse(bhttp::status::ok, v, json::serialize(json::object{{"shards", arr}}), "application/json");
+  }
+  route = "/admin";
+  return Error(404, core::StrCat("No admin endpoint at '", path, "'"), v);
+}
+
+http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, const Query& query,
+                                   std::string& route, std::string& tenant) {
+  using K = fhir::RestPath::Kind;
+  const unsigned v = req.version();
+  auto parsed = fhir::ParseRestPath(path);
+  if (!parsed.ok()) return ErrorOf(parsed.status(), v);
+  const fhir::RestPath& p = *parsed;
+  route = RouteTemplate(p);
+  tenant = p.tenant;
+  const std::string base = BaseUrl(req, p.tenant);
+  const bhttp::verb method = req.method();
+
+  // Content negotiation: JSON only. XML gets a clear 406/415.
+  std::string format;
+  for (const auto& [k, val] : query.params) {
+    if (k == "_format") format = Lower(val);
+  }
+  if (!format.empty()) {
+    if (IsXmlType(format)) return Error(406, "Only JSON is supported; XML (_format=" + format + ") is not", v);
+    if (format != "json" && !IsJsonType(format)) return Error(406, "Unsupported _format '" + format + "'", v);
+  } else if (auto accept = req[bhttp::field::accept]; !accept.empty()) {
+    bool acceptable = false;
+    bool wants_xml = false;
+    for (std::string_view part : core::StrSplit(accept, ',')) {
+      std::string t = MediaType(part);
+      if (IsJsonType(t) || t == "*/*" || t == "application/*" || t == "application/json-patch+json") acceptable = true;
+      if (IsXmlType(t)) wants_xml = true;
+    }
+    if (!acceptable) {
+      return Error(406, wants_xml ? "Only JSON is supported; XML is not" : "No acceptable content type; use application/fhir+json", v);
+    }
+  }
+  const bool has_body = method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch;
+  if (has_body) {
+    std::string ct = MediaType(req[bhttp::field::content_type]);
+    bool ok = method == bhttp::verb::patch ? ct == "application/json-patch+json" : IsJsonType(ct);
+    if (!ok) {
+      std::string msg = IsXmlType(ct) ? "XML request bodies are not supported; send application/fhir+json"
+                        : method == bhttp::verb::patch
+                            ? "PATCH requires Content-Type application/json-patch+json (JSON Patch)"
+                            : "Content-Type must be application/fhir+json";
+      if (ct.empty()) msg = "Missing Content-Type; " + msg;
+      return Error(415, msg, v);
+    }
+  }
+
+  // Every parameter must be understood; unknown ones are an error, not ignored.
+  std::optional<int> count;
+  std::optional<core::TimePoint> since;
+  std::optional<int64_t> cursor;
+  const bool history = p.kind == K::kSystemHistory || p.kind == K::kTypeHistory || p.kind == K::kInstanceHistory;
+  for (const auto& [k, val] : query.params) {
+    if (k == "_format" || k == "_pretty") continue;
+    if (p.kind == K::kMetadata && k == "mode") {
+      if (val != "full") return ErrorOf(BadParam(k, "only mode=full is supported"), v);
+      continue;
+    }
+    if (history && k == "_count") {
+      int c = 0;
+      auto [ptr, ec] = std::from_chars(val.data(), val.data() + val.size(), c);
+      if (ec != std::errc() || ptr != val.data() + val.size() || c < 1) {
+        return ErrorOf(BadParam(k, "must be a positive integer"), v);
+      }
+      count = std::min(c, 1000);
+      continue;
+    }
+    if (history && k == "_since") {
+      since = ParseSince(val);
+      if (!since) return ErrorOf(BadParam(k, "must be a FHIR instant such as 2026-01-01T00:00:00Z"), v);
+      continue;
+    }
+    if (history && k == "_cursor") {
+      int64_t c = 0;
+      auto [ptr, ec] = std::from_chars(val.data(), val.data() + val.size(), c);
+      if (ec != std::errc() || ptr != val.data() + val.size() || c < 1) return ErrorOf(BadParam(k, "is malformed"), v);
+      cursor = c;
+      continue;
+    }
+    return ErrorOf(BadParam(k, "is not supported by this interaction"), v);
+  }
+
+  auto if_match = [&]() -> absl::StatusOr<std::optional<int64_t>> {
+    auto h = req[bhttp::field::if_match];
+    if (h.empty()) return std::optional<int64_t>();
+    auto version = fhir::ParseETagVersion(h);
+    if (!version) {
+      return core::Error(absl::StatusCode::kInvalidArgument, "If-Match must be an ETag such as W/\"1\"").Http(400);
+    }
+    return std::optional<int64_t>(*version);
+  };
+
+  // Prefer: return=minimal|representation|OperationOutcome
+  std::string prefer = "representation";
+  for (std::string_view part : core::StrSplit(req["Prefer"], ';')) {
+    std::string t = Lower(MediaType(part));
+    if (t.rfind("return=", 0) == 0) prefer = t.substr(7);
+  }
+
+  auto resource_response = [&](const absl::StatusOr<engine::ResourceResult>& r, bool write) -> http::Response {
+    if (!r.ok()) return ErrorOf(r.status(), v);
+    bhttp::status status = r->created ? bhttp::status::created : bhttp::status::ok;
+    std::string body = r->body;
+    if (write && prefer == "minimal") {
+      body.clear();
+    } else if (write && prefer == "operationoutcome") {
+      body = fhir::OperationOutcomeJson({{"information", "informational",
+                                          core::StrCat(r->created ? "Created " : "Updated ", r->type, "/", r->id,
+                                                       " version ", r->version),
+                                          ""}});
+    }
+    http::Response res = MakeResponse(status, v, std::move(body));
+    res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+    res.set(bhttp::field::last_modified, core::FormatHttpDate(r->last_updated));
+    if (write) {
+      std::string loc = core::StrCat(base, "/", r->type, "/", r->id, "/_history/", r->version);
+      if (r->created) res.set(bhttp::field::location, loc);
+      res.set(bhttp::field::content_location, loc);
+    }
+    return res;
+  };
+
+  auto not_allowed = [&](std::string_view allow) {
+    http::Response res = Error(405, core::StrCat("Method ", std::string(req.method_string()), " is not allowed at ", route), v);
+    res.set(bhttp::field::allow, allow);
+    return res;
+  };
+
+  switch (p.kind) {
+    case K::kMetadata: {
+      if (!(method == bhttp::verb::get || method == bhttp::verb::head)) return not_allowed("GET");
+      auto caps = api.Capabilities(p.tenant, base);
+      if (!caps.ok()) return ErrorOf(caps.status(), v);
+      return MakeResponse(bhttp::status::ok, v, std::move(*caps));
+    }
+    case K::kSystem:
+      return Error(405, "Batch/transaction Bundles and system search are not supported yet", v);
+    case K::kType: {
+      if (method == bhttp::verb::post) return resource_response(api.Create(p.tenant, p.type, req.body()), true);
+      return not_allowed("POST");
+    }
+    case K::kInstance: {
+      if (method == bhttp::verb::get || method == bhttp::verb::head) {
+        auto r = api.Read(p.tenant, p.type, p.id);
+        if (r.ok()) {
+          // Conditional read: If-None-Match / If-Modified-Since give 304.
+          auto inm = req[bhttp::field::if_none_match];
+          if (!inm.empty()) {
+            auto ver = fhir::ParseETagVersion(inm);
+            if (ver && *ver == r->version) {
+              http::Response res = MakeResponse(bhttp::status::not_modified, v, "");
+              res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+              return res;
+            }
+          }
+        }
+        return resource_response(r, false);
+      }
+      if (method == bhttp::verb::put) {
+        auto im = if_match();
+        if (!im.ok()) return ErrorOf(im.status(), v);
+        return resource_response(api.Update(p.tenant, p.type, p.id, req.body(), *im), true);
+      }
+      if (method == bhttp::verb::patch) {
+        auto im = if_match();
+        if (!im.ok()) return ErrorOf(im.status(), v);
+        return resource_response(api.Patch(p.tenant, p.type, p.id, req.body(), *im), true);
+      }
+      if (method == bhttp::verb::delete_) {
+        auto im = if_match();
+        if (!im.ok()) return ErrorOf(im.status(), v);
+        auto r = api.Delete(p.tenant, p.type, p.id, *im);
+        if (!r.ok()) return ErrorOf(r.status(), v);
+        http::Response res = MakeResponse(bhttp::status::no_content, v, "");
+        res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+        if (prefer == "operationoutcome") {
+          res = MakeResponse(bhttp::status::ok, v,
+                             fhir::OperationOutcomeJson({{"information", "informational",
+                                                          core::StrCat("Deleted ", p.type, "/", p.id), ""}}));
+        }
+        return res;
+      }
+      return not_allowed("GET, PUT, PATCH, DELETE");
+    }
+    case K::kVersion: {
+      if (!(method == bhttp::verb::get || method == bhttp::verb::head)) return not_allowed("GET");
+      int64_t version = std::stoll(p.version);
+      return resource_response(api.VRead(p.tenant, p.type, p.id, version), false);
+    }
+    case K::kSystemHistory:
+    case K::kTypeHistory:
+    case K::kInstanceHistory: {
+      if (!(method == bhttp::verb::get || method == bhttp::verb::head)) return not_allowed("GET");
+      engine::HistoryRequest h;
+      if (!p.type.empty()) h.type = p.type;
+      if (!p.id.empty()) h.id = p.id;
+      h.since = since;
+      h.count = count.value_or(50);
+      h.cursor = cursor;
+      h.base_url = base;
+      h.self_query = query.raw;
+      auto bundle = api.History(p.tenant, h);
+      if (!bundle.ok()) return ErrorOf(bundle.status(), v);
+      return MakeResponse(bhttp::status::ok, v, std::move(*bundle));
+    }
+  }
+  return Error(404, "No such FHIR endpoint", v);
+}
+
+}  // namespace medgrid::gateway
