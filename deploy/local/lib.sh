@@ -1,0 +1,76 @@
+# Shared by up.sh, down.sh and tests/run.sh: private PostgreSQL and Redis
+# servers under a state directory, never the system's own.
+# shellcheck shell=bash
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+# Runs a command as the unprivileged owner of the PostgreSQL files: the
+# postgres user when we are root (PostgreSQL refuses to run as root).
+as_pg_owner() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# pg_start DIR PORT: initdb on first use, then start on 127.0.0.1:PORT.
+pg_start() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_pg_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; return 1; }
+  fi
+  if as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then return 0; fi
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=256MB -c fsync=${MEDGRID_PG_FSYNC:-on}" >/dev/null \
+    || { tail -20 "$dir/postgres.log" >&2; return 1; }
+}
+
+pg_stop() {
+  local dir=$1
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+# redis_start DIR PORT
+redis_start() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then return 0; fi
+  redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --pidfile "$dir/redis.pid" --dir "$dir" \
+    --logfile "$dir/redis.log" --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 50); do
+    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "redis did not start; see $dir/redis.log" >&2
+  return 1
+}
+
+redis_stop() {
+  local dir=$1
+  if [ -f "$dir/redis.pid" ]; then
+    kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+    rm -f "$dir/redis.pid"
+  fi
+}
+
+# free_port: a loopback TCP port nobody listens on right now.
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+# wait_http URL SECONDS: until URL answers 200.
+wait_http() {
+  local url=$1 secs=$2
+  for _ in $(seq 1 $((secs * 10))); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)" = "200" ]; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds medgrid and serves it on http://127.0.0.1:${MEDGRID_HTTP_PORT:-8080}
+# with a private PostgreSQL and Redis under ${MEDGRID_HOME:-.local}.
+#
+#   deploy/local/up.sh            # foreground; Ctrl-C stops everything
+#   deploy/local/up.sh --detach   # returns once /readyz is 200; stop with down.sh
+#
+# Safe to run again: it reuses the build and the data, and leaves a running
+# instance alone. It never touches a system PostgreSQL or Redis.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+source deploy/local/lib.sh
+
+detach=0
+for arg in "$@"; do
+  case "$arg" in
+    --detach) detach=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "up.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+home=${MEDGRID_HOME:-$root/.local}
+mkdir -p "$home"
+home=$(cd "$home" && pwd)
+http_port=${MEDGRID_HTTP_PORT:-8080}
+pg_port=${MEDGRID_PG_PORT:-55432}
+redis_port=${MEDGRID_REDIS_PORT:-56379}
+
+deploy/local/install-deps.sh
+package=$(deploy/local/fetch-fhir-package.sh)
+
+echo "up.sh: building (Release)" >&2
+cmake --preset release >/dev/null
+cmake --build --preset release --target medgrid
+
+echo "up.sh: starting PostgreSQL on 127.0.0.1:$pg_port and Redis on 127.0.0.1:$redis_port" >&2
+pg_start "$home/pg" "$pg_port"
+redis_start "$home/redis" "$redis_port"
+
+pidfile="$home/medgrid.pid"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  echo "up.sh: medgrid is already running (pid $(cat "$pidfile"))" >&2
+else
+  build/release/services/medgrid \
+    --http-port="$http_port" \
+    --pg-admin-dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
+    --fhir-package-dir="$package" \
+    >>"$home/medgrid.log" 2>&1 &
+  echo $! >"$pidfile"
+fi
+
+if ! wait_http "http://127.0.0.1:$http_port/readyz" 60; then
+  echo "up.sh: medgrid did not become ready; last log lines:" >&2
+  tail -20 "$home/medgrid.log" >&2
+  exit 1
+fi
+
+# Tenant demo: 201 when created, 409 when it already exists.
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$http_port/admin/tenants" \
+  -H 'Content-Type: application/json' -d '{"id":"demo","region":"local"}')
+case "$code" in
+  201|409) ;;
+  *) echo "up.sh: creating tenant demo failed with HTTP $code" >&2; exit 1 ;;
+esac
+
+echo "up.sh: medgrid is serving http://127.0.0.1:$http_port/fhir/demo (logs: $home/medgrid.log)" >&2
+if [ "$detach" -eq 1 ]; then exit 0; fi
+
+trap '"$root/deploy/local/down.sh"; exit 0' INT TERM
+echo "up.sh: press Ctrl-C to stop" >&2
+while kill -0 "$(cat "$pidfile")" 2>/dev/null; do sleep 1; done
+echo "up.sh: medgrid exited; see $home/medgrid.log" >&2
+"$root/deploy/local/down.sh"
+exit 1
