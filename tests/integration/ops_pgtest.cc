@@ -1,0 +1,91 @@
+// Ops endpoints and the admin API: /livez, /readyz (503 when no shard is
+// reachable), /metrics, /admin/tenants and /admin/shards.
+#include "gtest/gtest.h"
+#include "integration/harness.h"
+#include "pqxx/pqxx"
+
+namespace medgrid::testing {
+namespace {
+
+TEST(Ops, LivezReadyzMetrics) {
+  TestServer server("ops", {"t1"});
+  HttpClient& c = server.client();
+  EXPECT_EQ(c.Get("/livez").status, 200);
+  auto ready = c.Get("/readyz");
+  EXPECT_EQ(ready.status, 200);
+  EXPECT_EQ(ready.Json().at("shards_reachable").as_int64(), 2);
+
+  ASSERT_EQ(c.Put("/fhir/t1/Patient/m1", R"({"resourceType":"Patient","id":"m1"})").status, 201);
+  ASSERT_EQ(c.Get("/fhir/t1/Patient/m1").status, 200);
+  ASSERT_EQ(c.Get("/fhir/t1/Patient/m2").status, 404);
+  auto metrics = c.Get("/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.Header("Content-Type").find("text/plain"), std::string::npos);
+  const std::string& m = metrics.body;
+  EXPECT_NE(m.find("# TYPE http_server_request_duration_seconds histogram"), std::string::npos);
+  // Labelled by route template and status, never by concrete id.
+  EXPECT_NE(m.find(R"(http_route="/fhir/{tenant}/{type}/{id}")"), std::string::npos);
+  EXPECT_NE(m.find(R"(http_response_status_code="404")"), std::string::npos);
+  EXPECT_EQ(m.find("m1"), std::string::npos);
+  EXPECT_NE(m.find(R"(medgrid_db_pool_connections{shard=")"), std::string::npos);
+  EXPECT_NE(m.find(R"(state="max"} 8)"), std::string::npos);
+}
+
+TEST(Ops, AdminApi) {
+  TestServer server("admin", {});
+  HttpClient& c = server.client();
+  auto post = [&](const std::string& body) {
+    return c.Send("POST", "/admin/tenants", body, {{"Content-Type", "application/json"}});
+  };
+  auto created = post(R"({"id":"acme","region":"us"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(created.Json().at("region").as_string(), "us");
+  EXPECT_EQ(created.Header("Location"), "/admin/tenants/acme");
+  ASSERT_EQ(post(R"({"id":"beta"})").status, 201);
+  EXPECT_EQ(post(R"({"id":"acme"})").status, 409);
+  EXPECT_EQ(post(R"({"id":"Bad Tenant"})").status, 400);
+  EXPECT_EQ(post(R"({"id":"ok","color":"red"})").status, 400);
+  EXPECT_EQ(post("not json").status, 400);
+  EXPECT_EQ(c.Delete("/admin/tenants").status, 405);
+
+  auto tenants = c.Get("/admin/tenants").Json().at("tenants").as_array();
+  ASSERT_EQ(tenants.size(), 2u);
+  // Least-loaded placement spreads the two tenants over the two shards.
+  EXPECT_NE(tenants[0].at("shard").as_string(), tenants[1].at("shard").as_string());
+
+  auto shards = c.Get("/admin/shards").Json().at("shards").as_array();
+  ASSERT_EQ(shards.size(), 2u);
+  EXPECT_EQ(shards[0].at("tenants").as_int64() + shards[1].at("tenants").as_int64(), 2);
+  EXPECT_EQ(c.Get("/admin/nothing").status, 404);
+}
+
+TEST(Ops, ReadyzIs503WhenNoShardIsReachable) {
+  app::AppConfig config = TestServer::BaseConfig("readyz");
+  {
+    // A first instance creates the databases; then every shard is pointed
+    // at a port where nothing listens and a second instance starts.
+    TestServer again("readyz", {"t1"}, config);
+    pqxx::connection conn(TestServer::Dsn(config.store.control_db));
+    pqxx::work tx(conn);
+    tx.exec("UPDATE shards SET primary_dsn = 'host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2'");
+    tx.commit();
+    again.Stop();
+
+    app::AppConfig broken = config;
+    broken.store.admin_dsn.clear();
+    broken.store.control_dsn = TestServer::Dsn(config.store.control_db);
+    broken.store.acquire_timeout = std::chrono::milliseconds(2000);
+    auto app = app::App::Start(broken);
+    ASSERT_TRUE(app.ok()) << app.status();
+    HttpClient c((*app)->port());
+    EXPECT_EQ(c.Get("/livez").status, 200);
+    EXPECT_EQ(c.Get("/readyz").status, 503);
+    auto read = c.Get("/fhir/t1/Patient/x");
+    EXPECT_EQ(read.status, 503);
+    EXPECT_EQ(read.IssueCode(), "transient");
+    (*app)->Stop();
+  }
+}
+
+}  // namespace
+}  // namespace medgrid::testing
