@@ -1,5 +1,7 @@
 #include "pg_pool.h"
 
+#include <algorithm>
+
 #include "medgrid/core/strings.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
@@ -22,20 +24,32 @@ PgPool::Lease::~Lease() {
 
 absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   std::unique_lock lock(mu_);
-  auto deadline = std::chrono::steady_clock::now() + acquire_timeout_;
-  while (idle_.empty() && open_ >= size_) {
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && open_ >= size_) {
+  if (waiters_.empty() && !idle_.empty()) {
+    auto conn = std::move(idle_.back());
+    idle_.pop_back();
+    ++busy_;
+    return Lease(this, std::move(conn));
+  }
+  bool open_new = waiters_.empty() && open_ < size_;
+  if (!open_new) {
+    Waiter self;
+    waiters_.push_back(&self);
+    const auto deadline = std::chrono::steady_clock::now() + acquire_timeout_;
+    while (self.conn == nullptr && !self.may_open) {
+      if (self.cv.wait_until(lock, deadline) == std::cv_status::timeout) break;
+    }
+    if (self.conn != nullptr) {
+      ++busy_;
+      return Lease(this, std::move(self.conn));
+    }
+    if (!self.may_open) {
+      waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &self));
       return core::Error(absl::StatusCode::kUnavailable,
                          core::StrCat("No database connection free on shard ", name_))
           .Http(503)
           .Issue("transient");
     }
-  }
-  if (!idle_.empty()) {
-    auto conn = std::move(idle_.back());
-    idle_.pop_back();
-    ++busy_;
-    return Lease(this, std::move(conn));
+    open_new = true;
   }
   ++open_;
   ++busy_;
@@ -49,11 +63,19 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
     lock.lock();
     --open_;
     --busy_;
-    cv_.notify_one();
+    HandOffSlot();
     return core::Error(absl::StatusCode::kUnavailable, core::StrCat("Database shard ", name_, " is unreachable"))
         .Http(503)
         .Issue("transient");
   }
+}
+
+void PgPool::HandOffSlot() {
+  if (waiters_.empty()) return;
+  Waiter* w = waiters_.front();
+  waiters_.pop_front();
+  w->may_open = true;
+  w->cv.notify_one();
 }
 
 void PgPool::Release(std::unique_ptr<pqxx::connection> conn, bool discard) {
@@ -61,10 +83,17 @@ void PgPool::Release(std::unique_ptr<pqxx::connection> conn, bool discard) {
   --busy_;
   if (discard || !conn->is_open()) {
     --open_;
-  } else {
-    idle_.push_back(std::move(conn));
+    HandOffSlot();
+    return;
   }
-  cv_.notify_one();
+  if (!waiters_.empty()) {
+    Waiter* w = waiters_.front();
+    waiters_.pop_front();
+    w->conn = std::move(conn);
+    w->cv.notify_one();
+    return;
+  }
+  idle_.push_back(std::move(conn));
 }
 
 int PgPool::open() const {

@@ -1,12 +1,16 @@
 // A fixed-size pool of libpqxx connections to one database.
 //
 // Invariants: at most `size` connections exist; a connection is either in
-// idle_ or leased to exactly one Lease; a connection that threw
-// pqxx::broken_connection is dropped, never returned to idle_.
+// idle_, handed to a waiter, or leased to exactly one Lease; a connection
+// that threw pqxx::broken_connection is dropped, never returned to idle_.
+// Waiters are served first come, first served: a released connection goes
+// straight to the oldest waiter, so no request starves under load (a plain
+// condition variable wakes an arbitrary thread and makes latency tails long).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -53,6 +57,9 @@ class PgPool {
 
  private:
   void Release(std::unique_ptr<pqxx::connection> conn, bool discard);
+  // Lets the oldest waiter open a connection in a slot that just freed up.
+  // Requires mu_.
+  void HandOffSlot();
 
   const std::string name_;
   const std::string dsn_;
@@ -60,8 +67,14 @@ class PgPool {
   const std::chrono::milliseconds acquire_timeout_;
   const Prepare prepare_;
 
+  struct Waiter {
+    std::condition_variable cv;
+    std::unique_ptr<pqxx::connection> conn;  // handed over by Release
+    bool may_open = false;                   // a slot freed up: open a new connection
+  };
+
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::deque<Waiter*> waiters_;                           // guarded by mu_; oldest first
   std::vector<std::unique_ptr<pqxx::connection>> idle_;  // guarded by mu_
   int open_ = 0;                                          // guarded by mu_
   int busy_ = 0;                                          // guarded by mu_
