@@ -11,7 +11,7 @@ packages=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libssl-dev libabsl-dev
   libgtest-dev libgmock-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
-  wrk curl ca-certificates
+  wrk curl ca-certificates python3
 )
 # Node.js and npm fetch the official FHIR R4 package (test and registry data).
 # A machine may already carry a newer Node.js than Debian's; keep it.
