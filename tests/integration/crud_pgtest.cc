@@ -62,6 +62,18 @@ TEST_F(CrudTest, ReadReturnsStoredResourceWithDecimalPrecision) {
   EXPECT_EQ(read.Header("ETag"), "W/\"1\"");
 }
 
+TEST_F(CrudTest, HeadHasHeadersButNoBody) {
+  std::string id = CreatePatient();
+  auto get = c().Get("/fhir/t1/Patient/" + id);
+  auto head = c().Send("HEAD", "/fhir/t1/Patient/" + id);
+  EXPECT_EQ(head.status, 200);
+  EXPECT_TRUE(head.body.empty());
+  EXPECT_EQ(head.Header("ETag"), "W/\"1\"");
+  EXPECT_EQ(head.Header("Content-Length"), std::to_string(get.body.size()));
+  // The connection stays usable after a bodiless response.
+  EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id).body, get.body);
+}
+
 TEST_F(CrudTest, UpdateBumpsVersionAndVreadKeepsOld) {
   std::string id = CreatePatient();
   std::string v2 = R"({"resourceType":"Patient","id":")" + id + R"(","gender":"other"})";

@@ -61,8 +61,9 @@ struct HttpClient::Impl {
     buffer.clear();
   }
 
-  HttpResponse Read() {
+  HttpResponse Read(bool head = false) {
     bhttp::response_parser<bhttp::string_body> parser;
+    parser.skip(head);  // a response to HEAD has no body whatever its Content-Length
     parser.body_limit(1ull << 30);
     parser.header_limit(1 << 20);
     bhttp::read(*stream, buffer, parser);
@@ -100,7 +101,7 @@ HttpResponse HttpClient::Send(const std::string& method, const std::string& targ
       if (write_ec && write_ec != asio::error::broken_pipe && write_ec != asio::error::connection_reset) {
         throw beast::system_error(write_ec);
       }
-      return impl_->Read();
+      return impl_->Read(method == "HEAD");
     } catch (const std::exception& e) {
       // The server may have closed an idle keep-alive connection; retry once
       // on a fresh one.

@@ -150,10 +150,18 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::post(server_.workers, [self = shared_from_this(), req = std::move(req)]() mutable {
       bool keep_alive = req.keep_alive();
       unsigned version = req.version();
+      bool head = req.method() == bhttp::verb::head;
       auto res = std::make_shared<Response>(self->server_.handler(std::move(req), self->peer_));
       res->version(version);
       res->keep_alive(keep_alive && !self->server_.stopping.load());
       res->prepare_payload();
+      if (head) {
+        // HEAD answers with the headers of the GET, Content-Length included,
+        // and no body.
+        auto length = res->body().size();
+        res->body().clear();
+        res->content_length(length);
+      }
       asio::post(self->stream_.get_executor(), [self, res]() { self->Write(res); });
     });
   }
