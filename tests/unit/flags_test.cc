@@ -20,7 +20,7 @@ TEST(Flags, ParsesAndValidates) {
 TEST(Flags, RejectsUnknownAndBadValues) {
   const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p"};
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
-                                "--http-port", "--pg-shards=a,,b", "--worker-threads=0"}) {
+                                "--http-port", "--pg-shards=a,,b", "--worker-threads=-1"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

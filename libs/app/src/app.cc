@@ -45,7 +45,7 @@ Flags (all --name=value):
   --http-address        address to bind (default 127.0.0.1)
   --http-port           port to bind, 0 for any free port (default 8080)
   --io-threads          HTTP I/O threads, 0 = one per core (default 0)
-  --worker-threads      request handler threads (default 32)
+  --worker-threads      request handler threads, 0 = four per core (default 0)
   --max-body-bytes      largest request body (default 16777216)
   --max-header-bytes    largest request head (default 16384)
   --read-timeout-ms     time to receive one request (default 30000)
@@ -54,7 +54,8 @@ Flags (all --name=value):
   --pg-admin-dsn        libpq key=value DSN of the maintenance database; local mode creates databases
   --pg-control-dsn      DSN of the control database (default: admin DSN with dbname=medgrid_control)
   --pg-shards           comma-separated shard database names created in local mode (default medgrid_shard_0,medgrid_shard_1)
-  --pg-pool-size        connections per shard (default 16)
+  --pg-pool-size        blocking connections per shard (default 16)
+  --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
   --region              this instance's region (default local)
   --public-base-url     base URL for Location and links (default: from the Host header)
@@ -78,7 +79,7 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
     } else if (name == "io-threads") {
       RETURN_IF_ERROR(ParseInt(name, value, 0, 256, c.http.io_threads));
     } else if (name == "worker-threads") {
-      RETURN_IF_ERROR(ParseInt(name, value, 1, 1024, c.http.worker_threads));
+      RETURN_IF_ERROR(ParseInt(name, value, 0, 1024, c.http.worker_threads));
     } else if (name == "max-body-bytes") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1024, std::size_t{1} << 30, c.http.body_limit));
     } else if (name == "max-header-bytes") {
@@ -99,6 +100,8 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
         if (s.empty()) return BadFlag(name, "empty shard name");
         c.store.bootstrap_shards.emplace_back(s);
       }
+    } else if (name == "pg-async-pool-size") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 256, c.store.async_pool_size));
     } else if (name == "pg-pool-size") {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
     } else if (name == "pg-statement-timeout-ms") {
@@ -152,7 +155,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(
       config.http, [gw](http::Request&& req, const http::Peer& peer) { return gw->Handle(std::move(req), peer); },
-      [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); });
+      [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); },
+      [gw](http::Request& req, const http::Peer& peer, boost::asio::io_context& io,
+           std::function<void(http::Response)> done) { return gw->HandleAsync(req, peer, io, std::move(done)); });
   RETURN_IF_ERROR(s.server->Start());
   core::Log(core::LogLevel::kInfo, "server.started",
             {{"address", config.http.address}, {"port", std::to_string(s.server->port())}});

@@ -141,8 +141,9 @@ absl::StatusOr<json::value> FhirEngine::ParseResource(const std::string& type, c
   return v;
 }
 
-absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, const std::string& type,
-                                                  const std::string& body) {
+absl::StatusOr<FhirEngine::PreparedCreate> FhirEngine::PrepareCreate(const std::string& tenant,
+                                                                     const std::string& type,
+                                                                     const std::string& body) const {
   RETURN_IF_ERROR(CheckType(type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   ASSIGN_OR_RETURN(json::value resource, ParseResource(type, body));
@@ -150,14 +151,33 @@ absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, con
   // before validation so a malformed one cannot fail the request.
   resource.get_object().erase("id");
   RETURN_IF_ERROR(ValidateResource(resource, 400));
-  const std::string id = NewId(clock_.Now());
-  ASSIGN_OR_RETURN(store::ResourceVersion v,
-                   shard->Create({tenant, type, id}, [&](const auto&, int64_t version, core::TimePoint now) {
-                     return absl::StatusOr<std::string>(StampResource(resource.get_object(), id, version, now));
-                   }));
+  std::string id = NewId(clock_.Now());
+  auto shared = std::make_shared<const json::value>(std::move(resource));
+  store::BodyFn stamp = [shared, id](const auto&, int64_t version, core::TimePoint now) {
+    return absl::StatusOr<std::string>(StampResource(shared->get_object(), id, version, now));
+  };
+  return PreparedCreate{shard, {tenant, type, id}, std::move(stamp)};
+}
+
+absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, const std::string& type,
+                                                  const std::string& body) {
+  ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
+  ASSIGN_OR_RETURN(store::ResourceVersion v, c.shard->Create(c.key, c.body));
   ResourceResult r = ToResult(std::move(v));
   r.created = true;
   return r;
+}
+
+void FhirEngine::CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
+                             boost::asio::io_context& io, ResultCallback done) {
+  absl::StatusOr<PreparedCreate> c = PrepareCreate(tenant, type, body);
+  if (!c.ok()) return done(c.status());
+  c->shard->CreateAsync(c->key, c->body, io, [done = std::move(done)](absl::StatusOr<store::ResourceVersion> v) {
+    if (!v.ok()) return done(v.status());
+    ResourceResult r = ToResult(std::move(*v));
+    r.created = true;
+    done(std::move(r));
+  });
 }
 
 absl::StatusOr<ResourceResult> FhirEngine::Read(const std::string& tenant, const std::string& type,
@@ -176,6 +196,22 @@ absl::StatusOr<ResourceResult> FhirEngine::VRead(const std::string& tenant, cons
   ASSIGN_OR_RETURN(store::ResourceVersion v, shard->ReadVersion({tenant, type, id}, version));
   if (v.deleted) return Gone(type, id, v.version);
   return ToResult(std::move(v));
+}
+
+void FhirEngine::ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
+                           std::optional<int64_t> version, boost::asio::io_context& io, ResultCallback done) {
+  if (absl::Status st = CheckType(type); !st.ok()) return done(st);
+  // The tenant's shard comes from an in-memory cache; only the first request
+  // of a tenant (or an unknown id, rate-limited by the negative cache) waits
+  // on the control database here.
+  absl::StatusOr<store::ResourceStore*> shard = store_.ForTenant(tenant);
+  if (!shard.ok()) return done(shard.status());
+  (*shard)->ReadAsync({tenant, type, id}, version, io,
+                      [type, id, done = std::move(done)](absl::StatusOr<store::ResourceVersion> v) {
+                        if (!v.ok()) return done(v.status());
+                        if (v->deleted) return done(Gone(type, id, v->version));
+                        done(ToResult(std::move(*v)));
+                      });
 }
 
 absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, const std::string& type,

@@ -115,6 +115,20 @@ std::optional<core::TimePoint> ParseSince(std::string_view s) {
   return core::FromUnixMicros((static_cast<int64_t>(t) - offset_s) * 1000000 + micros);
 }
 
+struct RequestLog {
+  std::chrono::steady_clock::time_point start;
+  std::string request_id;
+  std::string method;
+  std::string route;   // route template, the metric label
+  std::string tenant;
+};
+
+struct AsyncRead {
+  boost::asio::io_context* io = nullptr;
+  std::function<void(http::Response)> done;
+  bool deferred = false;  // done will be (or was already) called
+};
+
 struct Query {
   std::vector<std::pair<std::string, std::string>> params;  // decoded
   std::string raw;                                          // as received
@@ -144,9 +158,14 @@ struct Gateway::Impl {
   prometheus::Family<prometheus::Histogram>& durations;
   prometheus::Family<prometheus::Gauge>& pool_connections;
 
-  http::Response Route(http::Request& req, const http::Peer& peer, std::string& route, std::string& tenant);
+  // `async`, when set, lets reads complete later through async->done; the
+  // returned response is then meaningless if async->deferred was set.
+  http::Response Route(http::Request& req, const http::Peer& peer, std::string& route, std::string& tenant,
+                       AsyncRead* async);
   http::Response Fhir(http::Request& req, std::string_view path, const Query& query, std::string& route,
-                      std::string& tenant);
+                      std::string& tenant, AsyncRead* async);
+  // Records the metric and the log line of a finished request.
+  void Finish(const RequestLog& log, http::Response& res);
   http::Response Admin(http::Request& req, std::string_view path, const http::Peer& peer, std::string& route);
   http::Response Metrics();
 
@@ -180,6 +199,48 @@ http::Response Error(int status, const std::string& message, unsigned version) {
   return MakeResponse(static_cast<bhttp::status>(status), version, OutcomeFor(status, message));
 }
 
+// The answer to a read or vread. `if_none_match` (an ETag, may be empty)
+// turns a matching version into 304 Not Modified.
+http::Response ReadResponse(const absl::StatusOr<engine::ResourceResult>& r, unsigned v,
+                            const std::string& if_none_match) {
+  if (!r.ok()) return ErrorOf(r.status(), v);
+  if (!if_none_match.empty()) {
+    auto ver = fhir::ParseETagVersion(if_none_match);
+    if (ver && *ver == r->version) {
+      http::Response res = MakeResponse(bhttp::status::not_modified, v, "");
+      res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+      return res;
+    }
+  }
+  http::Response res = MakeResponse(bhttp::status::ok, v, r->body);
+  res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+  res.set(bhttp::field::last_modified, core::FormatHttpDate(r->last_updated));
+  return res;
+}
+
+// The answer to a create, update or patch, shaped by Prefer: return=.
+http::Response WriteResponse(const absl::StatusOr<engine::ResourceResult>& r, unsigned v, const std::string& prefer,
+                             const std::string& base) {
+  if (!r.ok()) return ErrorOf(r.status(), v);
+  bhttp::status status = r->created ? bhttp::status::created : bhttp::status::ok;
+  std::string body;
+  if (prefer == "operationoutcome") {
+    body = fhir::OperationOutcomeJson({{"information", "informational",
+                                        core::StrCat(r->created ? "Created " : "Updated ", r->type, "/", r->id,
+                                                     " version ", r->version),
+                                        ""}});
+  } else if (prefer != "minimal") {
+    body = r->body;
+  }
+  http::Response res = MakeResponse(status, v, std::move(body));
+  res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+  res.set(bhttp::field::last_modified, core::FormatHttpDate(r->last_updated));
+  std::string loc = core::StrCat(base, "/", r->type, "/", r->id, "/_history/", r->version);
+  if (r->created) res.set(bhttp::field::location, loc);
+  res.set(bhttp::field::content_location, loc);
+  return res;
+}
+
 absl::Status BadParam(const std::string& name, const std::string& why) {
   return core::Error(absl::StatusCode::kInvalidArgument, core::StrCat("Parameter '", name, "': ", why))
       .Http(400)
@@ -197,34 +258,75 @@ http::Response Gateway::ErrorResponse(int status, const std::string& message, un
   return Error(status, message, version);
 }
 
-http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
-  auto start = std::chrono::steady_clock::now();
-  std::string request_id(req["X-Request-Id"]);
-  if (!IsSafeToken(request_id, 64)) request_id = NewRequestId();
-  std::string route = "unmatched";
-  std::string tenant;
-  http::Response res = impl_->Route(req, peer, route, tenant);
-  res.set("X-Request-Id", request_id);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+void Gateway::Impl::Finish(const RequestLog& log, http::Response& res) {
+  res.set("X-Request-Id", log.request_id);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count();
   std::string status = std::to_string(res.result_int());
-  std::string method(req.method_string());
   static const prometheus::Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                                    0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
-  impl_->durations
-      .Add({{"http_request_method", method}, {"http_route", route}, {"http_response_status_code", status}}, kBuckets)
+  durations
+      .Add({{"http_request_method", log.method}, {"http_route", log.route}, {"http_response_status_code", status}},
+           kBuckets)
       .Observe(seconds);
   core::Log(core::LogLevel::kInfo, "http.request",
-            {{"request_id", request_id},
-             {"method", method},
-             {"route", route},
-             {"tenant", tenant},
+            {{"request_id", log.request_id},
+             {"method", log.method},
+             {"route", log.route},
+             {"tenant", log.tenant},
              {"status", status},
              {"duration_ms", fmt::format("{:.3f}", seconds * 1000)}});
+}
+
+namespace {
+
+std::shared_ptr<RequestLog> StartLog(const http::Request& req) {
+  auto log = std::make_shared<RequestLog>();
+  log->start = std::chrono::steady_clock::now();
+  log->request_id = std::string(req["X-Request-Id"]);
+  if (!IsSafeToken(log->request_id, 64)) log->request_id = NewRequestId();
+  log->method = std::string(req.method_string());
+  log->route = "unmatched";
+  return log;
+}
+
+}  // namespace
+
+http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
+  std::shared_ptr<RequestLog> log = StartLog(req);
+  http::Response res = impl_->Route(req, peer, log->route, log->tenant, nullptr);
+  impl_->Finish(*log, res);
   return res;
 }
 
+bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asio::io_context& io,
+                          std::function<void(http::Response)> done) {
+  // Only reads by id and creates go this way; everything else may block and
+  // belongs on a worker thread. So do large creates: parsing and validating
+  // them would hold up every other connection of this I/O thread.
+  constexpr std::size_t kMaxInlineBody = 64 * 1024;
+  std::string_view target = req.target();
+  if (target.rfind("/fhir/", 0) != 0) return false;
+  auto parsed = fhir::ParseRestPath(target.substr(0, target.find('?')));
+  if (!parsed.ok()) return false;
+  const bool read = (req.method() == bhttp::verb::get || req.method() == bhttp::verb::head) &&
+                    (parsed->kind == fhir::RestPath::Kind::kInstance || parsed->kind == fhir::RestPath::Kind::kVersion);
+  const bool create = req.method() == bhttp::verb::post && parsed->kind == fhir::RestPath::Kind::kType &&
+                      req.body().size() <= kMaxInlineBody;
+  if (!read && !create) return false;
+  std::shared_ptr<RequestLog> log = StartLog(req);
+  AsyncRead async;
+  async.io = &io;
+  async.done = [impl = impl_.get(), log, done = std::move(done)](http::Response res) {
+    impl->Finish(*log, res);
+    done(std::move(res));
+  };
+  http::Response res = impl_->Route(req, peer, log->route, log->tenant, &async);
+  if (!async.deferred) async.done(std::move(res));
+  return true;
+}
+
 http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, std::string& route,
-                                    std::string& tenant) {
+                                    std::string& tenant, AsyncRead* async) {
   const unsigned v = req.version();
   auto target = boost::urls::parse_origin_form(req.target());
   if (!target) return Error(400, "Malformed request target", v);
@@ -254,7 +356,7 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
     return Metrics();
   }
   if (path.rfind("/admin/", 0) == 0) return Admin(req, path, peer, route);
-  if (path.rfind("/fhir/", 0) == 0) return Fhir(req, path, query, route, tenant);
+  if (path.rfind("/fhir/", 0) == 0) return Fhir(req, path, query, route, tenant, async);
   return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
 }
 
@@ -340,7 +442,7 @@ http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, c
 }
 
 http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, const Query& query,
-                                   std::string& route, std::string& tenant) {
+                                   std::string& route, std::string& tenant, AsyncRead* async) {
   using K = fhir::RestPath::Kind;
   const unsigned v = req.version();
   auto parsed = fhir::ParseRestPath(path);
@@ -437,27 +539,8 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     if (t.rfind("return=", 0) == 0) prefer = t.substr(7);
   }
 
-  auto resource_response = [&](const absl::StatusOr<engine::ResourceResult>& r, bool write) -> http::Response {
-    if (!r.ok()) return ErrorOf(r.status(), v);
-    bhttp::status status = r->created ? bhttp::status::created : bhttp::status::ok;
-    std::string body = r->body;
-    if (write && prefer == "minimal") {
-      body.clear();
-    } else if (write && prefer == "operationoutcome") {
-      body = fhir::OperationOutcomeJson({{"information", "informational",
-                                          core::StrCat(r->created ? "Created " : "Updated ", r->type, "/", r->id,
-                                                       " version ", r->version),
-                                          ""}});
-    }
-    http::Response res = MakeResponse(status, v, std::move(body));
-    res.set(bhttp::field::etag, fhir::FormatETag(r->version));
-    res.set(bhttp::field::last_modified, core::FormatHttpDate(r->last_updated));
-    if (write) {
-      std::string loc = core::StrCat(base, "/", r->type, "/", r->id, "/_history/", r->version);
-      if (r->created) res.set(bhttp::field::location, loc);
-      res.set(bhttp::field::content_location, loc);
-    }
-    return res;
+  auto resource_response = [&](const absl::StatusOr<engine::ResourceResult>& r, bool write) {
+    return write ? WriteResponse(r, v, prefer, base) : ReadResponse(r, v, "");
   };
 
   auto not_allowed = [&](std::string_view allow) {
@@ -476,25 +559,29 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     case K::kSystem:
       return Error(405, "Batch/transaction Bundles and system search are not supported yet", v);
     case K::kType: {
-      if (method == bhttp::verb::post) return resource_response(api.Create(p.tenant, p.type, req.body()), true);
-      return not_allowed("POST");
+      if (method != bhttp::verb::post) return not_allowed("POST");
+      if (async != nullptr) {
+        async->deferred = true;
+        api.CreateAsync(p.tenant, p.type, req.body(), *async->io,
+                        [v, prefer, base, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
+                          done(WriteResponse(r, v, prefer, base));
+                        });
+        return {};
+      }
+      return resource_response(api.Create(p.tenant, p.type, req.body()), true);
     }
     case K::kInstance: {
       if (method == bhttp::verb::get || method == bhttp::verb::head) {
-        auto r = api.Read(p.tenant, p.type, p.id);
-        if (r.ok()) {
-          // Conditional read: If-None-Match / If-Modified-Since give 304.
-          auto inm = req[bhttp::field::if_none_match];
-          if (!inm.empty()) {
-            auto ver = fhir::ParseETagVersion(inm);
-            if (ver && *ver == r->version) {
-              http::Response res = MakeResponse(bhttp::status::not_modified, v, "");
-              res.set(bhttp::field::etag, fhir::FormatETag(r->version));
-              return res;
-            }
-          }
+        std::string inm(req[bhttp::field::if_none_match]);
+        if (async != nullptr) {
+          async->deferred = true;
+          api.ReadAsync(p.tenant, p.type, p.id, std::nullopt, *async->io,
+                        [v, inm, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
+                          done(ReadResponse(r, v, inm));
+                        });
+          return {};
         }
-        return resource_response(r, false);
+        return ReadResponse(api.Read(p.tenant, p.type, p.id), v, inm);
       }
       if (method == bhttp::verb::put) {
         auto im = if_match();
@@ -525,6 +612,14 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     case K::kVersion: {
       if (!(method == bhttp::verb::get || method == bhttp::verb::head)) return not_allowed("GET");
       int64_t version = std::stoll(p.version);
+      if (async != nullptr) {
+        async->deferred = true;
+        api.ReadAsync(p.tenant, p.type, p.id, version, *async->io,
+                      [v, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
+                        done(ReadResponse(r, v, ""));
+                      });
+        return {};
+      }
       return resource_response(api.VRead(p.tenant, p.type, p.id, version), false);
     }
     case K::kSystemHistory:

@@ -27,12 +27,18 @@ namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
 struct Server::Impl {
-  Impl(ServerConfig c, Handler h, ErrorResponder e)
-      : config(std::move(c)), handler(std::move(h)), errors(std::move(e)), workers(config.worker_threads) {}
+  Impl(ServerConfig c, Handler h, ErrorResponder e, AsyncHandler a)
+      : config(std::move(c)),
+        handler(std::move(h)),
+        errors(std::move(e)),
+        async_handler(std::move(a)),
+        workers(config.worker_threads > 0 ? config.worker_threads
+                                          : 4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
   ServerConfig config;
   Handler handler;
   ErrorResponder errors;
+  AsyncHandler async_handler;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
@@ -60,7 +66,8 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket&& socket, asio::io_context& io, Server::Impl& server)
+      : stream_(std::move(socket)), io_(io), server_(server) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) {
@@ -147,23 +154,34 @@ class Session : public std::enable_shared_from_this<Session> {
       res->prepare_payload();
       return Write(res);
     }
-    asio::post(server_.workers, [self = shared_from_this(), req = std::move(req)]() mutable {
-      bool keep_alive = req.keep_alive();
-      unsigned version = req.version();
-      bool head = req.method() == bhttp::verb::head;
-      auto res = std::make_shared<Response>(self->server_.handler(std::move(req), self->peer_));
-      res->version(version);
-      res->keep_alive(keep_alive && !self->server_.stopping.load());
-      res->prepare_payload();
-      if (head) {
-        // HEAD answers with the headers of the GET, Content-Length included,
-        // and no body.
-        auto length = res->body().size();
-        res->body().clear();
-        res->content_length(length);
-      }
+    const bool keep_alive = req.keep_alive();
+    const unsigned version = req.version();
+    const bool head = req.method() == bhttp::verb::head;
+    if (server_.async_handler &&
+        server_.async_handler(req, peer_, io_, [self = shared_from_this(), keep_alive, version, head](Response res) {
+          self->Write(self->Finalize(std::move(res), keep_alive, version, head));
+        })) {
+      return;
+    }
+    asio::post(server_.workers, [self = shared_from_this(), req = std::move(req), keep_alive, version, head]() mutable {
+      auto res = self->Finalize(self->server_.handler(std::move(req), self->peer_), keep_alive, version, head);
       asio::post(self->stream_.get_executor(), [self, res]() { self->Write(res); });
     });
+  }
+
+  std::shared_ptr<Response> Finalize(Response&& handled, bool keep_alive, unsigned version, bool head) {
+    auto res = std::make_shared<Response>(std::move(handled));
+    res->version(version);
+    res->keep_alive(keep_alive && !server_.stopping.load());
+    res->prepare_payload();
+    if (head) {
+      // HEAD answers with the headers of the GET, Content-Length included,
+      // and no body.
+      auto length = res->body().size();
+      res->body().clear();
+      res->content_length(length);
+    }
+    return res;
   }
 
   void Write(std::shared_ptr<Response> res) {
@@ -182,6 +200,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
+  asio::io_context& io_;  // the one running this session
   Server::Impl& server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -195,18 +214,18 @@ class Session : public std::enable_shared_from_this<Session> {
 void Server::Impl::Accept() {
   asio::io_context& ctx = *contexts[next_context];
   next_context = (next_context + 1) % contexts.size();
-  acceptor->async_accept(ctx, [this](beast::error_code ec, tcp::socket socket) {
+  acceptor->async_accept(ctx, [this, &ctx](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || stopping.load()) return;
     if (!ec) {
       socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<Session>(std::move(socket), *this)->Start();
+      std::make_shared<Session>(std::move(socket), ctx, *this)->Start();
     }
     Accept();
   });
 }
 
-Server::Server(ServerConfig config, Handler handler, ErrorResponder errors)
-    : impl_(std::make_unique<Impl>(std::move(config), std::move(handler), std::move(errors))) {}
+Server::Server(ServerConfig config, Handler handler, ErrorResponder errors, AsyncHandler async)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(handler), std::move(errors), std::move(async))) {}
 
 Server::~Server() { Stop(); }
 

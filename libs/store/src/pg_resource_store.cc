@@ -1,6 +1,7 @@
 #include "pg_resource_store.h"
 
 #include "medgrid/core/strings.h"
+#include "libpq-fe.h"
 #include "medgrid/core/status.h"
 
 namespace medgrid::store {
@@ -11,6 +12,37 @@ constexpr int kMaxWriteAttempts = 4;
 // Microseconds since the epoch, exactly, in both directions.
 #define MEDGRID_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 #define MEDGRID_TS(param) "('epoch'::timestamptz + " param " * interval '1 microsecond')"
+
+// The read statements, shared by the blocking pool and the asynchronous
+// read path.
+constexpr const char* kReadSql =
+    "SELECT v.version_id, v.deleted, " MEDGRID_US("v.last_updated") ", v.method, v.body "
+    "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
+    "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
+    "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3";
+constexpr const char* kVreadSql =
+    "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", method, body FROM resource_versions "
+    "WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 AND version_id = $4";
+
+// One statement writes both the current pointer and the version row of a
+// new resource: one round trip per create.
+constexpr const char* kInsertNewSql =
+    "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+    "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") ")) "
+    "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+    "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)";
+
+std::string PrepareAsync(void* raw) {
+  auto* conn = static_cast<PGconn*>(raw);
+  for (const auto& [name, sql] :
+       {std::pair{"read", kReadSql}, std::pair{"vread", kVreadSql}, std::pair{"insert_new", kInsertNewSql}}) {
+    PGresult* r = PQprepare(conn, name, sql, 0, nullptr);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) return std::string("cannot prepare ") + name;
+  }
+  return "";
+}
 
 ResourceVersion RowToVersion(const pqxx::row& row, const ResourceKey& key) {
   ResourceVersion v;
@@ -24,6 +56,19 @@ ResourceVersion RowToVersion(const pqxx::row& row, const ResourceKey& key) {
   return v;
 }
 
+absl::StatusOr<ResourceVersion> TextRowToVersion(const PgRow& row, const ResourceKey& key) {
+  if (row.size() != 5 || !row[0] || !row[1] || !row[2] || !row[3]) return absl::InternalError("Unexpected row shape");
+  ResourceVersion v;
+  v.type = key.type;
+  v.id = key.id;
+  v.version = std::stoll(*row[0]);
+  v.deleted = *row[1] == "t";
+  v.last_updated = core::FromUnixMicros(std::stoll(*row[2]));
+  v.method = *row[3];
+  if (row[4]) v.body = *row[4];
+  return v;
+}
+
 absl::Status NotFound(const ResourceKey& key) {
   return core::Error(absl::StatusCode::kNotFound, core::StrCat("Resource ", key.type, "/", key.id, " is not known"))
       .Http(404)
@@ -33,13 +78,8 @@ absl::Status NotFound(const ResourceKey& key) {
 }  // namespace
 
 void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
-  conn.prepare("read", "SELECT v.version_id, v.deleted, " MEDGRID_US("v.last_updated") ", v.method, v.body "
-                       "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
-                       "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
-                       "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3");
-  conn.prepare("vread", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", method, body "
-                        "FROM resource_versions "
-                        "WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 AND version_id = $4");
+  conn.prepare("read", kReadSql);
+  conn.prepare("vread", kVreadSql);
   conn.prepare("lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
                        "FROM resources WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 FOR UPDATE");
   conn.prepare("lock_body",
@@ -48,11 +88,7 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
                "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
                "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3 FOR UPDATE OF r");
   // One statement writes both the current pointer and the version row.
-  conn.prepare("insert_new",
-               "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
-               "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") ")) "
-               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
-               "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)");
+  conn.prepare("insert_new", kInsertNewSql);
   conn.prepare("write",
                "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
                "VALUES ($1, $2, $3, $4, false, " MEDGRID_TS("$5") ") "
@@ -107,6 +143,47 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
   } catch (const std::exception& e) {
     return StatusFromPqxx(e);
   }
+}
+
+void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
+                                ReadCallback done) {
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, io);
+  std::vector<std::string> params = {key.tenant, key.type, key.id};
+  if (version) params.push_back(std::to_string(*version));
+  pool.QueryPrepared(version ? "vread" : "read", std::move(params),
+                     [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) {
+                       if (!rows.ok()) return done(rows.status());
+                       if (rows->empty()) {
+                         if (!version) return done(NotFound(key));
+                         return done(core::Error(absl::StatusCode::kNotFound,
+                                                 core::StrCat("Version ", *version, " of ", key.type, "/", key.id,
+                                                              " is not known"))
+                                         .Http(404)
+                                         .Issue("not-found"));
+                       }
+                       done(TextRowToVersion(rows->front(), key));
+                     });
+}
+
+void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn, boost::asio::io_context& io,
+                                  ReadCallback done) {
+  core::TimePoint now = clock_.Now();
+  absl::StatusOr<std::string> body = body_fn(std::nullopt, 1, now);
+  if (!body.ok()) return done(body.status());
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, io);
+  ResourceVersion v;
+  v.type = key.type;
+  v.id = key.id;
+  v.version = 1;
+  v.last_updated = now;
+  v.method = "POST";
+  std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)), *body};
+  v.body = std::move(*body);
+  pool.QueryPrepared("insert_new", std::move(params),
+                     [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) mutable {
+                       if (!rows.ok()) return done(rows.status());
+                       done(std::move(v));
+                     });
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {

@@ -5,20 +5,28 @@
 
 #include "medgrid/core/clock.h"
 #include "medgrid/store/resource_store.h"
+#include "async_pg.h"
 #include "pg_pool.h"
 
 namespace medgrid::store {
 
 class PgResourceStore final : public ResourceStore {
  public:
-  PgResourceStore(PgPool& pool, const core::Clock& clock) : pool_(pool), clock_(clock) {}
+  // `dsn` and `shard` serve the asynchronous read path, which keeps
+  // `async_pool_size` connections per I/O thread.
+  PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, const core::Clock& clock)
+      : pool_(pool), shard_(std::move(shard)), dsn_(std::move(dsn)), async_pool_size_(async_pool_size), clock_(clock) {}
 
   // Prepares this store's statements on a new pooled connection.
   static void PrepareStatements(pqxx::connection& conn);
 
   absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) override;
   absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override;
+  void ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
+                 ReadCallback done) override;
   absl::StatusOr<ResourceVersion> Create(const ResourceKey& key, const BodyFn& body) override;
+  void CreateAsync(const ResourceKey& key, const BodyFn& body, boost::asio::io_context& io,
+                   ReadCallback done) override;
   absl::StatusOr<ResourceVersion> Update(const ResourceKey& key, const std::string& method,
                                          const BodyFn& body) override;
   absl::StatusOr<ResourceVersion> Delete(const ResourceKey& key,
@@ -32,6 +40,9 @@ class PgResourceStore final : public ResourceStore {
   auto WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>()));
 
   PgPool& pool_;
+  const std::string shard_;
+  const std::string dsn_;
+  const int async_pool_size_;
   const core::Clock& clock_;
 };
 

@@ -8,11 +8,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace medgrid::engine {
 
@@ -37,6 +42,8 @@ struct HistoryRequest {
   std::string self_query;             // query string of this request, for the self link
 };
 
+using ResultCallback = std::function<void(absl::StatusOr<ResourceResult>)>;
+
 class FhirApi {
  public:
   virtual ~FhirApi() = default;
@@ -49,6 +56,9 @@ class FhirApi {
   // does not match `type`, or structural validation failures.
   virtual absl::StatusOr<ResourceResult> Create(const std::string& tenant, const std::string& type,
                                                 const std::string& body) = 0;
+  // Create without blocking, on `io` as ReadAsync.
+  virtual void CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
+                           boost::asio::io_context& io, ResultCallback done) = 0;
   // Errors: NotFound (404); Gone (410, as FailedPrecondition with HTTP 410)
   // when the current version is a deletion.
   virtual absl::StatusOr<ResourceResult> Read(const std::string& tenant, const std::string& type,
@@ -56,6 +66,12 @@ class FhirApi {
   // Errors: NotFound (404); 410 for the version that records a deletion.
   virtual absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type,
                                                const std::string& id, int64_t version) = 0;
+  // Read (version unset) or VRead without blocking the calling I/O thread:
+  // the storage query runs on `io`, which must be the io_context driving
+  // this thread, and `done` is called on this thread (possibly before
+  // ReadAsync returns) with what Read or VRead would return.
+  virtual void ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
+                         std::optional<int64_t> version, boost::asio::io_context& io, ResultCallback done) = 0;
   // Update, or create with the client's id. Errors as Create, plus 400 when
   // the body id is missing or differs from `id`, and 412 when `if_match` is
   // set and differs from the current version.

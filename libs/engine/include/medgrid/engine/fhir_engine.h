@@ -27,6 +27,10 @@ class FhirEngine final : public FhirApi {
                                       const std::string& id) override;
   absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type, const std::string& id,
                                        int64_t version) override;
+  void CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
+                   boost::asio::io_context& io, ResultCallback done) override;
+  void ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
+                 std::optional<int64_t> version, boost::asio::io_context& io, ResultCallback done) override;
   absl::StatusOr<ResourceResult> Update(const std::string& tenant, const std::string& type, const std::string& id,
                                         const std::string& body, std::optional<int64_t> if_match) override;
   absl::StatusOr<ResourceResult> Patch(const std::string& tenant, const std::string& type, const std::string& id,
@@ -38,6 +42,15 @@ class FhirEngine final : public FhirApi {
 
  private:
   absl::Status CheckType(const std::string& type) const;
+  // Everything a create does before storage: the shard, the validated
+  // resource, the new id and a function stamping the stored body.
+  struct PreparedCreate {
+    store::ResourceStore* shard;
+    store::ResourceKey key;
+    store::BodyFn body;
+  };
+  absl::StatusOr<PreparedCreate> PrepareCreate(const std::string& tenant, const std::string& type,
+                                               const std::string& body) const;
   // Parses and validates a resource body for `type`.
   absl::StatusOr<boost::json::value> ParseResource(const std::string& type, const std::string& body) const;
   absl::Status ValidateResource(const boost::json::value& resource, int http_status) const;

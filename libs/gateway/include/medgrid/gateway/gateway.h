@@ -20,6 +20,10 @@
 #include "medgrid/http/server.h"
 #include "medgrid/store/store.h"
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace prometheus {
 class Registry;
 }
@@ -41,6 +45,13 @@ class Gateway {
   ~Gateway();
 
   http::Response Handle(http::Request&& request, const http::Peer& peer);
+  // For an http::AsyncHandler: takes reads by id (read, vread) and creates
+  // with bodies up to 64 KiB, and answers
+  // them without blocking the calling I/O thread, calling `done` on it
+  // later (or at once for errors). Returns false, leaving `request`
+  // untouched, for every other request, which then goes to Handle.
+  bool HandleAsync(http::Request& request, const http::Peer& peer, boost::asio::io_context& io,
+                   std::function<void(http::Response)> done);
   // Responses for requests the HTTP server rejects before routing.
   http::Response ErrorResponse(int status, const std::string& message, unsigned version) const;
 

@@ -26,6 +26,10 @@
 #include "boost/beast/http/message.hpp"
 #include "boost/beast/http/string_body.hpp"
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace medgrid::http {
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -38,8 +42,11 @@ struct ServerConfig {
   uint16_t port = 8080;
   // I/O threads, each with its own io_context; 0 = one per core.
   int io_threads = 0;
-  // Threads that run handlers (which may block on the database).
-  int worker_threads = 32;
+  // Threads that run handlers (which may block on the database); 0 = four
+  // per core. More threads than the database can use at once only add
+  // context switches: on 2 cores, 32 workers gave a read p99 of 675 ms
+  // where 8 gave 5 ms (docs/BENCHMARKS.md).
+  int worker_threads = 0;
   // Largest request head (request line + headers) accepted; larger gets 431.
   std::size_t header_limit = 16 * 1024;
   // Largest request body accepted; larger gets 413.
@@ -60,13 +67,20 @@ struct Peer {
 
 // Runs on a worker thread. Must not throw.
 using Handler = std::function<Response(Request&& request, const Peer& peer)>;
+// Runs on the I/O thread first, for requests that can be answered without
+// blocking. Returns true when it took the request (it may move from it) and
+// will call `done` exactly once on this thread, now or later; false sends
+// the request to the Handler on a worker thread.
+using AsyncHandler = std::function<bool(Request& request, const Peer& peer, boost::asio::io_context& io,
+                                        std::function<void(Response)> done)>;
 // Builds the response for a request the server itself rejects (400, 413,
 // 431, 503 while draining), so the caller controls the error format.
 using ErrorResponder = std::function<Response(int status, const std::string& message, unsigned version)>;
 
 class Server {
  public:
-  Server(ServerConfig config, Handler handler, ErrorResponder errors);
+  // `async` may be empty.
+  Server(ServerConfig config, Handler handler, ErrorResponder errors, AsyncHandler async = nullptr);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -24,6 +24,9 @@ struct StoreConfig {
   std::string region = "local";
   // Connections per shard pool, opened lazily.
   int pool_size = 16;
+  // Non-blocking connections per shard and I/O thread, for reads by id and
+  // creates.
+  int async_pool_size = 8;
   // How long a request waits for a free connection before 503.
   std::chrono::milliseconds acquire_timeout{5000};
   // Server-side statement_timeout for every pooled connection.

@@ -16,6 +16,10 @@
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace medgrid::store {
 
 struct ResourceKey {
@@ -56,6 +60,8 @@ struct HistoryPage {
   std::optional<int64_t> next_cursor;    // set when more rows exist
 };
 
+using ReadCallback = std::function<void(absl::StatusOr<ResourceVersion>)>;
+
 class ResourceStore {
  public:
   virtual ~ResourceStore() = default;
@@ -65,9 +71,18 @@ class ResourceStore {
   virtual absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) = 0;
   // One version. Errors: NotFound.
   virtual absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) = 0;
+  // Read (version unset) or ReadVersion without blocking: the query runs on
+  // `io`, the io_context driving the calling thread, and `done` is called on
+  // that thread with the same results and errors as the blocking calls.
+  // Precondition: called from a thread running `io`.
+  virtual void ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
+                         ReadCallback done) = 0;
   // Inserts version 1 of a resource whose id the server just generated.
   // Errors: AlreadyExists on an id clash.
   virtual absl::StatusOr<ResourceVersion> Create(const ResourceKey& key, const BodyFn& body) = 0;
+  // Create without blocking, on `io` as ReadAsync; same results and errors.
+  virtual void CreateAsync(const ResourceKey& key, const BodyFn& body, boost::asio::io_context& io,
+                           ReadCallback done) = 0;
   // Writes the next version of `key` (version 1 if it never existed) with
   // `method` PUT or PATCH. If body() fails, nothing is written and its
   // status is returned.

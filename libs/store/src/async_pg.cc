@@ -1,0 +1,202 @@
+#include "async_pg.h"
+
+#include <unistd.h>
+
+#include <map>
+#include <utility>
+
+#include "boost/asio/posix/stream_descriptor.hpp"
+#include "libpq-fe.h"
+#include "medgrid/core/logging.h"
+#include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
+
+namespace medgrid::store {
+namespace asio = boost::asio;
+
+namespace {
+
+absl::Status Unavailable(std::string_view what) {
+  return core::Error(absl::StatusCode::kUnavailable, core::StrCat("Database unavailable: ", what))
+      .Http(503)
+      .Issue("transient");
+}
+
+absl::Status FromResult(PGresult* r) {
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  std::string_view sqlstate = state != nullptr ? state : "";
+  if (sqlstate == "57014") {
+    return core::Error(absl::StatusCode::kDeadlineExceeded, "Database query timed out").Http(504).Issue("timeout");
+  }
+  if (sqlstate == "23505") return absl::AlreadyExistsError("Unique constraint violated");
+  if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P03") return Unavailable(sqlstate);
+  core::Log(core::LogLevel::kError, "db.sql_error", {{"sqlstate", sqlstate}});
+  return absl::InternalError(core::StrCat("Database error (SQLSTATE ", sqlstate, ")"));
+}
+
+}  // namespace
+
+// One non-blocking libpq connection watched through a dup of its socket.
+class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(AsyncPgPool& pool, PGconn* conn, asio::io_context& io)
+      : pool_(pool), conn_(conn), socket_(io, ::dup(PQsocket(conn))) {}
+
+  ~Connection() {
+    boost::system::error_code ec;
+    socket_.close(ec);
+    PQfinish(conn_);
+  }
+
+  void Run(Pending&& query) {
+    current_ = std::move(query);
+    rows_.clear();
+    error_ = absl::OkStatus();
+    std::vector<const char*> values;
+    values.reserve(current_.params.size());
+    for (const std::string& p : current_.params) values.push_back(p.c_str());
+    if (PQsendQueryPrepared(conn_, current_.statement.c_str(), static_cast<int>(values.size()), values.data(),
+                            nullptr, nullptr, 0) != 1) {
+      return Fail(Unavailable(PQerrorMessage(conn_)));
+    }
+    Flush();
+  }
+
+ private:
+  void Flush() {
+    int r = PQflush(conn_);
+    if (r < 0) return Fail(Unavailable(PQerrorMessage(conn_)));
+    if (r == 1) {
+      socket_.async_wait(asio::posix::stream_descriptor::wait_write,
+                         [self = shared_from_this()](boost::system::error_code ec) {
+                           if (ec) return self->Fail(Unavailable(ec.message()));
+                           self->Flush();
+                         });
+      return;
+    }
+    WaitRead();
+  }
+
+  void WaitRead() {
+    socket_.async_wait(asio::posix::stream_descriptor::wait_read,
+                       [self = shared_from_this()](boost::system::error_code ec) {
+                         if (ec) return self->Fail(Unavailable(ec.message()));
+                         self->OnReadable();
+                       });
+  }
+
+  void OnReadable() {
+    if (PQconsumeInput(conn_) != 1) return Fail(Unavailable(PQerrorMessage(conn_)));
+    while (PQisBusy(conn_) == 0) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) return Complete();
+      ExecStatusType st = PQresultStatus(r);
+      if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        const int rows = PQntuples(r);
+        const int cols = PQnfields(r);
+        for (int i = 0; i < rows; ++i) {
+          PgRow row(cols);
+          for (int j = 0; j < cols; ++j) {
+            if (PQgetisnull(r, i, j) == 0) row[j].emplace(PQgetvalue(r, i, j), PQgetlength(r, i, j));
+          }
+          rows_.push_back(std::move(row));
+        }
+      } else if (error_.ok()) {
+        error_ = FromResult(r);
+      }
+      PQclear(r);
+    }
+    WaitRead();
+  }
+
+  void Complete() {
+    PgRowsCallback done = std::move(current_.done);
+    absl::StatusOr<std::vector<PgRow>> result =
+        error_.ok() ? absl::StatusOr<std::vector<PgRow>>(std::move(rows_)) : absl::StatusOr<std::vector<PgRow>>(error_);
+    pool_.Finished(this, false);
+    done(std::move(result));
+  }
+
+  void Fail(absl::Status st) {
+    core::Log(core::LogLevel::kWarn, "db.async_connection_failed");
+    PgRowsCallback done = std::move(current_.done);
+    auto keep = shared_from_this();  // Finished drops the pool's reference
+    pool_.Finished(this, true);
+    if (done) done(std::move(st));
+  }
+
+  AsyncPgPool& pool_;
+  PGconn* conn_;
+  asio::posix::stream_descriptor socket_;
+  Pending current_;
+  std::vector<PgRow> rows_;
+  absl::Status error_;
+};
+
+AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
+                                    asio::io_context& io) {
+  // Destroyed when the I/O thread exits, while its io_context still exists.
+  thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
+  auto& slot = pools[{&io, shard}];
+  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), io);
+  return *slot;
+}
+
+AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, asio::io_context& io)
+    : dsn_(std::move(dsn)), size_(size), prepare_(std::move(prepare)), io_(io) {}
+
+AsyncPgPool::~AsyncPgPool() = default;
+
+void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
+  queue_.push_back({std::move(statement), std::move(params), std::move(done)});
+  Dispatch();
+}
+
+void AsyncPgPool::Dispatch() {
+  while (!queue_.empty()) {
+    std::shared_ptr<Connection> conn;
+    if (!idle_.empty()) {
+      conn = std::move(idle_.back());
+      idle_.pop_back();
+    } else if (open_ < size_) {
+      // Connecting blocks this thread once per connection (a few ms); after
+      // that every query is non-blocking.
+      PGconn* raw = PQconnectdb(dsn_.c_str());
+      std::string problem;
+      if (PQstatus(raw) != CONNECTION_OK) {
+        problem = "cannot connect";
+      } else {
+        problem = prepare_ ? prepare_(raw) : "";
+        if (problem.empty() && PQsetnonblocking(raw, 1) != 0) problem = "cannot switch to non-blocking mode";
+      }
+      if (!problem.empty()) {
+        PQfinish(raw);
+        core::Log(core::LogLevel::kError, "db.connect_failed", {{"mode", "async"}});
+        Pending p = std::move(queue_.front());
+        queue_.pop_front();
+        p.done(Unavailable(problem));
+        continue;
+      }
+      ++open_;
+      conn = std::make_shared<Connection>(*this, raw, io_);
+    } else {
+      return;  // all busy; Finished() dispatches again
+    }
+    Pending p = std::move(queue_.front());
+    queue_.pop_front();
+    conn->Run(std::move(p));
+  }
+}
+
+void AsyncPgPool::Finished(Connection* conn, bool broken) {
+  if (broken) {
+    --open_;
+  } else {
+    idle_.push_back(conn->shared_from_this());
+  }
+  // Start the next waiting query from the event loop, not from inside the
+  // callback chain of the one that just finished.
+  if (!queue_.empty()) asio::post(io_, [this] { Dispatch(); });
+}
+
+}  // namespace medgrid::store
