@@ -22,7 +22,8 @@
 # BENCH_THREADS (2, wrk -t and pgbench -j), BENCH_SEED (42), BENCH_OUT (markdown
 # result file; default: print only), BENCH_SERVER_BIN (default
 # build/release/services/medgrid, built if missing), BENCH_KEEP=1 (keep the
-# temporary directory with logs), MEDGRID_PG_FSYNC (on).
+# temporary directory with logs), MEDGRID_PG_FSYNC (on), BENCH_LOG_LEVEL (info,
+# the server default).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -35,6 +36,7 @@ conns=${BENCH_CONNECTIONS:-32}
 threads=${BENCH_THREADS:-2}
 seed=${BENCH_SEED:-42}
 out=${BENCH_OUT:-}
+log_level=${BENCH_LOG_LEVEL:-info}  # the server default: an access-log line per request
 bin=${BENCH_SERVER_BIN:-$root/build/release/services/medgrid}
 tenant=bench
 
@@ -86,7 +88,7 @@ psql_db() { local db=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$
 
 http_port=$(free_port)
 base="http://127.0.0.1:$http_port"
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \
+"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level="$log_level" \
   >"$tmp/server.log" 2>&1 &
 server_pid=$!
 if ! wait_http "$base/livez" 60; then
@@ -241,7 +243,7 @@ run_pgbench create_sql bench/create.sql -D tenant="$tenant" -D rtype=Patient -D 
   -D t0="$(date +%s%6N)" -D body="$stored_body"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-server_errors=$(grep -c . "$tmp/server.log" || true)
+server_errors=$(grep -cE '"level":"(warn|error)"' "$tmp/server.log" || true)
 
 # --- Report -------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "?"; else printf "%.2f", a / b }'; }
@@ -259,7 +261,7 @@ report() {
   echo "## medgrid CRUD benchmark"
   echo
   echo "- machine: $(nproc) CPUs, $cpu_model, $mem_total RAM; $(uname -sr); load average before $load_before, after $load_after"
-  echo "- server: $bin ($revision), --log-level=warn, default pool; PostgreSQL $pg_version (fsync=$pg_fsync) on the same machine, database $shard_db"
+  echo "- server: $bin ($revision), --log-level=$log_level (one JSON access-log line per request at info), default pools; PostgreSQL $pg_version (fsync=$pg_fsync) on the same machine, database $shard_db"
   echo "- data: $n Patients seeded by PUT (seed $seed) at $seed_rate/s; create body $body_bytes bytes sent, $stored_bytes stored"
   echo "- load: wrk -t$threads -c$conns -d${duration}s --latency; pgbench -c $conns -j $threads -T $duration -M prepared"
   echo

@@ -31,11 +31,13 @@ int main(int argc, char** argv) {
   if (!app.ok()) {
     medgrid::core::Log(medgrid::core::LogLevel::kError, "server.start_failed",
                        {{"reason", std::string(app.status().message())}});
+    medgrid::core::FlushLogs();
     return 1;
   }
   int sig = 0;
   sigwait(&signals, &sig);
   medgrid::core::Log(medgrid::core::LogLevel::kInfo, "server.stopping", {{"signal", std::to_string(sig)}});
   (*app)->Stop();
+  medgrid::core::FlushLogs();
   return 0;
 }

@@ -157,6 +157,13 @@ struct Gateway::Impl {
   prometheus::Registry& metrics;
   prometheus::Family<prometheus::Histogram>& durations;
   prometheus::Family<prometheus::Gauge>& pool_connections;
+  // Histograms by "method|route|status": prometheus' own look-up builds and
+  // hashes a label map on every request. The label sets are few and bounded
+  // (route templates, not paths).
+  std::mutex durations_mu;
+  std::unordered_map<std::string, prometheus::Histogram*> duration_by_key;  // guarded by durations_mu
+
+  prometheus::Histogram& DurationFor(const std::string& method, const std::string& route, const std::string& status);
 
   // `async`, when set, lets reads complete later through async->done; the
   // returned response is then meaningless if async->deferred was set.
@@ -258,16 +265,25 @@ http::Response Gateway::ErrorResponse(int status, const std::string& message, un
   return Error(status, message, version);
 }
 
+prometheus::Histogram& Gateway::Impl::DurationFor(const std::string& method, const std::string& route,
+                                                 const std::string& status) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                   0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+  std::string key = core::StrCat(method, "|", route, "|", status);
+  std::lock_guard lock(durations_mu);
+  auto it = duration_by_key.find(key);
+  if (it != duration_by_key.end()) return *it->second;
+  prometheus::Histogram& h = durations.Add(
+      {{"http_request_method", method}, {"http_route", route}, {"http_response_status_code", status}}, kBuckets);
+  duration_by_key.emplace(std::move(key), &h);
+  return h;
+}
+
 void Gateway::Impl::Finish(const RequestLog& log, http::Response& res) {
   res.set("X-Request-Id", log.request_id);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count();
   std::string status = std::to_string(res.result_int());
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                   0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
-  durations
-      .Add({{"http_request_method", log.method}, {"http_route", log.route}, {"http_response_status_code", status}},
-           kBuckets)
-      .Observe(seconds);
+  DurationFor(log.method, log.route, status).Observe(seconds);
   core::Log(core::LogLevel::kInfo, "http.request",
             {{"request_id", log.request_id},
              {"method", log.method},

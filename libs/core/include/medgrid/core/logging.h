@@ -26,6 +26,10 @@ struct LogField {
 // start-up, before other threads log. Idempotent.
 void InitLogging(LogLevel level);
 
+// Writes out buffered lines (they are otherwise written every second, at
+// 64 KiB, and at once for warn and above). Call before exiting.
+void FlushLogs();
+
 // Parses "debug", "info", "warn", "error" or "off"; false on anything else.
 bool ParseLogLevel(std::string_view text, LogLevel& level);
 
