@@ -6,6 +6,7 @@
 #
 #   tests/run.sh                 # everything
 #   tests/run.sh -L unit         # extra arguments go to ctest
+#   MEDGRID_SANITIZE=1 tests/run.sh   # the same under AddressSanitizer + UBSan
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -14,8 +15,14 @@ source deploy/local/lib.sh
 deploy/local/install-deps.sh
 package=$(deploy/local/fetch-fhir-package.sh)
 
-cmake --preset release >/dev/null
-cmake --build --preset release
+preset=release
+if [ "${MEDGRID_SANITIZE:-0}" = 1 ]; then
+  preset=asan
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+fi
+cmake --preset "$preset" >/dev/null
+cmake --build --preset "$preset"
 
 tmp=$(mktemp -d -t medgrid-test.XXXXXX)
 chmod 755 "$tmp"  # the postgres user must reach its data directory
@@ -38,4 +45,4 @@ export MEDGRID_TEST_REDIS="127.0.0.1:$redis_port"
 
 labels=(-L 'unit|integration')
 if [ $# -gt 0 ]; then labels=(); fi
-ctest --test-dir build/release --output-on-failure -j2 "${labels[@]}" "$@"
+ctest --test-dir "build/$preset" --output-on-failure -j2 "${labels[@]}" "$@"

@@ -6,7 +6,8 @@
 #   deploy/local/up.sh --detach   # returns once /readyz is 200; stop with down.sh
 #
 # Safe to run again: it reuses the build and the data, and leaves a running
-# instance alone. It never touches a system PostgreSQL or Redis.
+# instance alone. It never touches a system PostgreSQL or Redis. Ports:
+# MEDGRID_HTTP_PORT (8080), MEDGRID_PG_PORT (55432), MEDGRID_REDIS_PORT (56379).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -16,7 +17,7 @@ detach=0
 for arg in "$@"; do
   case "$arg" in
     --detach) detach=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "up.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -36,8 +37,10 @@ cmake --preset release >/dev/null
 cmake --build --preset release --target medgrid
 
 echo "up.sh: starting PostgreSQL on 127.0.0.1:$pg_port and Redis on 127.0.0.1:$redis_port" >&2
-pg_start "$home/pg" "$pg_port"
-redis_start "$home/redis" "$redis_port"
+pg_start "$home/pg" "$pg_port" \
+  || { echo "up.sh: PostgreSQL did not start; if port $pg_port is taken, set MEDGRID_PG_PORT" >&2; exit 1; }
+redis_start "$home/redis" "$redis_port" \
+  || { echo "up.sh: Redis did not start; if port $redis_port is taken, set MEDGRID_REDIS_PORT" >&2; exit 1; }
 
 pidfile="$home/medgrid.pid"
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -68,9 +71,16 @@ esac
 echo "up.sh: medgrid is serving http://127.0.0.1:$http_port/fhir/demo (logs: $home/medgrid.log)" >&2
 if [ "$detach" -eq 1 ]; then exit 0; fi
 
-trap '"$root/deploy/local/down.sh"; exit 0' INT TERM
+# Ctrl-C reaches medgrid too (same process group) and it drains and exits;
+# either way down.sh then stops PostgreSQL and Redis.
+stopping=0
+trap 'stopping=1' INT TERM
 echo "up.sh: press Ctrl-C to stop" >&2
-while kill -0 "$(cat "$pidfile")" 2>/dev/null; do sleep 1; done
-echo "up.sh: medgrid exited; see $home/medgrid.log" >&2
+while [ "$stopping" -eq 0 ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; do
+  sleep 1 &
+  wait $! || true
+done
 "$root/deploy/local/down.sh"
+[ "$stopping" -eq 1 ] && exit 0
+echo "up.sh: medgrid exited unexpectedly; see $home/medgrid.log" >&2
 exit 1

@@ -1,5 +1,7 @@
 #include "medgrid/store/migrations.h"
 
+#include "medgrid/store/config.h"
+
 #include "gtest/gtest.h"
 
 namespace medgrid::store {
@@ -48,6 +50,14 @@ TEST(Migrations, ShippedListsAreWellFormed) {
   const std::string& sql = ShardMigrations().front().sql;
   EXPECT_NE(sql.find("PRIMARY KEY (tenant_id, res_type, res_id)"), std::string::npos);
   EXPECT_NE(sql.find("PRIMARY KEY (tenant_id, res_type, res_id, version_id)"), std::string::npos);
+}
+
+TEST(Dsn, WithDbNameReplacesOrAppends) {
+  EXPECT_EQ(WithDbName("host=h port=5 user=u dbname=postgres", "s0"), "host=h port=5 user=u dbname=s0");
+  EXPECT_EQ(WithDbName("dbname = 'my db' host=h", "s1"), "dbname=s1 host=h");
+  EXPECT_EQ(WithDbName("host=h", "s2"), "host=h dbname=s2");
+  EXPECT_EQ(WithDbName("", "s3"), "dbname=s3");
+  EXPECT_EQ(WithDbName("host=h xdbname=keep", "s4"), "host=h xdbname=keep dbname=s4");
 }
 
 }  // namespace

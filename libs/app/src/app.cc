@@ -134,6 +134,7 @@ struct App::Impl {
   prometheus::Registry metrics;
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<http::Server> server;
+  bool stopped = false;
 };
 
 App::App() : impl_(std::make_unique<Impl>()) {}
@@ -167,10 +168,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
 uint16_t App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 void App::Stop() {
-  if (impl_->server) {
-    impl_->server->Stop();
-    core::Log(core::LogLevel::kInfo, "server.stopped");
-  }
+  if (!impl_->server || impl_->stopped) return;
+  impl_->stopped = true;
+  impl_->server->Stop();
+  core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 
 }  // namespace medgrid::app

@@ -14,6 +14,9 @@
 namespace medgrid::store {
 
 std::string WithDbName(const std::string& dsn, const std::string& dbname) {
+  static const std::regex kDbName(R"((^|\s)dbname\s*=\s*('[^']*'|\S+))");
+  const std::string replacement = "$1dbname=" + dbname;
+  if (std::regex_search(dsn, kDbName)) return std::regex_replace(dsn, kDbName, replacement);
   return core::StrCat(dsn, dsn.empty() ? "" : " ", "dbname=", dbname);
 }
 
@@ -126,8 +129,12 @@ absl::Status PgStore::Init() {
     if (!config_.admin_dsn.empty()) {
       pqxx::work tx(lease.conn());
       for (const std::string& shard : config_.bootstrap_shards) {
-        tx.exec_params("INSERT INTO shards (shard_id, primary_dsn) VALUES ($1, $2) ON CONFLICT (shard_id) DO NOTHING",
-                       shard, WithDbName(config_.admin_dsn, shard));
+        // In local mode the admin DSN is the truth about where the cluster
+        // is (its port may change between runs), so refresh the DSN too.
+        tx.exec_params(
+            "INSERT INTO shards (shard_id, primary_dsn) VALUES ($1, $2) "
+            "ON CONFLICT (shard_id) DO UPDATE SET primary_dsn = EXCLUDED.primary_dsn",
+            shard, WithDbName(config_.admin_dsn, shard));
       }
       tx.commit();
     }

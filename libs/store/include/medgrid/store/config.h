@@ -35,7 +35,7 @@ struct StoreConfig {
   std::chrono::milliseconds negative_tenant_ttl{2000};
 };
 
-// Returns `dsn` with its dbname replaced (libpq: the last keyword wins).
+// Returns the key=value DSN `dsn` with its dbname set to `dbname`.
 std::string WithDbName(const std::string& dsn, const std::string& dbname);
 
 }  // namespace medgrid::store
