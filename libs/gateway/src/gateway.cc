@@ -346,8 +346,9 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
   const unsigned v = req.version();
   auto target = boost::urls::parse_origin_form(req.target());
   if (!target) return Error(400, "Malformed request target", v);
-  std::string path = target->path();  // percent-encoded form
-  path = std::string(target->encoded_path());
+  // Percent-encoded: ParseRestPath decodes each segment after splitting, so
+  // an encoded "/" cannot create a segment.
+  const std::string path(target->encoded_path());
   Query query;
   query.raw = std::string(target->encoded_query());
   for (auto param : target->params()) query.params.emplace_back(param.key, param.has_value ? param.value : "");
@@ -572,8 +573,12 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       if (!caps.ok()) return ErrorOf(caps.status(), v);
       return MakeResponse(bhttp::status::ok, v, std::move(*caps));
     }
-    case K::kSystem:
-      return Error(405, "Batch/transaction Bundles and system search are not supported yet", v);
+    case K::kSystem: {
+      // Nothing is allowed here yet: an empty Allow says so (RFC 9110 §10.2.1).
+      http::Response res = Error(405, "Batch/transaction Bundles and system search are not supported yet", v);
+      res.set(bhttp::field::allow, "");
+      return res;
+    }
     case K::kType: {
       if (method != bhttp::verb::post) return not_allowed("POST");
       if (async != nullptr) {

@@ -85,4 +85,22 @@ class PgPool {
 // -> AlreadyExists, serialization/deadlock -> Aborted, other -> Internal.
 absl::Status StatusFromPqxx(const std::exception& e);
 
+// Runs `fn(connection)` on a pooled connection and returns its result. The
+// one place libpqxx exceptions become Status on the blocking path: a broken
+// connection is dropped from the pool, everything else maps through
+// StatusFromPqxx. `fn` returns absl::Status or absl::StatusOr<T>.
+template <typename Fn>
+auto WithConnection(PgPool& pool, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection&>())) {
+  auto lease = pool.Acquire();
+  if (!lease.ok()) return lease.status();
+  try {
+    return fn(lease->conn());
+  } catch (const pqxx::broken_connection& e) {
+    lease->Discard();
+    return StatusFromPqxx(e);
+  } catch (const std::exception& e) {
+    return StatusFromPqxx(e);
+  }
+}
+
 }  // namespace medgrid::store

@@ -1,8 +1,8 @@
 #include "pg_resource_store.h"
 
-#include "medgrid/core/strings.h"
 #include "libpq-fe.h"
 #include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
 
 namespace medgrid::store {
 namespace {
@@ -69,6 +69,26 @@ absl::StatusOr<ResourceVersion> TextRowToVersion(const PgRow& row, const Resourc
   return v;
 }
 
+ResourceVersion NewVersion(const ResourceKey& key, int64_t version, core::TimePoint now, std::string method,
+                           std::string body) {
+  ResourceVersion v;
+  v.type = key.type;
+  v.id = key.id;
+  v.version = version;
+  v.last_updated = now;
+  v.deleted = method == "DELETE";
+  v.method = std::move(method);
+  v.body = std::move(body);
+  return v;
+}
+
+absl::Status VersionNotFound(const ResourceKey& key, int64_t version) {
+  return core::Error(absl::StatusCode::kNotFound,
+                     core::StrCat("Version ", version, " of ", key.type, "/", key.id, " is not known"))
+      .Http(404)
+      .Issue("not-found");
+}
+
 absl::Status NotFound(const ResourceKey& key) {
   return core::Error(absl::StatusCode::kNotFound, core::StrCat("Resource ", key.type, "/", key.id, " is not known"))
       .Http(404)
@@ -105,44 +125,30 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
 
 template <typename Fn>
 auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>())) {
-  absl::Status last;
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
-    ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
-    try {
-      pqxx::work tx(lease.conn());
-      auto result = fn(tx);
-      if (!result.ok()) {
+    auto result = WithConnection(pool_, [&](pqxx::connection& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
+      pqxx::work tx(conn);
+      auto r = fn(tx);
+      if (r.ok()) {
+        tx.commit();
+      } else {
         tx.abort();
-        return result;
       }
-      tx.commit();
-      return result;
-    } catch (const pqxx::broken_connection& e) {
-      lease.Discard();
-      return StatusFromPqxx(e);
-    } catch (const std::exception& e) {
-      last = StatusFromPqxx(e);
-      if (last.code() != absl::StatusCode::kAlreadyExists && last.code() != absl::StatusCode::kAborted) {
-        return last;
-      }
-    }
+      return r;
+    });
+    const absl::StatusCode code = result.status().code();
+    if (code != absl::StatusCode::kAlreadyExists && code != absl::StatusCode::kAborted) return result;
   }
   return core::Error(absl::StatusCode::kAborted, "Concurrent writes to this resource; retry").Http(409).Issue("conflict");
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
-  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+    pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
     return RowToVersion(r[0], key);
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
@@ -153,14 +159,7 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
   pool.QueryPrepared(version ? "vread" : "read", std::move(params),
                      [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) {
                        if (!rows.ok()) return done(rows.status());
-                       if (rows->empty()) {
-                         if (!version) return done(NotFound(key));
-                         return done(core::Error(absl::StatusCode::kNotFound,
-                                                 core::StrCat("Version ", *version, " of ", key.type, "/", key.id,
-                                                              " is not known"))
-                                         .Http(404)
-                                         .Issue("not-found"));
-                       }
+                       if (rows->empty()) return done(version ? VersionNotFound(key, *version) : NotFound(key));
                        done(TextRowToVersion(rows->front(), key));
                      });
 }
@@ -171,14 +170,8 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
   absl::StatusOr<std::string> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
   AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, io);
-  ResourceVersion v;
-  v.type = key.type;
-  v.id = key.id;
-  v.version = 1;
-  v.last_updated = now;
-  v.method = "POST";
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)), *body};
-  v.body = std::move(*body);
+  ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(*body));
   pool.QueryPrepared("insert_new", std::move(params),
                      [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) mutable {
                        if (!rows.ok()) return done(rows.status());
@@ -187,47 +180,24 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
-  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+    pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
-    if (r.empty()) {
-      return core::Error(absl::StatusCode::kNotFound,
-                         core::StrCat("Version ", version, " of ", key.type, "/", key.id, " is not known"))
-          .Http(404)
-          .Issue("not-found");
-    }
+    if (r.empty()) return VersionNotFound(key, version);
     return RowToVersion(r[0], key);
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, const BodyFn& body_fn) {
   core::TimePoint now = clock_.Now();
   ASSIGN_OR_RETURN(std::string body, body_fn(std::nullopt, 1, now));
-  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
-  try {
+  RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection& conn) {
     // A single statement commits on its own: one round trip per create.
-    pqxx::nontransaction tx(lease.conn());
+    pqxx::nontransaction tx(conn);
     tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body);
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
-  ResourceVersion v;
-  v.type = key.type;
-  v.id = key.id;
-  v.version = 1;
-  v.last_updated = now;
-  v.method = "POST";
-  v.body = std::move(body);
-  return v;
+    return absl::OkStatus();
+  }));
+  return NewVersion(key, 1, now, "POST", std::move(body));
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
@@ -245,14 +215,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, 
     }
     ASSIGN_OR_RETURN(std::string body, body_fn(current, next, now));
     tx.exec_prepared("write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body);
-    ResourceVersion v;
-    v.type = key.type;
-    v.id = key.id;
-    v.version = next;
-    v.last_updated = now;
-    v.method = method;
-    v.body = std::move(body);
-    return v;
+    return NewVersion(key, next, now, method, std::move(body));
   });
 }
 
@@ -268,14 +231,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
     if (now <= current.last_updated) now = current.last_updated + std::chrono::microseconds(1);
     const int64_t next = current.version + 1;
     tx.exec_prepared("tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
-    ResourceVersion v;
-    v.type = key.type;
-    v.id = key.id;
-    v.version = next;
-    v.last_updated = now;
-    v.deleted = true;
-    v.method = "DELETE";
-    return v;
+    return NewVersion(key, next, now, "DELETE", "");
   });
 }
 
@@ -293,9 +249,8 @@ absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, 
   if (q.before_seq) add("seq < ?::bigint", std::to_string(*q.before_seq));
   core::StrAppend(sql, " ORDER BY seq DESC LIMIT ", q.count + 1);
 
-  ASSIGN_OR_RETURN(PgPool::Lease lease, pool_.Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
+    pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     HistoryPage page;
     for (std::size_t i = 0; i < r.size(); ++i) {
@@ -315,12 +270,7 @@ absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, 
       page.entries.push_back(std::move(v));
     }
     return page;
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 }  // namespace medgrid::store

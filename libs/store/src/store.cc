@@ -205,9 +205,8 @@ absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
       unknown_tenants_.erase(it);
     }
   }
-  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
+    pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE tenant_id = $1"), std::string(id));
     if (r.empty()) {
@@ -225,16 +224,11 @@ absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
       shard_known = shards_.contains(t.shard_id);
     }
     // A shard registered by another instance after we started.
-    if (!shard_known) RETURN_IF_ERROR(LoadShards(lease.conn()));
+    if (!shard_known) RETURN_IF_ERROR(LoadShards(conn));
     std::lock_guard lock(mu_);
     tenants_[t.id] = t;
     return t;
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {
@@ -251,9 +245,8 @@ absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {
 }
 
 absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, std::string_view region) {
-  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
-  try {
-    pqxx::work tx(lease.conn());
+  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
+    pqxx::work tx(conn);
     // Serialize placement so two concurrent creations balance correctly.
     tx.exec("LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE");
     if (!tx.exec_params("SELECT 1 FROM tenants WHERE tenant_id = $1", std::string(id)).empty()) {
@@ -280,35 +273,23 @@ absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, std::strin
     tenants_[t.id] = t;
     core::Log(core::LogLevel::kInfo, "tenant.created", {{"tenant", t.id}, {"shard", t.shard_id}, {"region", t.region}});
     return t;
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 absl::StatusOr<std::vector<TenantInfo>> PgStore::ListTenants() {
-  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<TenantInfo>> {
+    pqxx::nontransaction tx(conn);
     std::vector<TenantInfo> out;
     for (const auto& row : tx.exec(core::StrCat("SELECT ", kTenantColumns, " FROM tenants ORDER BY tenant_id"))) {
       out.push_back(RowToTenant(row));
     }
     return out;
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 absl::StatusOr<std::vector<ShardInfo>> PgStore::ListShards() {
-  ASSIGN_OR_RETURN(PgPool::Lease lease, control_->Acquire());
-  try {
-    pqxx::nontransaction tx(lease.conn());
+  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<ShardInfo>> {
+    pqxx::nontransaction tx(conn);
     std::vector<ShardInfo> out;
     for (const auto& row : tx.exec(
              "SELECT s.shard_id, s.primary_dsn, count(t.tenant_id) FROM shards s "
@@ -316,12 +297,7 @@ absl::StatusOr<std::vector<ShardInfo>> PgStore::ListShards() {
       out.push_back({row[0].as<std::string>(), RedactDsn(row[1].as<std::string>()), row[2].as<int>()});
     }
     return out;
-  } catch (const pqxx::broken_connection& e) {
-    lease.Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  });
 }
 
 std::vector<PoolStats> PgStore::Pools() const {
