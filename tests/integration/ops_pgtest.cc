@@ -29,6 +29,8 @@ TEST(Ops, LivezReadyzMetrics) {
   EXPECT_EQ(m.find("m1"), std::string::npos);
   EXPECT_NE(m.find(R"(medgrid_db_pool_connections{shard=")"), std::string::npos);
   EXPECT_NE(m.find(R"(state="max"} 8)"), std::string::npos);
+  // The read above went through a non-blocking connection of an I/O thread.
+  EXPECT_NE(m.find(R"(state="async_open"} 1)"), std::string::npos) << m;
 }
 
 TEST(Ops, AdminApi) {
@@ -85,6 +87,56 @@ TEST(Ops, ReadyzIs503WhenNoShardIsReachable) {
     EXPECT_EQ(read.IssueCode(), "transient");
     (*app)->Stop();
   }
+}
+
+// After the database drops every connection (a restart, a failover, an
+// operator's pg_terminate_backend), reads and creates carry on without an
+// error: a broken connection is replaced and the work sent again. Other
+// writes may answer 503 once per dead pooled connection, never 500, and
+// lose nothing that was acknowledged.
+TEST(Ops, RecoversWhenTheDatabaseDropsConnections) {
+  TestServer server("reconnect", {"t1"});
+  HttpClient& c = server.client();
+  ASSERT_EQ(c.Put("/fhir/t1/Patient/r1", R"({"resourceType":"Patient","id":"r1"})").status, 201);
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(c.Get("/fhir/t1/Patient/r1").status, 200);
+  ASSERT_EQ(c.Get("/fhir/t1/Patient/r1/_history").status, 200);
+
+  pqxx::connection admin(TestServer::Dsn("postgres"));
+  pqxx::nontransaction tx(admin);
+  std::vector<std::string> dbs = server.config().store.bootstrap_shards;
+  dbs.push_back(server.config().store.control_db);
+  int killed = 0;
+  for (const std::string& db : dbs) {
+    pqxx::result r = tx.exec_params(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        db);
+    killed += r[0][0].as<int>();
+  }
+  ASSERT_GT(killed, 2);
+
+  for (int i = 0; i < 40; ++i) {
+    auto res = c.Get("/fhir/t1/Patient/r1");
+    ASSERT_EQ(res.status, 200) << "read " << i << ": " << res.body;
+  }
+  EXPECT_EQ(c.Get("/fhir/t1/Patient/r1/_history").status, 200);
+  for (int i = 0; i < 10; ++i) {
+    auto res = c.Post("/fhir/t1/Patient", R"({"resourceType":"Patient"})");
+    ASSERT_EQ(res.status, 201) << "create " << i << ": " << res.body;
+  }
+  int transient = 0;
+  int version = 1;
+  for (int i = 0; i < 5; ++i) {
+    auto res = c.Put("/fhir/t1/Patient/r1", R"({"resourceType":"Patient","id":"r1","active":true})");
+    if (res.status == 503) {
+      EXPECT_EQ(res.IssueCode(), "transient");
+      ++transient;
+      continue;
+    }
+    ASSERT_EQ(res.status, 200) << res.body;
+    ++version;
+  }
+  EXPECT_LE(transient, server.config().store.pool_size);
+  EXPECT_EQ(c.Get("/fhir/t1/Patient/r1").Json().at("meta").at("versionId").as_string(), std::to_string(version));
 }
 
 }  // namespace

@@ -148,7 +148,8 @@ struct Gateway::Impl {
                       .Register(m)),
         pool_connections(prometheus::BuildGauge()
                              .Name("medgrid_db_pool_connections")
-                             .Help("Database connections per shard pool, by state (open, busy, max)")
+                             .Help("Database connections per shard: blocking pool (open, busy, max) and "
+                                   "non-blocking connections of the I/O threads (async_open)")
                              .Register(m)) {}
 
   GatewayConfig config;
@@ -382,6 +383,7 @@ http::Response Gateway::Impl::Metrics() {
     pool_connections.Add({{"shard", p.shard_id}, {"state", "open"}}).Set(p.open);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "max"}}).Set(p.size);
+    pool_connections.Add({{"shard", p.shard_id}, {"state", "async_open"}}).Set(p.async_open);
   }
   prometheus::TextSerializer serializer;
   return MakeResponse(bhttp::status::ok, 11, serializer.Serialize(metrics.Collect()),

@@ -111,18 +111,19 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 
   void Complete() {
     PgRowsCallback done = std::move(current_.done);
+    const bool retried = current_.retried;
     absl::StatusOr<std::vector<PgRow>> result =
         error_.ok() ? absl::StatusOr<std::vector<PgRow>>(std::move(rows_)) : absl::StatusOr<std::vector<PgRow>>(error_);
     pool_.Finished(this, false);
-    done(std::move(result));
+    done(std::move(result), retried);
   }
 
   void Fail(absl::Status st) {
     core::Log(core::LogLevel::kWarn, "db.async_connection_failed");
-    PgRowsCallback done = std::move(current_.done);
+    Pending query = std::move(current_);
     auto keep = shared_from_this();  // Finished drops the pool's reference
     pool_.Finished(this, true);
-    if (done) done(std::move(st));
+    if (query.done) pool_.Broken(std::move(query), std::move(st));
   }
 
   AsyncPgPool& pool_;
@@ -134,18 +135,19 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 };
 
 AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                    asio::io_context& io) {
+                                    std::shared_ptr<std::atomic<int>> open_gauge, asio::io_context& io) {
   // Destroyed when the I/O thread exits, while its io_context still exists.
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
-  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), io);
+  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), std::move(open_gauge), io);
   return *slot;
 }
 
-AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, asio::io_context& io)
-    : dsn_(std::move(dsn)), size_(size), prepare_(std::move(prepare)), io_(io) {}
+AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
+                         asio::io_context& io)
+    : dsn_(std::move(dsn)), size_(size), prepare_(std::move(prepare)), open_gauge_(std::move(open_gauge)), io_(io) {}
 
-AsyncPgPool::~AsyncPgPool() = default;
+AsyncPgPool::~AsyncPgPool() { *open_gauge_ -= open_; }
 
 void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
   queue_.push_back({std::move(statement), std::move(params), std::move(done)});
@@ -174,10 +176,11 @@ void AsyncPgPool::Dispatch() {
         core::Log(core::LogLevel::kError, "db.connect_failed", {{"mode", "async"}});
         Pending p = std::move(queue_.front());
         queue_.pop_front();
-        p.done(Unavailable(problem));
+        p.done(Unavailable(problem), p.retried);
         continue;
       }
       ++open_;
+      ++*open_gauge_;
       conn = std::make_shared<Connection>(*this, raw, io_);
     } else {
       return;  // all busy; Finished() dispatches again
@@ -188,9 +191,17 @@ void AsyncPgPool::Dispatch() {
   }
 }
 
+void AsyncPgPool::Broken(Pending&& query, absl::Status st) {
+  if (query.retried) return query.done(std::move(st), true);
+  query.retried = true;
+  queue_.push_front(std::move(query));
+  asio::post(io_, [this] { Dispatch(); });
+}
+
 void AsyncPgPool::Finished(Connection* conn, bool broken) {
   if (broken) {
     --open_;
+    --*open_gauge_;
   } else {
     idle_.push_back(conn->shared_from_this());
   }

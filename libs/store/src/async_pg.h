@@ -11,6 +11,7 @@
 // held fails with Unavailable; the next query opens a new one.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -24,7 +25,9 @@ namespace medgrid::store {
 
 // One row of text values; nullopt for SQL NULL.
 using PgRow = std::vector<std::optional<std::string>>;
-using PgRowsCallback = std::function<void(absl::StatusOr<std::vector<PgRow>>)>;
+// `retried` is true when the query ran a second time because the first
+// connection broke (see QueryPrepared).
+using PgRowsCallback = std::function<void(absl::StatusOr<std::vector<PgRow>> rows, bool retried)>;
 // Prepares statements on a new connection (blocking, once per connection).
 // Returns an error message, empty on success.
 using PgPrepareFn = std::function<std::string(void* pgconn)>;
@@ -32,13 +35,20 @@ using PgPrepareFn = std::function<std::string(void* pgconn)>;
 class AsyncPgPool {
  public:
   // The pool of this thread for `shard`, created on first use.
+  // `open_gauge` counts this shard's open connections across all threads.
   static AsyncPgPool& ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                boost::asio::io_context& io);
+                                std::shared_ptr<std::atomic<int>> open_gauge, boost::asio::io_context& io);
 
-  AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, boost::asio::io_context& io);
+  AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
+              boost::asio::io_context& io);
   ~AsyncPgPool();
 
   // Runs a prepared statement; `done` runs on this thread's event loop.
+  // When the connection turns out to be broken (say the server restarted
+  // since it was last used) the query is sent once more on a new
+  // connection; only then does it fail with Unavailable. The caller must
+  // make a second run safe: reads are, and a create with a fresh id turns a
+  // unique violation on the retry into "the first run committed".
   void QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done);
 
  private:
@@ -47,13 +57,17 @@ class AsyncPgPool {
     std::string statement;
     std::vector<std::string> params;
     PgRowsCallback done;
+    bool retried = false;
   };
   void Dispatch();
   void Finished(Connection* conn, bool broken);
+  // A query whose connection broke: retried once, then failed.
+  void Broken(Pending&& query, absl::Status st);
 
   const std::string dsn_;
   const int size_;
   const PgPrepareFn prepare_;
+  const std::shared_ptr<std::atomic<int>> open_gauge_;
   boost::asio::io_context& io_;
   std::vector<std::shared_ptr<Connection>> idle_;
   int open_ = 0;

@@ -88,19 +88,30 @@ absl::Status StatusFromPqxx(const std::exception& e);
 // Runs `fn(connection)` on a pooled connection and returns its result. The
 // one place libpqxx exceptions become Status on the blocking path: a broken
 // connection is dropped from the pool, everything else maps through
-// StatusFromPqxx. `fn` returns absl::Status or absl::StatusOr<T>.
+// StatusFromPqxx. `fn` returns absl::Status or absl::StatusOr<T>. With
+// kRetryIfBroken, a broken connection (a pooled one whose server went away)
+// gets `fn` run once more on a new one: only for work that is safe to repeat.
+enum RetryIfBroken : bool { kNoRetry = false, kRetryIfBroken = true };
+
+template <typename Fn>
+auto WithConnection(PgPool& pool, RetryIfBroken retry, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection&>())) {
+  for (int attempt = 0;; ++attempt) {
+    auto lease = pool.Acquire();
+    if (!lease.ok()) return lease.status();
+    try {
+      return fn(lease->conn());
+    } catch (const pqxx::broken_connection& e) {
+      lease->Discard();
+      if (!retry || attempt > 0) return StatusFromPqxx(e);
+    } catch (const std::exception& e) {
+      return StatusFromPqxx(e);
+    }
+  }
+}
+
 template <typename Fn>
 auto WithConnection(PgPool& pool, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection&>())) {
-  auto lease = pool.Acquire();
-  if (!lease.ok()) return lease.status();
-  try {
-    return fn(lease->conn());
-  } catch (const pqxx::broken_connection& e) {
-    lease->Discard();
-    return StatusFromPqxx(e);
-  } catch (const std::exception& e) {
-    return StatusFromPqxx(e);
-  }
+  return WithConnection(pool, kNoRetry, std::forward<Fn>(fn));
 }
 
 }  // namespace medgrid::store

@@ -143,7 +143,7 @@ auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx:
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
@@ -153,11 +153,11 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, io);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
   std::vector<std::string> params = {key.tenant, key.type, key.id};
   if (version) params.push_back(std::to_string(*version));
   pool.QueryPrepared(version ? "vread" : "read", std::move(params),
-                     [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) {
+                     [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows, bool) {
                        if (!rows.ok()) return done(rows.status());
                        if (rows->empty()) return done(version ? VersionNotFound(key, *version) : NotFound(key));
                        done(TextRowToVersion(rows->front(), key));
@@ -169,18 +169,23 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
   core::TimePoint now = clock_.Now();
   absl::StatusOr<std::string> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, io);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)), *body};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(*body));
   pool.QueryPrepared("insert_new", std::move(params),
-                     [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows) mutable {
-                       if (!rows.ok()) return done(rows.status());
+                     [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows,
+                                                                 bool retried) mutable {
+                       // The id is fresh, so on a retry a unique violation
+                       // means the first attempt committed before its
+                       // connection broke.
+                       bool committed_before = retried && rows.status().code() == absl::StatusCode::kAlreadyExists;
+                       if (!rows.ok() && !committed_before) return done(rows.status());
                        done(std::move(v));
                      });
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
@@ -249,7 +254,7 @@ absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, 
   if (q.before_seq) add("seq < ?::bigint", std::to_string(*q.before_seq));
   core::StrAppend(sql, " ORDER BY seq DESC LIMIT ", q.count + 1);
 
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     HistoryPage page;

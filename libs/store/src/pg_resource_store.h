@@ -1,6 +1,7 @@
 // ResourceStore on one PostgreSQL shard through a PgPool.
 #pragma once
 
+#include <atomic>
 #include <memory>
 
 #include "medgrid/core/clock.h"
@@ -16,6 +17,9 @@ class PgResourceStore final : public ResourceStore {
   // `async_pool_size` connections per I/O thread.
   PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, const core::Clock& clock)
       : pool_(pool), shard_(std::move(shard)), dsn_(std::move(dsn)), async_pool_size_(async_pool_size), clock_(clock) {}
+
+  // Open non-blocking connections, summed over I/O threads.
+  int async_open() const { return async_open_->load(); }
 
   // Prepares this store's statements on a new pooled connection.
   static void PrepareStatements(pqxx::connection& conn);
@@ -43,6 +47,7 @@ class PgResourceStore final : public ResourceStore {
   const std::string shard_;
   const std::string dsn_;
   const int async_pool_size_;
+  const std::shared_ptr<std::atomic<int>> async_open_ = std::make_shared<std::atomic<int>>(0);
   const core::Clock& clock_;
 };
 

@@ -205,7 +205,7 @@ absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
       unknown_tenants_.erase(it);
     }
   }
-  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
+  return WithConnection(*control_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE tenant_id = $1"), std::string(id));
@@ -304,7 +304,7 @@ std::vector<PoolStats> PgStore::Pools() const {
   std::lock_guard lock(mu_);
   std::vector<PoolStats> out;
   for (const auto& [id, shard] : shards_) {
-    out.push_back({id, shard.pool->size(), shard.pool->open(), shard.pool->busy()});
+    out.push_back({id, shard.pool->size(), shard.pool->open(), shard.pool->busy(), shard.store->async_open()});
   }
   return out;
 }

@@ -40,6 +40,7 @@ struct PoolStats {
   int size = 0;  // configured maximum
   int open = 0;  // connections currently open
   int busy = 0;  // leased to a request
+  int async_open = 0;  // non-blocking connections open, over all I/O threads
 };
 
 class Store {
