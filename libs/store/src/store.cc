@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "medgrid/core/strings.h"
+#include "libpq-fe.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 #include "medgrid/store/migrations.h"
@@ -310,22 +311,17 @@ std::vector<PoolStats> PgStore::Pools() const {
 }
 
 int PgStore::ReachableShards() {
-  std::vector<PgPool*> pools;
+  std::vector<std::string> dsns;
   {
     std::lock_guard lock(mu_);
-    for (auto& [id, shard] : shards_) pools.push_back(shard.pool.get());
+    for (const auto& [id, shard] : shards_) dsns.push_back(shard.dsn);
   }
+  // PQping asks the server whether it accepts connections, outside the
+  // pools: a busy pool must not make a loaded instance look unready, and a
+  // probe must answer within its own short timeout.
   int reachable = 0;
-  for (PgPool* pool : pools) {
-    auto lease = pool->Acquire();
-    if (!lease.ok()) continue;
-    try {
-      pqxx::nontransaction tx(lease->conn());
-      tx.exec("SELECT 1");
-      ++reachable;
-    } catch (const std::exception&) {
-      lease->Discard();
-    }
+  for (const std::string& dsn : dsns) {
+    if (PQping(core::StrCat(dsn, " connect_timeout=2").c_str()) == PQPING_OK) ++reachable;
   }
   return reachable;
 }

@@ -62,7 +62,8 @@ class Store {
   virtual absl::StatusOr<std::vector<TenantInfo>> ListTenants() = 0;
   virtual absl::StatusOr<std::vector<ShardInfo>> ListShards() = 0;
   virtual std::vector<PoolStats> Pools() const = 0;
-  // Number of shards answering SELECT 1 right now.
+  // Number of shards whose server accepts connections right now (PQping,
+  // at most 2 s each, outside the pools).
   virtual int ReachableShards() = 0;
 };
 
