@@ -10,11 +10,32 @@ as_pg_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# pg_dir DIR: the directory the PostgreSQL files of state directory DIR live
+# in. Normally DIR itself. As root, PostgreSQL runs as the postgres user,
+# which cannot enter a home such as /root; then the files go to
+# /var/lib/medgrid/pg-<hash of DIR> and DIR becomes a symlink to it.
+pg_dir() {
+  local dir=$1 real
+  if [ -L "$dir" ]; then readlink -f "$dir"; return 0; fi
+  mkdir -p "$dir"
+  if [ "$(id -u)" -ne 0 ]; then echo "$dir"; return 0; fi
+  chown postgres "$dir"
+  if runuser -u postgres -- test -w "$dir" 2>/dev/null; then echo "$dir"; return 0; fi
+  real=/var/lib/medgrid/pg-$(printf %s "$dir" | sha256sum | cut -c1-16)
+  if ! rmdir "$dir" 2>/dev/null; then
+    echo "PostgreSQL (user postgres) cannot reach $dir; set MEDGRID_HOME to a directory it can reach" >&2
+    return 1
+  fi
+  mkdir -p "$real"
+  chown postgres "$real"
+  ln -s "$real" "$dir"
+  echo "$real"
+}
+
 # pg_start DIR PORT: initdb on first use, then start on 127.0.0.1:PORT.
 pg_start() {
-  local dir=$1 port=$2
-  mkdir -p "$dir"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
+  local dir port=$2
+  dir=$(pg_dir "$1") || return 1
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_pg_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; return 1; }
@@ -26,7 +47,9 @@ pg_start() {
 }
 
 pg_stop() {
-  local dir=$1
+  local dir
+  [ -e "$1" ] || return 0
+  dir=$(readlink -f "$1")
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
