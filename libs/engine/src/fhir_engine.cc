@@ -201,9 +201,8 @@ absl::StatusOr<ResourceResult> FhirEngine::VRead(const std::string& tenant, cons
 void FhirEngine::ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
                            std::optional<int64_t> version, boost::asio::io_context& io, ResultCallback done) {
   if (absl::Status st = CheckType(type); !st.ok()) return done(st);
-  // The tenant's shard comes from an in-memory cache; only the first request
-  // of a tenant (or an unknown id, rate-limited by the negative cache) waits
-  // on the control database here.
+  // Callers check ServesWithoutBlocking first, so the tenant's shard comes
+  // from memory here.
   absl::StatusOr<store::ResourceStore*> shard = store_.ForTenant(tenant);
   if (!shard.ok()) return done(shard.status());
   (*shard)->ReadAsync({tenant, type, id}, version, io,

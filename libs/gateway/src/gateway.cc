@@ -330,6 +330,9 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   const bool create = req.method() == bhttp::verb::post && parsed->kind == fhir::RestPath::Kind::kType &&
                       req.body().size() <= kMaxInlineBody;
   if (!read && !create) return false;
+  // The first request of a tenant looks it up in the control database, a
+  // blocking call: leave it to a worker thread.
+  if (!impl_->api.ServesWithoutBlocking(parsed->tenant)) return false;
   std::shared_ptr<RequestLog> log = StartLog(req);
   AsyncRead async;
   async.io = &io;

@@ -79,6 +79,7 @@ class PgStore final : public Store {
   absl::Status Init();
 
   absl::StatusOr<TenantInfo> Tenant(std::string_view id) override;
+  bool TenantCached(std::string_view id) override;
   absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) override;
   absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, std::string_view region) override;
   absl::StatusOr<std::vector<TenantInfo>> ListTenants() override;
@@ -230,6 +231,13 @@ absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
     tenants_[t.id] = t;
     return t;
   });
+}
+
+bool PgStore::TenantCached(std::string_view id) {
+  std::lock_guard lock(mu_);
+  if (tenants_.find(id) != tenants_.end()) return true;
+  auto it = unknown_tenants_.find(id);
+  return it != unknown_tenants_.end() && clock_.Now() - it->second < config_.negative_tenant_ttl;
 }
 
 absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {

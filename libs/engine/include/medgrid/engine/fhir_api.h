@@ -66,6 +66,9 @@ class FhirApi {
   // Errors: NotFound (404); 410 for the version that records a deletion.
   virtual absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type,
                                                const std::string& id, int64_t version) = 0;
+  // True when ReadAsync and CreateAsync for `tenant` can run without
+  // blocking (its shard is known without asking the control database).
+  virtual bool ServesWithoutBlocking(const std::string& tenant) = 0;
   // Read (version unset) or VRead without blocking the calling I/O thread:
   // the storage query runs on `io`, which must be the io_context driving
   // this thread, and `done` is called on this thread (possibly before

@@ -27,6 +27,7 @@ class FhirEngine final : public FhirApi {
                                       const std::string& id) override;
   absl::StatusOr<ResourceResult> VRead(const std::string& tenant, const std::string& type, const std::string& id,
                                        int64_t version) override;
+  bool ServesWithoutBlocking(const std::string& tenant) override { return store_.TenantCached(tenant); }
   void CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
                    boost::asio::io_context& io, ResultCallback done) override;
   void ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,

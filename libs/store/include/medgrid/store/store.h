@@ -54,6 +54,9 @@ class Store {
   // The tenant record, cached after the first look-up. Errors: NotFound
   // (404) for unknown tenants, FailedPrecondition (403) for suspended ones.
   virtual absl::StatusOr<TenantInfo> Tenant(std::string_view id) = 0;
+  // True when Tenant(id) would answer from memory (a known tenant, or an
+  // unknown one remembered as unknown) without asking the control database.
+  virtual bool TenantCached(std::string_view id) = 0;
   // The ResourceStore of the tenant's shard. Same errors as Tenant().
   virtual absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) = 0;
   // Creates a tenant on the shard with the fewest tenants. Errors:
