@@ -19,6 +19,7 @@ preset=release
 if [ "${MEDGRID_SANITIZE:-0}" = 1 ]; then
   preset=asan
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_suppressions=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 fi
 cmake --preset "$preset" >/dev/null
