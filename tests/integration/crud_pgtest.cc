@@ -126,6 +126,23 @@ TEST_F(CrudTest, IfNoneMatchGives304) {
   EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id, {{"If-None-Match", "W/\"2\""}}).status, 200);
 }
 
+TEST_F(CrudTest, IfModifiedSinceGives304) {
+  std::string id = CreatePatient();
+  auto read = c().Get("/fhir/t1/Patient/" + id);
+  const std::string last_modified = read.Header("Last-Modified");
+  ASSERT_FALSE(last_modified.empty());
+  auto same = c().Get("/fhir/t1/Patient/" + id, {{"If-Modified-Since", last_modified}});
+  EXPECT_EQ(same.status, 304);
+  EXPECT_TRUE(same.body.empty());
+  EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id + "/_history/1", {{"If-Modified-Since", last_modified}}).status, 304);
+  EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id, {{"If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT"}}).status, 200);
+  EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id, {{"If-Modified-Since", "not a date"}}).status, 200);
+  // If-None-Match decides when both are present.
+  EXPECT_EQ(c().Get("/fhir/t1/Patient/" + id, {{"If-Modified-Since", last_modified}, {"If-None-Match", "W/\"9\""}})
+                .status,
+            200);
+}
+
 TEST_F(CrudTest, PreferReturn) {
   auto minimal = c().Post("/fhir/t1/Patient", kPatient, {{"Prefer", "return=minimal"}});
   EXPECT_EQ(minimal.status, 201);

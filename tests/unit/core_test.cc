@@ -28,6 +28,17 @@ TEST(Clock, Formats) {
   EXPECT_EQ(FormatInstant(t).size(), 24u);
 }
 
+TEST(Clock, HttpDateRoundTrip) {
+  TimePoint t = FromUnixMicros(1'795'000'000'000'000);
+  EXPECT_EQ(ParseHttpDate(FormatHttpDate(t)), FromUnixMicros(1'795'000'000'000'000));
+  EXPECT_EQ(ParseHttpDate("Thu, 01 Jan 1970 00:00:00 GMT"), FromUnixMicros(0));
+  EXPECT_EQ(ParseHttpDate("Thu, 01 Jan 1970 00:00:00 UTC"), std::nullopt);
+  EXPECT_EQ(ParseHttpDate("Thursday, 01-Jan-70 00:00:00 GMT"), std::nullopt);
+  EXPECT_EQ(ParseHttpDate("Thu, 01 Foo 1970 00:00:00 GMT"), std::nullopt);
+  EXPECT_EQ(ParseHttpDate("Thu, 32 Jan 1970 00:00:00 GMT"), std::nullopt);
+  EXPECT_EQ(ParseHttpDate(""), std::nullopt);
+}
+
 TEST(Status, ErrorCarriesPayloads) {
   absl::Status st = Error(absl::StatusCode::kInvalidArgument, "bad").Http(422).Issue("processing").Path("X.y");
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);

@@ -100,7 +100,7 @@ FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, store::Store& st
                     R"(","interaction":[{"code":"read"},{"code":"vread"},{"code":"update"},{"code":"patch"},)"
                     R"({"code":"delete"},{"code":"history-instance"},{"code":"history-type"},{"code":"create"}],)"
                     R"("versioning":"versioned-update","readHistory":true,"updateCreate":true,)"
-                    R"("conditionalCreate":false,"conditionalRead":"not-supported","conditionalUpdate":false,)"
+                    R"("conditionalCreate":false,"conditionalRead":"full-support","conditionalUpdate":false,)"
                     R"("conditionalDelete":"not-supported"})");
   }
   capabilities_rest_ = core::StrCat(R"([{"mode":"server","resource":[)", resources,

@@ -207,18 +207,40 @@ http::Response Error(int status, const std::string& message, unsigned version) {
   return MakeResponse(static_cast<bhttp::status>(status), version, OutcomeFor(status, message));
 }
 
-// The answer to a read or vread. `if_none_match` (an ETag, may be empty)
-// turns a matching version into 304 Not Modified.
+// Conditional read headers (http.html#cread). If-None-Match wins over
+// If-Modified-Since when both are sent (RFC 9110 §13.2.2).
+struct ReadConditions {
+  std::string if_none_match;      // an ETag; empty if absent
+  std::string if_modified_since;  // an HTTP date; empty if absent
+};
+
+ReadConditions ConditionsOf(const http::Request& req) {
+  return {std::string(req[bhttp::field::if_none_match]), std::string(req[bhttp::field::if_modified_since])};
+}
+
+bool NotModified(const engine::ResourceResult& r, const ReadConditions& c) {
+  if (!c.if_none_match.empty()) {
+    auto ver = fhir::ParseETagVersion(c.if_none_match);
+    return ver && *ver == r.version;
+  }
+  if (!c.if_modified_since.empty()) {
+    // HTTP dates have whole seconds; compare at that precision.
+    auto since = core::ParseHttpDate(c.if_modified_since);
+    return since && std::chrono::floor<std::chrono::seconds>(r.last_updated) <= *since;
+  }
+  return false;
+}
+
+// The answer to a read or vread; a version the client already has gives
+// 304 Not Modified.
 http::Response ReadResponse(const absl::StatusOr<engine::ResourceResult>& r, unsigned v,
-                            const std::string& if_none_match) {
+                            const ReadConditions& conditions) {
   if (!r.ok()) return ErrorOf(r.status(), v);
-  if (!if_none_match.empty()) {
-    auto ver = fhir::ParseETagVersion(if_none_match);
-    if (ver && *ver == r->version) {
-      http::Response res = MakeResponse(bhttp::status::not_modified, v, "");
-      res.set(bhttp::field::etag, fhir::FormatETag(r->version));
-      return res;
-    }
+  if (NotModified(*r, conditions)) {
+    http::Response res = MakeResponse(bhttp::status::not_modified, v, "");
+    res.set(bhttp::field::etag, fhir::FormatETag(r->version));
+    res.set(bhttp::field::last_modified, core::FormatHttpDate(r->last_updated));
+    return res;
   }
   http::Response res = MakeResponse(bhttp::status::ok, v, r->body);
   res.set(bhttp::field::etag, fhir::FormatETag(r->version));
@@ -562,7 +584,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   }
 
   auto resource_response = [&](const absl::StatusOr<engine::ResourceResult>& r, bool write) {
-    return write ? WriteResponse(r, v, prefer, base) : ReadResponse(r, v, "");
+    return write ? WriteResponse(r, v, prefer, base) : ReadResponse(r, v, ConditionsOf(req));
   };
 
   auto not_allowed = [&](std::string_view allow) {
@@ -598,16 +620,16 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     }
     case K::kInstance: {
       if (method == bhttp::verb::get || method == bhttp::verb::head) {
-        std::string inm(req[bhttp::field::if_none_match]);
+        ReadConditions conditions = ConditionsOf(req);
         if (async != nullptr) {
           async->deferred = true;
           api.ReadAsync(p.tenant, p.type, p.id, std::nullopt, *async->io,
-                        [v, inm, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
-                          done(ReadResponse(r, v, inm));
+                        [v, conditions, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
+                          done(ReadResponse(r, v, conditions));
                         });
           return {};
         }
-        return ReadResponse(api.Read(p.tenant, p.type, p.id), v, inm);
+        return ReadResponse(api.Read(p.tenant, p.type, p.id), v, conditions);
       }
       if (method == bhttp::verb::put) {
         auto im = if_match();
@@ -641,9 +663,8 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       if (async != nullptr) {
         async->deferred = true;
         api.ReadAsync(p.tenant, p.type, p.id, version, *async->io,
-                      [v, done = async->done](const absl::StatusOr<engine::ResourceResult>& r) {
-                        done(ReadResponse(r, v, ""));
-                      });
+                      [v, conditions = ConditionsOf(req), done = async->done](
+                          const absl::StatusOr<engine::ResourceResult>& r) { done(ReadResponse(r, v, conditions)); });
         return {};
       }
       return resource_response(api.VRead(p.tenant, p.type, p.id, version), false);

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <string>
 
 namespace medgrid::core {
@@ -49,5 +51,8 @@ int64_t ToUnixMicros(TimePoint t);
 std::string FormatInstant(TimePoint t);
 // RFC 7231 IMF-fixdate for Last-Modified, e.g. "Thu, 26 Nov 2026 10:00:00 GMT".
 std::string FormatHttpDate(TimePoint t);
+// Parses an IMF-fixdate (the only form HTTP senders may generate); nullopt
+// for anything else.
+std::optional<TimePoint> ParseHttpDate(std::string_view text);
 
 }  // namespace medgrid::core
