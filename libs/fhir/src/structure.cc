@@ -201,6 +201,9 @@ class StructureRegistryBuilder {
       registry_->primitive_types_.emplace_back(type);
     } else if (node_kind == NodeKind::kResource) {
       registry_->resource_types_.emplace_back(type);
+      if (StringMember(sd, "baseDefinition") == "http://hl7.org/fhir/StructureDefinition/DomainResource") {
+        registry_->domain_resources_.emplace(type);
+      }
     }
     registry_->roots_.emplace(std::string(type), root);
 
@@ -337,6 +340,10 @@ absl::StatusOr<std::unique_ptr<const StructureRegistry>> StructureRegistry::Load
 bool StructureRegistry::IsResourceType(std::string_view name) const {
   const ElementNode* root = Root(name);
   return root != nullptr && root->kind == NodeKind::kResource;
+}
+
+bool StructureRegistry::IsDomainResource(std::string_view name) const {
+  return domain_resources_.find(name) != domain_resources_.end();
 }
 
 bool StructureRegistry::IsPrimitiveType(std::string_view name) const {

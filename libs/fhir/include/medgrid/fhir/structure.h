@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -128,6 +129,9 @@ class StructureRegistry {
   bool IsResourceType(std::string_view name) const;
   // All concrete resource types, sorted.
   const std::vector<std::string>& ResourceTypes() const { return resource_types_; }
+  // True for concrete resource types derived from DomainResource (all but
+  // Bundle, Binary and Parameters).
+  bool IsDomainResource(std::string_view name) const;
   // True for primitive types (string, date, boolean, ...).
   bool IsPrimitiveType(std::string_view name) const;
   // The root node of a type: resource (abstract ones included), complex or
@@ -139,6 +143,7 @@ class StructureRegistry {
   friend class StructureRegistryBuilder;
 
   std::vector<std::string> resource_types_;
+  std::set<std::string, std::less<>> domain_resources_;
   std::vector<std::string> primitive_types_;
   // Owns all nodes; roots_ maps a type name to its root node.
   std::vector<std::unique_ptr<ElementNode>> nodes_;
