@@ -1,0 +1,1 @@
+#include "medgrid/search/query.h"
