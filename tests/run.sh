@@ -14,6 +14,7 @@ source deploy/local/lib.sh
 
 deploy/local/install-deps.sh
 package=$(deploy/local/fetch-fhir-package.sh)
+fhirpath_tests=$(deploy/local/fetch-fhirpath-tests.sh)
 
 preset=release
 if [ "${MEDGRID_SANITIZE:-0}" = 1 ]; then
@@ -41,6 +42,7 @@ redis_port=$(free_port)
 redis_start "$tmp/redis" "$redis_port"
 
 export MEDGRID_FHIR_PACKAGE="$package"
+export MEDGRID_FHIRPATH_TESTS="$fhirpath_tests"
 export MEDGRID_TEST_PG_DSN="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
 export MEDGRID_TEST_REDIS="127.0.0.1:$redis_port"
 

@@ -550,7 +550,9 @@ class Parser {
   }
 
   // qualifiedIdentifier; the FHIR and System namespaces are dropped because
-  // type tests compare FHIR and System names alike (see MatchesType).
+  // type tests compare FHIR and System names alike (see MatchesType). System
+  // has only the primitive types, so any other System name (System.Patient)
+  // names no type: it stays qualified and matches nothing.
   absl::StatusOr<std::string> TypeSpecifier() {
     std::string name;
     const std::size_t pos = Peek().pos;
@@ -565,8 +567,16 @@ class Parser {
       if (!IsSymbol(".")) break;
       Next();
     }
-    for (std::string_view ns : {std::string_view("FHIR."), std::string_view("System.")}) {
-      if (name.starts_with(ns)) name.erase(0, ns.size());
+    static constexpr std::string_view kSystemTypes[] = {"Boolean", "String",   "Integer", "Decimal",
+                                                        "Date",    "DateTime", "Time",    "Quantity"};
+    if (name.starts_with("FHIR.")) {
+      name.erase(0, 5);
+    } else if (name.starts_with("System.")) {
+      if (std::find(std::begin(kSystemTypes), std::end(kSystemTypes), std::string_view(name).substr(7)) ==
+          std::end(kSystemTypes)) {
+        return name;
+      }
+      name.erase(0, 7);
     }
     if (name.find('.') != std::string::npos) return SyntaxError(pos, core::StrCat("unknown type '", name, "'"));
     return name;

@@ -39,6 +39,11 @@
 //   "http://x/fhir/Patient/1/_history/2" are Patients) or in Reference.type,
 //   so that "where(resolve() is Patient)" works without a database.
 // - Decimal equality compares values as doubles.
+// - FHIR and System primitive types are not told apart: a JSON boolean is
+//   both a FHIR.boolean and a System.Boolean.
+// - Extensions on primitive elements (JSON's "_birthDate" twin) are not
+//   visible: birthDate.extension(...) is empty. No R4 search parameter
+//   needs them.
 #pragma once
 
 #include <memory>
