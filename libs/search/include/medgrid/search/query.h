@@ -98,6 +98,9 @@ struct Criterion {
   Modifier modifier = Modifier::kNone;
   std::string type_modifier;  // kType: the resource type named by the modifier
   std::vector<Value> values;  // kValue: OR'ed; never empty
+  // Composite parameters: the component definitions, in order (resolved
+  // with registry.ByUrl), matching Value::components.
+  std::vector<const fhir::SearchParamDef*> components;
   // kChain: one entry per target type the chain applies to (the type
   // modifier's, or each of param->targets that has the chained parameter).
   std::vector<ChainTarget> targets;
