@@ -273,9 +273,11 @@ TEST_F(CrudTest, ErrorStatuses) {
   EXPECT_EQ(unknown_type.Json().at("resourceType").as_string(), "OperationOutcome");
   EXPECT_EQ(c().Post("/fhir/t1/Spaceship", R"({"resourceType":"Spaceship"})").status, 404);
   // Methods not allowed at a path: 405 with Allow.
-  auto del_type = c().Delete("/fhir/t1/Patient");
-  EXPECT_EQ(del_type.status, 405);
-  EXPECT_EQ(del_type.Header("Allow"), "POST");
+  auto patch_type = c().Send("PATCH", "/fhir/t1/Patient", "[]", {{"Content-Type", "application/json-patch+json"}});
+  EXPECT_EQ(patch_type.status, 405);
+  EXPECT_EQ(patch_type.Header("Allow"), "GET, POST, PUT, DELETE");
+  // A conditional delete without criteria would match everything: refused.
+  EXPECT_EQ(c().Delete("/fhir/t1/Patient").status, 400);
   EXPECT_EQ(c().Post("/fhir/t1/Patient/123", kPatient).status, 405);
   // Validation: the message names the element path.
   auto invalid = c().Post("/fhir/t1/Patient", R"({"resourceType":"Patient","birthDate":"1974-13-45"})");

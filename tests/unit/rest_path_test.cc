@@ -55,14 +55,34 @@ TEST(RestPath, RejectsMalformedSegmentsWith400) {
 
 TEST(RestPath, UnknownShapesAre404NotSupported) {
   for (const std::string path : {"/fhir/", "/fhir", "/other/demo", "/fhir/demo/patient", "/fhir/demo/Patient/$everything",
-                                 "/fhir/demo/Patient/1/Observation", "/fhir/demo/Patient/1/_history/2/x",
-                                 "/fhir/demo/Patient/_search", "/fhir/demo/Patient/_history/x"}) {
+                                 "/fhir/demo/Patient/1/observation", "/fhir/demo/Patient/1/_history/2/x",
+                                 "/fhir/demo/Patient/_search/x", "/fhir/demo/Patient/_history/x",
+                                 "/fhir/demo/Patient/1/Observation/x"}) {
     SCOPED_TRACE(path);
     auto p = ParseRestPath(path);
     ASSERT_FALSE(p.ok());
     EXPECT_EQ(p.status().code(), absl::StatusCode::kNotFound);
     EXPECT_EQ(core::IssueCodeOf(p.status()), "not-supported");
   }
+}
+
+TEST(RestPath, SearchAndCompartmentShapes) {
+  auto p = ParseRestPath("/fhir/demo/_search");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kSystemSearch);
+  p = ParseRestPath("/fhir/demo/Observation/_search");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kTypeSearch);
+  EXPECT_EQ(p->type, "Observation");
+  p = ParseRestPath("/fhir/demo/Patient/p1/Observation");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kCompartment);
+  EXPECT_EQ(p->type, "Patient");
+  EXPECT_EQ(p->id, "p1");
+  EXPECT_EQ(p->target, "Observation");
+  p = ParseRestPath("/fhir/demo/Patient/p1/*");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->target, "*");
 }
 
 TEST(RestPath, TenantIds) {

@@ -8,6 +8,8 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/engine/fhir_engine.h"
+#include "medgrid/fhir/compartments.h"
+#include "medgrid/fhir/search_params.h"
 #include "medgrid/fhir/structure.h"
 #include "medgrid/store/store.h"
 #include "prometheus/registry.h"
@@ -129,6 +131,8 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
 struct App::Impl {
   core::RealClock clock;
   std::unique_ptr<const fhir::StructureRegistry> registry;
+  std::unique_ptr<const fhir::SearchParamRegistry> search_params;
+  std::unique_ptr<const fhir::CompartmentRegistry> compartments;
   std::unique_ptr<store::Store> store;
   std::unique_ptr<engine::FhirEngine> engine;
   prometheus::Registry metrics;
@@ -146,12 +150,14 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   Impl& s = *app->impl_;
   auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(s.registry, fhir::StructureRegistry::LoadFromPackage(config.fhir_package_dir));
+  ASSIGN_OR_RETURN(s.search_params, fhir::SearchParamRegistry::LoadFromPackage(config.fhir_package_dir, *s.registry));
+  ASSIGN_OR_RETURN(s.compartments, fhir::CompartmentRegistry::LoadFromPackage(config.fhir_package_dir));
   auto t1 = std::chrono::steady_clock::now();
   core::Log(core::LogLevel::kInfo, "registry.loaded",
             {{"resource_types", std::to_string(s.registry->ResourceTypes().size())},
              {"ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count())}});
   ASSIGN_OR_RETURN(s.store, store::Store::Open(config.store, s.clock));
-  s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.store, s.clock);
+  s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock);
   s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *s.engine, *s.store, s.metrics);
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(

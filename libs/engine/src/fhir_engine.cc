@@ -9,6 +9,8 @@
 #include "medgrid/fhir/json.h"
 #include "medgrid/fhir/json_patch.h"
 #include "medgrid/fhir/rest_path.h"
+#include "medgrid/search/index.h"
+#include "internal.h"
 
 namespace medgrid::engine {
 namespace json = boost::json;
@@ -16,6 +18,8 @@ namespace json = boost::json;
 namespace {
 
 constexpr int kMaxHistoryCount = 1000;
+
+}  // namespace
 
 // A UUIDv7-style id: time-ordered, so new rows land at the right edge of the
 // primary-key index instead of scattering across it.
@@ -29,6 +33,8 @@ std::string NewId(core::TimePoint now) {
   return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
                      lo & 0xffffffffffffULL);
 }
+
+namespace {
 
 absl::Status Gone(const std::string& type, const std::string& id, int64_t version) {
   return core::Error(absl::StatusCode::kNotFound,
@@ -57,6 +63,8 @@ absl::Status CheckIfMatch(std::optional<int64_t> if_match, const std::optional<s
   return absl::OkStatus();
 }
 
+}  // namespace
+
 ResourceResult ToResult(store::ResourceVersion&& v) {
   ResourceResult r;
   r.type = std::move(v.type);
@@ -67,8 +75,6 @@ ResourceResult ToResult(store::ResourceVersion&& v) {
   r.body = std::move(v.body);
   return r;
 }
-
-}  // namespace
 
 std::string StampResource(const json::object& resource, const std::string& id, int64_t version,
                           core::TimePoint last_updated) {
@@ -91,8 +97,14 @@ std::string StampResource(const json::object& resource, const std::string& id, i
   return fhir::SerializeJson(out);
 }
 
-FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, store::Store& store, const core::Clock& clock)
-    : registry_(registry), validator_(registry), store_(store), clock_(clock) {
+FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, const fhir::SearchParamRegistry& search_params,
+                       const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock)
+    : registry_(registry),
+      search_params_(search_params),
+      compartments_(compartments),
+      validator_(registry),
+      store_(store),
+      clock_(clock) {
   std::string resources;
   for (const std::string& type : registry_.ResourceTypes()) {
     if (!resources.empty()) resources += ',';
@@ -105,6 +117,16 @@ FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, store::Store& st
   }
   capabilities_rest_ = core::StrCat(R"([{"mode":"server","resource":[)", resources,
                                     R"(],"interaction":[{"code":"history-system"}]}])");
+}
+
+store::StoredBody FhirEngine::Stored(const json::value& resource, const std::string& type, const std::string& id,
+                                     int64_t version, core::TimePoint now) const {
+  store::StoredBody out;
+  out.json = StampResource(resource.get_object(), id, version, now);
+  // Index what is stored; the stamped meta only adds versionId and
+  // lastUpdated, which search reads from the resources table.
+  out.index = search::ExtractIndex(resource, type, search_params_);
+  return out;
 }
 
 absl::Status FhirEngine::CheckType(const std::string& type) const {
@@ -153,8 +175,8 @@ absl::StatusOr<FhirEngine::PreparedCreate> FhirEngine::PrepareCreate(const std::
   RETURN_IF_ERROR(ValidateResource(resource, 400));
   std::string id = NewId(clock_.Now());
   auto shared = std::make_shared<const json::value>(std::move(resource));
-  store::BodyFn stamp = [shared, id](const auto&, int64_t version, core::TimePoint now) {
-    return absl::StatusOr<std::string>(StampResource(shared->get_object(), id, version, now));
+  store::BodyFn stamp = [this, shared, id, type](const auto&, int64_t version, core::TimePoint now) {
+    return absl::StatusOr<store::StoredBody>(Stored(*shared, type, id, version, now));
   };
   return PreparedCreate{shard, {tenant, type, id}, std::move(stamp)};
 }
@@ -229,10 +251,10 @@ absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, con
   ASSIGN_OR_RETURN(store::ResourceVersion v,
                    shard->Update({tenant, type, id}, "PUT",
                                  [&](const std::optional<store::ResourceVersion>& current, int64_t version,
-                                     core::TimePoint now) -> absl::StatusOr<std::string> {
+                                     core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
                                    RETURN_IF_ERROR(CheckIfMatch(if_match, current));
                                    created = !current || current->deleted;
-                                   return StampResource(resource.get_object(), id, version, now);
+                                   return Stored(resource, type, id, version, now);
                                  }));
   ResourceResult r = ToResult(std::move(v));
   r.created = created;
@@ -250,7 +272,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
       store::ResourceVersion v,
       shard->Update({tenant, type, id}, "PATCH",
                     [&](const std::optional<store::ResourceVersion>& current, int64_t version,
-                        core::TimePoint now) -> absl::StatusOr<std::string> {
+                        core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
                       if (!current) {
                         return core::Error(absl::StatusCode::kNotFound,
                                            core::StrCat("Resource ", type, "/", id, " is not known"))
@@ -272,7 +294,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
                         return Invalid("A patch may not change or remove the id", 422, "invalid", "id");
                       }
                       RETURN_IF_ERROR(ValidateResource(resource, 422));
-                      return StampResource(obj, id, version, now);
+                      return Stored(resource, type, id, version, now);
                     }));
   return ToResult(std::move(v));
 }

@@ -101,10 +101,18 @@ absl::StatusOr<RestPath> ParseRestPath(std::string_view path) {
     p.kind = RestPath::Kind::kSystemHistory;
     return p;
   }
+  if (n == 2 && segs[1] == "_search") {
+    p.kind = RestPath::Kind::kSystemSearch;
+    return p;
+  }
   if (!IsTypeName(segs[1])) return NotSupported(path);
   p.type = segs[1];
   if (n == 2) {
     p.kind = RestPath::Kind::kType;
+    return p;
+  }
+  if (segs[2] == "_search" && n == 3) {
+    p.kind = RestPath::Kind::kTypeSearch;
     return p;
   }
   if (segs[2] == "_history") {
@@ -118,6 +126,11 @@ absl::StatusOr<RestPath> ParseRestPath(std::string_view path) {
   p.id = segs[2];
   if (n == 3) {
     p.kind = RestPath::Kind::kInstance;
+    return p;
+  }
+  if (n == 4 && (segs[3] == "*" || IsTypeName(segs[3]))) {
+    p.target = segs[3];
+    p.kind = RestPath::Kind::kCompartment;
     return p;
   }
   if (segs[3] != "_history" || n > 5) return NotSupported(path);

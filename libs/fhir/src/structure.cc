@@ -255,6 +255,8 @@ class StructureRegistryBuilder {
       def.max = max;
       const json::value* min = e.if_contains("min");
       def.min = min != nullptr && min->is_int64() ? static_cast<int>(min->get_int64()) : 0;
+      const json::value* summary = e.if_contains("isSummary");
+      def.is_summary = summary != nullptr && summary->is_bool() && summary->get_bool();
       def.is_choice = name.ends_with("[x]");
       if (def.is_choice) name.remove_suffix(3);
       def.name = std::string(name);

@@ -63,6 +63,9 @@ std::string RouteTemplate(const fhir::RestPath& p) {
     case K::kInstance: return "/fhir/{tenant}/{type}/{id}";
     case K::kInstanceHistory: return "/fhir/{tenant}/{type}/{id}/_history";
     case K::kVersion: return "/fhir/{tenant}/{type}/{id}/_history/{vid}";
+    case K::kSystemSearch: return "/fhir/{tenant}/_search";
+    case K::kTypeSearch: return "/fhir/{tenant}/{type}/_search";
+    case K::kCompartment: return "/fhir/{tenant}/{type}/{id}/{compartment_type}";
   }
   return "/fhir";
 }
@@ -113,6 +116,39 @@ std::optional<core::TimePoint> ParseSince(std::string_view s) {
   }
   time_t t = timegm(&tm);
   return core::FromUnixMicros((static_cast<int64_t>(t) - offset_s) * 1000000 + micros);
+}
+
+// Decodes application/x-www-form-urlencoded text ("a=b&c=d", "+" is a
+// space). Returns nullopt for a malformed percent escape.
+std::optional<std::vector<std::pair<std::string, std::string>>> DecodeForm(std::string_view body) {
+  auto decode = [](std::string_view s) -> std::optional<std::string> {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '+') {
+        out += ' ';
+      } else if (s[i] == '%') {
+        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+          return std::nullopt;
+        }
+        out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  };
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::string_view part : core::StrSplit(body, '&')) {
+    if (part.empty()) continue;
+    std::size_t eq = part.find('=');
+    auto k = decode(part.substr(0, eq));
+    auto val = decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    if (!k || !val) return std::nullopt;
+    out.emplace_back(std::move(*k), std::move(*val));
+  }
+  return out;
 }
 
 struct RequestLog {
@@ -350,6 +386,7 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   const bool read = (req.method() == bhttp::verb::get || req.method() == bhttp::verb::head) &&
                     (parsed->kind == fhir::RestPath::Kind::kInstance || parsed->kind == fhir::RestPath::Kind::kVersion);
   const bool create = req.method() == bhttp::verb::post && parsed->kind == fhir::RestPath::Kind::kType &&
+                      req["If-None-Exist"].empty() &&
                       req.body().size() <= kMaxInlineBody;
   if (!read && !create) return false;
   // The first request of a tenant looks it up in the control database, a
@@ -517,8 +554,14 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       return Error(406, wants_xml ? "Only JSON is supported; XML is not" : "No acceptable content type; use application/fhir+json", v);
     }
   }
+  const bool form_search = method == bhttp::verb::post && (p.kind == K::kTypeSearch || p.kind == K::kSystemSearch);
   const bool has_body = method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch;
-  if (has_body) {
+  if (form_search) {
+    std::string ct = MediaType(req[bhttp::field::content_type]);
+    if (ct != "application/x-www-form-urlencoded" && !(ct.empty() && req.body().empty())) {
+      return Error(415, "POST _search takes an application/x-www-form-urlencoded body", v);
+    }
+  } else if (has_body) {
     std::string ct = MediaType(req[bhttp::field::content_type]);
     bool ok = method == bhttp::verb::patch ? ct == "application/json-patch+json" : IsJsonType(ct);
     if (!ok) {
@@ -536,7 +579,13 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   std::optional<core::TimePoint> since;
   std::optional<int64_t> cursor;
   const bool history = p.kind == K::kSystemHistory || p.kind == K::kTypeHistory || p.kind == K::kInstanceHistory;
+  // Searches and conditional interactions hand their parameters to the
+  // search parser, which refuses what it does not know.
+  const bool searchish = p.kind == K::kSystemSearch || p.kind == K::kTypeSearch || p.kind == K::kCompartment ||
+                         (p.kind == K::kSystem && (method == bhttp::verb::get || method == bhttp::verb::head)) ||
+                         (p.kind == K::kType && method != bhttp::verb::post);
   for (const auto& [k, val] : query.params) {
+    if (searchish) break;
     if (k == "_format" || k == "_pretty") continue;
     if (p.kind == K::kMetadata && k == "mode") {
       if (val != "full") return ErrorOf(BadParam(k, "only mode=full is supported"), v);
@@ -576,12 +625,31 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     return std::optional<int64_t>(*version);
   };
 
-  // Prefer: return=minimal|representation|OperationOutcome
+  // Prefer: return=minimal|representation|OperationOutcome, handling=strict|lenient
   std::string prefer = "representation";
-  for (std::string_view part : core::StrSplit(req["Prefer"], ';')) {
-    std::string t = Lower(MediaType(part));
-    if (t.rfind("return=", 0) == 0) prefer = t.substr(7);
+  bool lenient = false;
+  for (std::string_view header : core::StrSplit(req["Prefer"], ',')) {
+    for (std::string_view part : core::StrSplit(header, ';')) {
+      std::string t = Lower(MediaType(part));
+      if (t.rfind("return=", 0) == 0) prefer = t.substr(7);
+      if (t == "handling=lenient") lenient = true;
+    }
   }
+
+  auto search = [&](engine::SearchInput in) -> http::Response {
+    in.params = query.params;
+    in.lenient = lenient;
+    in.base_url = base;
+    if (form_search) {
+      auto form = DecodeForm(req.body());
+      if (!form) return Error(400, "The form body has a malformed percent escape", v);
+      for (auto& kv : *form) in.params.push_back(std::move(kv));
+    }
+    auto bundle = api.Search(p.tenant, in);
+    if (!bundle.ok()) return ErrorOf(bundle.status(), v);
+    return MakeResponse(bhttp::status::ok, v, std::move(*bundle));
+  };
+  const bool get_like = method == bhttp::verb::get || method == bhttp::verb::head;
 
   auto resource_response = [&](const absl::StatusOr<engine::ResourceResult>& r, bool write) {
     return write ? WriteResponse(r, v, prefer, base) : ReadResponse(r, v, ConditionsOf(req));
@@ -601,13 +669,54 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       return MakeResponse(bhttp::status::ok, v, std::move(*caps));
     }
     case K::kSystem: {
-      // Nothing is allowed here yet: an empty Allow says so (RFC 9110 §10.2.1).
-      http::Response res = Error(405, "Batch/transaction Bundles and system search are not supported yet", v);
-      res.set(bhttp::field::allow, "");
-      return res;
+      if (get_like) return search({});
+      return not_allowed("GET");
+    }
+    case K::kSystemSearch:
+    case K::kTypeSearch: {
+      if (method != bhttp::verb::post && !get_like) return not_allowed("GET, POST");
+      engine::SearchInput in;
+      in.type = p.type;
+      return search(std::move(in));
+    }
+    case K::kCompartment: {
+      if (!get_like) return not_allowed("GET");
+      engine::SearchInput in;
+      in.compartment = p.type;
+      in.compartment_id = p.id;
+      if (p.target == "*") {
+        in.all_types = true;
+      } else {
+        in.type = p.target;
+      }
+      return search(std::move(in));
     }
     case K::kType: {
-      if (method != bhttp::verb::post) return not_allowed("POST");
+      if (get_like) {
+        engine::SearchInput in;
+        in.type = p.type;
+        return search(std::move(in));
+      }
+      if (method == bhttp::verb::put) {
+        if (query.params.empty()) return Error(400, "PUT on a type needs search criteria (conditional update)", v);
+        return resource_response(api.ConditionalUpdate(p.tenant, p.type, query.params, req.body()), true);
+      }
+      if (method == bhttp::verb::delete_) {
+        if (query.params.empty()) return Error(400, "DELETE on a type needs search criteria (conditional delete)", v);
+        auto r = api.ConditionalDelete(p.tenant, p.type, query.params);
+        if (!r.ok()) return ErrorOf(r.status(), v);
+        http::Response res = MakeResponse(bhttp::status::no_content, v, "");
+        if (*r) res.set(bhttp::field::etag, fhir::FormatETag((*r)->version));
+        return res;
+      }
+      if (method != bhttp::verb::post) return not_allowed("GET, POST, PUT, DELETE");
+      if (auto ine = req["If-None-Exist"]; !ine.empty()) {
+        std::string criteria(ine);
+        if (!criteria.empty() && criteria[0] == '?') criteria.erase(0, 1);
+        auto parsed_criteria = DecodeForm(criteria);
+        if (!parsed_criteria) return Error(400, "If-None-Exist has a malformed percent escape", v);
+        return resource_response(api.ConditionalCreate(p.tenant, p.type, req.body(), *parsed_criteria), true);
+      }
       if (async != nullptr) {
         async->deferred = true;
         api.CreateAsync(p.tenant, p.type, req.body(), *async->io,

@@ -67,6 +67,97 @@ CREATE TABLE resource_versions (
 CREATE INDEX resource_versions_tenant_seq ON resource_versions (tenant_id, seq);
 CREATE INDEX resource_versions_type_seq ON resource_versions (tenant_id, res_type, seq);
 )sql"},
+      {2, "search indexes", R"sql(
+-- Search index rows of the current version of every live resource, written
+-- in the same statement as the version and removed when it is replaced or
+-- deleted. `param` is the search parameter code ("c$i" for component i of
+-- composite "c"); `grp` ties the components of one composite value together
+-- and is 0 for plain values. Each table has a value index led by
+-- (tenant_id, res_type, param) for searching and a (tenant_id, res_type,
+-- res_id) index for replacing a resource's rows, _include and sorting.
+CREATE TABLE idx_string (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  folded text NOT NULL,  -- case- and accent-folded
+  exact  text NOT NULL   -- as written, for :exact
+);
+CREATE INDEX idx_string_value ON idx_string (tenant_id, res_type, param, folded text_pattern_ops);
+CREATE INDEX idx_string_res ON idx_string (tenant_id, res_type, res_id);
+
+CREATE TABLE idx_token (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  system text,          -- NULL when the element has no system
+  code   text NOT NULL,
+  text   text NOT NULL,  -- folded display / CodeableConcept.text, for :text
+  type_system text,      -- Identifier.type, for :of-type
+  type_code   text
+);
+CREATE INDEX idx_token_value ON idx_token (tenant_id, res_type, param, code, system);
+CREATE INDEX idx_token_res ON idx_token (tenant_id, res_type, res_id);
+
+-- Dates as the half-open range [lo, hi) of microseconds since the epoch that
+-- their precision implies; unbounded ends are the bigint extremes.
+CREATE TABLE idx_date (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  lo bigint NOT NULL,
+  hi bigint NOT NULL
+);
+CREATE INDEX idx_date_lo ON idx_date (tenant_id, res_type, param, lo);
+CREATE INDEX idx_date_hi ON idx_date (tenant_id, res_type, param, hi);
+CREATE INDEX idx_date_res ON idx_date (tenant_id, res_type, res_id);
+
+-- References: typed and version-less for relative references ("Patient/1"),
+-- `url` for absolute and canonical ones. The value index serves searches,
+-- chains (target_id IN ...), _has and _revinclude.
+CREATE TABLE idx_reference (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  target_type text NOT NULL,
+  target_id   text NOT NULL,
+  url         text NOT NULL,
+  version     text NOT NULL
+);
+CREATE INDEX idx_reference_target ON idx_reference (tenant_id, res_type, param, target_id, target_type);
+CREATE INDEX idx_reference_url ON idx_reference (tenant_id, res_type, param, url) WHERE url <> '';
+CREATE INDEX idx_reference_res ON idx_reference (tenant_id, res_type, res_id);
+
+-- Numbers and quantities: [low, high] (equal for a point; +-Infinity when a
+-- Range end is open), with the quantity's system, code and unit.
+CREATE TABLE idx_quantity (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  low  numeric NOT NULL,
+  high numeric NOT NULL,
+  system text NOT NULL,
+  code   text NOT NULL,
+  unit   text NOT NULL
+);
+CREATE INDEX idx_quantity_value ON idx_quantity (tenant_id, res_type, param, low);
+CREATE INDEX idx_quantity_res ON idx_quantity (tenant_id, res_type, res_id);
+
+CREATE TABLE idx_uri (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
+  grp integer NOT NULL,
+  uri text NOT NULL
+);
+CREATE INDEX idx_uri_value ON idx_uri (tenant_id, res_type, param, uri text_pattern_ops);
+CREATE INDEX idx_uri_res ON idx_uri (tenant_id, res_type, res_id);
+
+-- _content and _text through PostgreSQL full-text search.
+CREATE TABLE idx_text (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL,
+  content   tsvector NOT NULL,
+  narrative tsvector NOT NULL
+);
+CREATE INDEX idx_text_content ON idx_text USING gin (content);
+CREATE INDEX idx_text_narrative ON idx_text USING gin (narrative);
+CREATE INDEX idx_text_res ON idx_text (tenant_id, res_type, res_id);
+
+-- _lastUpdated searches and sorts.
+CREATE INDEX resources_last_updated ON resources (tenant_id, res_type, last_updated);
+)sql"},
   };
   return kMigrations;
 }

@@ -1,6 +1,7 @@
 #include "pg_resource_store.h"
 
 #include "libpq-fe.h"
+#include "pg_index.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 
@@ -24,18 +25,47 @@ constexpr const char* kVreadSql =
     "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", method, body FROM resource_versions "
     "WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 AND version_id = $4";
 
-// One statement writes both the current pointer and the version row of a
-// new resource: one round trip per create.
-constexpr const char* kInsertNewSql =
-    "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
-    "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") ")) "
-    "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
-    "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)";
+// One statement writes the current pointer, the version row and the search
+// index rows of a new resource: one round trip per create.
+const std::string& InsertNewSql() {
+  static const std::string sql = core::StrCat(
+      "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+      "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") "))",
+      IndexInsertCtes(6),
+      " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+      "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)");
+  return sql;
+}
+
+// The next version of an existing (or deleted, or never created) resource:
+// moves the pointer, adds the version and replaces the index rows.
+const std::string& WriteSql() {
+  static const std::string sql = core::StrCat(
+      "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+      "VALUES ($1, $2, $3, $4, false, " MEDGRID_TS("$5") ") "
+      "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
+      "deleted = false, last_updated = EXCLUDED.last_updated)",
+      IndexDeleteCtes(), IndexInsertCtes(8),
+      " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+      "last_updated, body) VALUES ($1, $2, $3, $4, $6, false, " MEDGRID_TS("$5") ", $7)");
+  return sql;
+}
+
+// A deletion: a tombstone version, and the index rows go.
+const std::string& TombstoneSql() {
+  static const std::string sql = core::StrCat(
+      "WITH cur AS (UPDATE resources SET version_id = $4, deleted = true, last_updated = " MEDGRID_TS("$5")
+      " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)",
+      IndexDeleteCtes(),
+      " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
+      "last_updated, body) VALUES ($1, $2, $3, $4, 'DELETE', true, " MEDGRID_TS("$5") ", NULL)");
+  return sql;
+}
 
 std::string PrepareAsync(void* raw) {
   auto* conn = static_cast<PGconn*>(raw);
   for (const auto& [name, sql] :
-       {std::pair{"read", kReadSql}, std::pair{"vread", kVreadSql}, std::pair{"insert_new", kInsertNewSql}}) {
+       {std::pair{"read", kReadSql}, std::pair{"vread", kVreadSql}, std::pair{"insert_new", InsertNewSql().c_str()}}) {
     PGresult* r = PQprepare(conn, name, sql, 0, nullptr);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
@@ -107,20 +137,9 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
                "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
                "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
                "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3 FOR UPDATE OF r");
-  // One statement writes both the current pointer and the version row.
-  conn.prepare("insert_new", kInsertNewSql);
-  conn.prepare("write",
-               "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
-               "VALUES ($1, $2, $3, $4, false, " MEDGRID_TS("$5") ") "
-               "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
-               "deleted = false, last_updated = EXCLUDED.last_updated) "
-               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
-               "last_updated, body) VALUES ($1, $2, $3, $4, $6, false, " MEDGRID_TS("$5") ", $7)");
-  conn.prepare("tombstone",
-               "WITH cur AS (UPDATE resources SET version_id = $4, deleted = true, last_updated = " MEDGRID_TS("$5")
-               " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3) "
-               "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
-               "last_updated, body) VALUES ($1, $2, $3, $4, 'DELETE', true, " MEDGRID_TS("$5") ", NULL)");
+  conn.prepare("insert_new", InsertNewSql());
+  conn.prepare("write", WriteSql());
+  conn.prepare("tombstone", TombstoneSql());
 }
 
 template <typename Fn>
@@ -167,11 +186,12 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
 void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn, boost::asio::io_context& io,
                                   ReadCallback done) {
   core::TimePoint now = clock_.Now();
-  absl::StatusOr<std::string> body = body_fn(std::nullopt, 1, now);
+  absl::StatusOr<StoredBody> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
   AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
-  std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)), *body};
-  ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(*body));
+  std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
+                                     body->json, EncodeIndex(body->index)};
+  ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
   pool.QueryPrepared("insert_new", std::move(params),
                      [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows,
                                                                  bool retried) mutable {
@@ -195,48 +215,76 @@ absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& 
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, const BodyFn& body_fn) {
   core::TimePoint now = clock_.Now();
-  ASSIGN_OR_RETURN(std::string body, body_fn(std::nullopt, 1, now));
+  ASSIGN_OR_RETURN(StoredBody body, body_fn(std::nullopt, 1, now));
+  const std::string index = EncodeIndex(body.index);
   RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection& conn) {
     // A single statement commits on its own: one round trip per create.
     pqxx::nontransaction tx(conn);
-    tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body);
+    tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
     return absl::OkStatus();
   }));
-  return NewVersion(key, 1, now, "POST", std::move(body));
+  return NewVersion(key, 1, now, "POST", std::move(body.json));
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const ResourceKey& key,
+                                                          const std::string& method, const BodyFn& body_fn) {
+  const bool need_body = method == "PATCH";
+  pqxx::result r = tx.exec_prepared(need_body ? "lock_body" : "lock", key.tenant, key.type, key.id);
+  std::optional<ResourceVersion> current;
+  if (!r.empty()) current = RowToVersion(r[0], key);
+  const int64_t next = current ? current->version + 1 : 1;
+  core::TimePoint now = clock_.Now();
+  if (current && now <= current->last_updated) {
+    // Keep lastUpdated strictly increasing per resource even if clocks step back.
+    now = current->last_updated + std::chrono::microseconds(1);
+  }
+  ASSIGN_OR_RETURN(StoredBody body, body_fn(current, next, now));
+  tx.exec_prepared("write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body.json,
+                   EncodeIndex(body.index));
+  return NewVersion(key, next, now, method, std::move(body.json));
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
                                                         const BodyFn& body_fn) {
-  const bool need_body = method == "PATCH";
-  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<ResourceVersion> {
-    pqxx::result r = tx.exec_prepared(need_body ? "lock_body" : "lock", key.tenant, key.type, key.id);
-    std::optional<ResourceVersion> current;
-    if (!r.empty()) current = RowToVersion(r[0], key);
-    const int64_t next = current ? current->version + 1 : 1;
-    core::TimePoint now = clock_.Now();
-    if (current && now <= current->last_updated) {
-      // Keep lastUpdated strictly increasing per resource even if clocks step back.
-      now = current->last_updated + std::chrono::microseconds(1);
-    }
-    ASSIGN_OR_RETURN(std::string body, body_fn(current, next, now));
-    tx.exec_prepared("write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body);
-    return NewVersion(key, next, now, method, std::move(body));
-  });
+  return WithTransaction([&](pqxx::work& tx) { return UpdateIn(tx, key, method, body_fn); });
+}
+
+absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
+    pqxx::work& tx, const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
+  pqxx::result r = tx.exec_prepared("lock", key.tenant, key.type, key.id);
+  if (r.empty()) return NotFound(key);
+  ResourceVersion current = RowToVersion(r[0], key);
+  RETURN_IF_ERROR(check(current));
+  if (current.deleted) return current;
+  core::TimePoint now = clock_.Now();
+  if (now <= current.last_updated) now = current.last_updated + std::chrono::microseconds(1);
+  const int64_t next = current.version + 1;
+  tx.exec_prepared("tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
+  return NewVersion(key, next, now, "DELETE", "");
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
     const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
-  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<ResourceVersion> {
-    pqxx::result r = tx.exec_prepared("lock", key.tenant, key.type, key.id);
-    if (r.empty()) return NotFound(key);
-    ResourceVersion current = RowToVersion(r[0], key);
-    RETURN_IF_ERROR(check(current));
-    if (current.deleted) return current;
-    core::TimePoint now = clock_.Now();
-    if (now <= current.last_updated) now = current.last_updated + std::chrono::microseconds(1);
-    const int64_t next = current.version + 1;
-    tx.exec_prepared("tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
-    return NewVersion(key, next, now, "DELETE", "");
+  return WithTransaction([&](pqxx::work& tx) { return DeleteIn(tx, key, check); });
+}
+
+absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(const std::string& tenant,
+                                                                            const search::SearchRequest& match,
+                                                                            const std::string& lock_key,
+                                                                            const DecideFn& decide) {
+  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
+    tx.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant, "\n", lock_key));
+    ASSIGN_OR_RETURN(SearchPage page, RunSearch(tx, tenant, match, std::nullopt, clock_.Now()));
+    ASSIGN_OR_RETURN(std::optional<ConditionalWrite> write, decide(page.matches));
+    if (!write) return std::optional<ResourceVersion>();
+    if (write->method == "DELETE") {
+      ASSIGN_OR_RETURN(ResourceVersion v, DeleteIn(tx, write->key, [](const ResourceVersion&) {
+                         return absl::OkStatus();
+                       }));
+      return std::optional<ResourceVersion>(std::move(v));
+    }
+    ASSIGN_OR_RETURN(ResourceVersion v, UpdateIn(tx, write->key, write->method, write->body));
+    return std::optional<ResourceVersion>(std::move(v));
   });
 }
 

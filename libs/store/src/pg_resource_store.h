@@ -11,6 +11,11 @@
 
 namespace medgrid::store {
 
+// Runs a search inside `tx` (pg_search.cc).
+absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
+                                     const search::SearchRequest& request,
+                                     const std::optional<Compartment>& compartment, core::TimePoint now);
+
 class PgResourceStore final : public ResourceStore {
  public:
   // `dsn` and `shard` serve the asynchronous read path, which keeps
@@ -36,12 +41,24 @@ class PgResourceStore final : public ResourceStore {
   absl::StatusOr<ResourceVersion> Delete(const ResourceKey& key,
                                          const std::function<absl::Status(const ResourceVersion&)>& check) override;
   absl::StatusOr<HistoryPage> History(const std::string& tenant, const HistoryQuery& q) override;
+  absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
+                                    const std::optional<Compartment>& compartment) override;  // pg_search.cc
+  absl::StatusOr<std::optional<ResourceVersion>> Conditional(const std::string& tenant,
+                                                             const search::SearchRequest& match,
+                                                             const std::string& lock_key,
+                                                             const DecideFn& decide) override;
 
  private:
   // Runs `fn(tx)` in a read-committed transaction, retrying on a unique
   // violation or serialization conflict (concurrent first writes of one id).
   template <typename Fn>
   auto WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>()));
+
+  // The bodies of Update and Delete, inside a caller's transaction.
+  absl::StatusOr<ResourceVersion> UpdateIn(pqxx::work& tx, const ResourceKey& key, const std::string& method,
+                                           const BodyFn& body);
+  absl::StatusOr<ResourceVersion> DeleteIn(pqxx::work& tx, const ResourceKey& key,
+                                           const std::function<absl::Status(const ResourceVersion&)>& check);
 
   PgPool& pool_;
   const std::string shard_;

@@ -11,6 +11,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
@@ -43,6 +45,19 @@ struct HistoryRequest {
 };
 
 using ResultCallback = std::function<void(absl::StatusOr<ResourceResult>)>;
+
+// Decoded query parameters, in the order received.
+using QueryParams = std::vector<std::pair<std::string, std::string>>;
+
+struct SearchInput {
+  std::string type;            // the type searched; empty for system-level search (types from _type)
+  std::string compartment;     // compartment search (Patient/123/Observation): "Patient"
+  std::string compartment_id;  // ... and "123"
+  bool all_types = false;      // compartment search over "*"
+  QueryParams params;
+  bool lenient = false;        // Prefer: handling=lenient
+  std::string base_url;        // e.g. http://host/fhir/demo, for fullUrl and links
+};
 
 class FhirApi {
  public:
@@ -90,6 +105,25 @@ class FhirApi {
   // Deletes (writes a tombstone version). Errors: 404 if never existed, 412.
   virtual absl::StatusOr<ResourceResult> Delete(const std::string& tenant, const std::string& type,
                                                 const std::string& id, std::optional<int64_t> if_match) = 0;
+  // A searchset Bundle (JSON text). Errors: 400 for unknown or malformed
+  // parameters (unless lenient), a bad cursor, or a type outside the
+  // compartment; 404 for an unknown type or tenant.
+  virtual absl::StatusOr<std::string> Search(const std::string& tenant, const SearchInput& input) = 0;
+  // Conditional create (If-None-Exist, http.html#ccreate): creates when
+  // nothing matches `criteria`; returns the match (created = false) when
+  // one does. Errors: as Create, plus 412 when several match.
+  virtual absl::StatusOr<ResourceResult> ConditionalCreate(const std::string& tenant, const std::string& type,
+                                                           const std::string& body, const QueryParams& criteria) = 0;
+  // Conditional update (PUT Type?criteria): updates the one match, or
+  // creates when none (with the body's id, or a new one). Errors: as Update,
+  // plus 412 when several match, 400 when the body id names another resource.
+  virtual absl::StatusOr<ResourceResult> ConditionalUpdate(const std::string& tenant, const std::string& type,
+                                                           const QueryParams& criteria, const std::string& body) = 0;
+  // Conditional delete (DELETE Type?criteria): deletes the one match;
+  // nullopt when nothing matches. Errors: 412 when several match.
+  virtual absl::StatusOr<std::optional<ResourceResult>> ConditionalDelete(const std::string& tenant,
+                                                                          const std::string& type,
+                                                                          const QueryParams& criteria) = 0;
   // A history Bundle (JSON text) at system, type or instance level.
   virtual absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) = 0;
   // The CapabilityStatement (JSON text) for the tenant base.

@@ -10,6 +10,9 @@
 
 #include "medgrid/core/clock.h"
 #include "medgrid/engine/fhir_api.h"
+#include "medgrid/fhir/compartments.h"
+#include "medgrid/fhir/search_params.h"
+#include "medgrid/search/query.h"
 #include "medgrid/fhir/structure.h"
 #include "medgrid/fhir/validator.h"
 #include "medgrid/store/store.h"
@@ -19,7 +22,8 @@ namespace medgrid::engine {
 class FhirEngine final : public FhirApi {
  public:
   // All references must outlive the engine. Thread-safe.
-  FhirEngine(const fhir::StructureRegistry& registry, store::Store& store, const core::Clock& clock);
+  FhirEngine(const fhir::StructureRegistry& registry, const fhir::SearchParamRegistry& search_params,
+             const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock);
 
   absl::StatusOr<ResourceResult> Create(const std::string& tenant, const std::string& type,
                                         const std::string& body) override;
@@ -39,6 +43,14 @@ class FhirEngine final : public FhirApi {
   absl::StatusOr<ResourceResult> Delete(const std::string& tenant, const std::string& type, const std::string& id,
                                         std::optional<int64_t> if_match) override;
   absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) override;
+  // search.cc
+  absl::StatusOr<std::string> Search(const std::string& tenant, const SearchInput& input) override;
+  absl::StatusOr<ResourceResult> ConditionalCreate(const std::string& tenant, const std::string& type,
+                                                   const std::string& body, const QueryParams& criteria) override;
+  absl::StatusOr<ResourceResult> ConditionalUpdate(const std::string& tenant, const std::string& type,
+                                                   const QueryParams& criteria, const std::string& body) override;
+  absl::StatusOr<std::optional<ResourceResult>> ConditionalDelete(const std::string& tenant, const std::string& type,
+                                                                  const QueryParams& criteria) override;
   absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) override;
 
  private:
@@ -56,7 +68,22 @@ class FhirEngine final : public FhirApi {
   absl::StatusOr<boost::json::value> ParseResource(const std::string& type, const std::string& body) const;
   absl::Status ValidateResource(const boost::json::value& resource, int http_status) const;
 
+  // The stored body and search index entries of a resource version.
+  store::StoredBody Stored(const boost::json::value& resource, const std::string& type, const std::string& id,
+                           int64_t version, core::TimePoint now) const;
+
+  // Parses a search of `type`, resolving references to this server's base.
+  absl::StatusOr<search::SearchRequest> ParseSearch(const QueryParams& params, const std::string& type, bool lenient,
+                                                    const std::string& base_url) const;
+  // The criteria of a conditional interaction: a search that reads at most
+  // two matches. Errors: 400 for no criteria or for result parameters.
+  absl::StatusOr<search::SearchRequest> ParseCriteria(const QueryParams& criteria, const std::string& type) const;
+  // A resource body shaped by _summary / _elements.
+  std::string Subset(const std::string& body, const std::string& type, const search::SearchRequest& request) const;
+
   const fhir::StructureRegistry& registry_;
+  const fhir::SearchParamRegistry& search_params_;
+  const fhir::CompartmentRegistry& compartments_;
   fhir::Validator validator_;
   store::Store& store_;
   const core::Clock& clock_;

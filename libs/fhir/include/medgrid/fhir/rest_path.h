@@ -25,12 +25,16 @@ struct RestPath {
     kInstance,         // /fhir/{tenant}/{type}/{id}
     kInstanceHistory,  // /fhir/{tenant}/{type}/{id}/_history
     kVersion,          // /fhir/{tenant}/{type}/{id}/_history/{vid}
+    kSystemSearch,     // /fhir/{tenant}/_search
+    kTypeSearch,       // /fhir/{tenant}/{type}/_search
+    kCompartment,      // /fhir/{tenant}/{type}/{id}/{target type or *}
   };
   Kind kind = Kind::kSystem;
   std::string tenant;
   std::string type;     // syntactically a type name; the caller checks it is known
   std::string id;
   std::string version;  // a positive integer in canonical form
+  std::string target;   // kCompartment: the type searched in the compartment, or "*"
 };
 
 // Parses the path part of a request target (no query string) that starts

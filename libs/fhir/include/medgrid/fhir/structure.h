@@ -82,6 +82,7 @@ struct ElementDef {
   bool is_choice = false;  // value[x]: JSON name is name + TypeName
   int min = 0;             // minimum cardinality
   int max = 1;             // maximum cardinality, -1 for "*"
+  bool is_summary = false; // part of the summary view (_summary=true)
   // Type codes: "string", "Quantity", "Reference", "Resource", ... FHIRPath
   // System types (http://hl7.org/fhirpath/System.String) are replaced by the
   // FHIR type they stand for ("string", "uri"; "id" for Resource.id).

@@ -15,6 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
+#include "medgrid/search/index.h"
+#include "medgrid/search/query.h"
 
 namespace boost::asio {
 class io_context;
@@ -39,13 +41,21 @@ struct ResourceVersion {
   std::string body;    // full resource JSON with meta; empty for a deletion
 };
 
+// What a write stores: the resource JSON and its search index entries,
+// which are written in the same transaction and replace the previous
+// version's.
+struct StoredBody {
+  std::string json;
+  search::IndexEntries index;
+};
+
 // Called inside the write transaction with the current version (nullopt if
 // the resource never existed), the version number and timestamp the new
-// version will get. Returns the body to store, or an error that aborts the
+// version will get. Returns what to store, or an error that aborts the
 // write (e.g. an If-Match mismatch). May be called more than once if the
 // transaction is retried.
-using BodyFn = std::function<absl::StatusOr<std::string>(const std::optional<ResourceVersion>& current,
-                                                         int64_t new_version, core::TimePoint now)>;
+using BodyFn = std::function<absl::StatusOr<StoredBody>(const std::optional<ResourceVersion>& current,
+                                                        int64_t new_version, core::TimePoint now)>;
 
 struct HistoryQuery {
   std::optional<std::string> type;  // type or instance level
@@ -60,7 +70,38 @@ struct HistoryPage {
   std::optional<int64_t> next_cursor;    // set when more rows exist
 };
 
+// Restricts a search to one compartment (Patient/123/Observation): the
+// resources whose `params` (reference parameters of the searched type)
+// point at type/id.
+struct Compartment {
+  std::string type;
+  std::string id;
+  std::vector<std::string> params;
+};
+
+// One page of search results.
+struct SearchPage {
+  std::vector<ResourceVersion> matches;   // current versions, in result order
+  std::vector<ResourceVersion> included;  // _include / _revinclude, each once, none of them in matches
+  // Opaque paging cursors for the next and previous pages, when they exist.
+  std::optional<std::string> next_cursor;
+  std::optional<std::string> prev_cursor;
+  std::optional<int64_t> total;  // when asked for, or known without extra cost
+  bool total_is_estimate = false;
+  // Set when includes stopped at the limit: a message for the client.
+  std::optional<std::string> include_warning;
+};
+
 using ReadCallback = std::function<void(absl::StatusOr<ResourceVersion>)>;
+
+// The write a conditional interaction decides on, from its matches.
+struct ConditionalWrite {
+  ResourceKey key;
+  std::string method;  // POST or PUT (written as Update would) or DELETE
+  BodyFn body;         // POST and PUT
+};
+using DecideFn =
+    std::function<absl::StatusOr<std::optional<ConditionalWrite>>(const std::vector<ResourceVersion>& matches)>;
 
 class ResourceStore {
  public:
@@ -94,6 +135,21 @@ class ResourceStore {
   virtual absl::StatusOr<ResourceVersion> Delete(
       const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) = 0;
   virtual absl::StatusOr<HistoryPage> History(const std::string& tenant, const HistoryQuery& q) = 0;
+  // Runs a parsed search over the tenant's current, live resources.
+  // Errors: InvalidArgument (400) for a malformed cursor; Unavailable /
+  // DeadlineExceeded from the database.
+  // Conditional create, update and delete (http.html#ccreate): runs the
+  // search `match` (reading at most its `count` results), calls `decide`
+  // with the matches and performs the write it returns, all in one
+  // transaction that holds a lock on (tenant, `lock_key`), so concurrent
+  // conditional writes with the same criteria run one after the other.
+  // Returns the version written, or nullopt when `decide` chose not to write.
+  virtual absl::StatusOr<std::optional<ResourceVersion>> Conditional(const std::string& tenant,
+                                                                     const search::SearchRequest& match,
+                                                                     const std::string& lock_key,
+                                                                     const DecideFn& decide) = 0;
+  virtual absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
+                                            const std::optional<Compartment>& compartment) = 0;
 };
 
 }  // namespace medgrid::store

@@ -1,0 +1,137 @@
+#include "pg_index.h"
+
+#include "medgrid/core/logging.h"
+#include "medgrid/core/strings.h"
+
+namespace medgrid::store {
+namespace {
+
+void Key(std::string& out, std::string_view key, std::string_view value) {
+  core::StrAppend(out, "\"", key, "\":\"");
+  core::AppendJsonEscaped(out, value);
+  out += '"';
+}
+
+void OptKey(std::string& out, std::string_view key, const std::optional<std::string>& value) {
+  if (value) {
+    Key(out, key, *value);
+  } else {
+    core::StrAppend(out, "\"", key, "\":null");
+  }
+}
+
+template <typename Entry, typename Fn>
+void List(std::string& out, std::string_view name, const std::vector<Entry>& entries, Fn&& fields) {
+  if (entries.empty()) return;
+  if (out.size() > 1) out += ',';
+  core::StrAppend(out, "\"", name, "\":[");
+  bool first = true;
+  for (const Entry& e : entries) {
+    if (!first) out += ',';
+    first = false;
+    out += '{';
+    Key(out, "p", e.param);
+    core::StrAppend(out, ",\"g\":", e.group, ",");
+    fields(e);
+    out += '}';
+  }
+  out += ']';
+}
+
+struct Table {
+  const char* key;      // the list in the document
+  const char* table;
+  const char* columns;  // after tenant_id, res_type, res_id, param, grp
+  const char* record;   // jsonb_to_recordset column list after p text, g int
+  const char* select;   // expressions after x.p, x.g
+};
+
+constexpr Table kTables[] = {
+    {"s", "idx_string", "folded, exact", "f text, e text", "x.f, x.e"},
+    {"t", "idx_token", "system, code, text, type_system, type_code", "s text, c text, x text, ts text, tc text",
+     "x.s, x.c, x.x, x.ts, x.tc"},
+    {"d", "idx_date", "lo, hi", "l bigint, h bigint", "x.l, x.h"},
+    {"r", "idx_reference", "target_type, target_id, url, version", "tt text, ti text, u text, v text",
+     "x.tt, x.ti, x.u, x.v"},
+    {"q", "idx_quantity", "low, high, system, code, unit", "l numeric, h numeric, s text, c text, u text",
+     "x.l, x.h, x.s, x.c, x.u"},
+    {"u", "idx_uri", "uri", "u text", "x.u"},
+};
+
+}  // namespace
+
+std::string EncodeIndex(const search::IndexEntries& e) {
+  std::string out = "{";
+  List(out, "s", e.strings, [&](const search::StringEntry& s) {
+    Key(out, "f", s.folded);
+    out += ',';
+    Key(out, "e", s.exact);
+  });
+  List(out, "t", e.tokens, [&](const search::TokenEntry& t) {
+    OptKey(out, "s", t.system);
+    out += ',';
+    Key(out, "c", t.code);
+    out += ',';
+    Key(out, "x", t.text);
+    out += ',';
+    OptKey(out, "ts", t.type_system);
+    out += ',';
+    OptKey(out, "tc", t.type_code);
+  });
+  List(out, "d", e.dates, [&](const search::DateEntry& d) { core::StrAppend(out, "\"l\":", d.lo, ",\"h\":", d.hi); });
+  List(out, "r", e.references, [&](const search::ReferenceEntry& r) {
+    Key(out, "tt", r.target_type);
+    out += ',';
+    Key(out, "ti", r.target_id);
+    out += ',';
+    Key(out, "u", r.url);
+    out += ',';
+    Key(out, "v", r.version);
+  });
+  List(out, "q", e.quantities, [&](const search::QuantityEntry& q) {
+    Key(out, "l", q.low.empty() ? "-Infinity" : q.low);
+    out += ',';
+    Key(out, "h", q.high.empty() ? "Infinity" : q.high);
+    out += ',';
+    Key(out, "s", q.system);
+    out += ',';
+    Key(out, "c", q.code);
+    out += ',';
+    Key(out, "u", q.unit);
+  });
+  List(out, "u", e.uris, [&](const search::UriEntry& u) { Key(out, "u", u.uri); });
+  if (!e.content.empty() || !e.narrative.empty()) {
+    if (out.size() > 1) out += ',';
+    Key(out, "c", e.content);
+    out += ',';
+    Key(out, "n", e.narrative);
+  }
+  out += '}';
+  return out;
+}
+
+std::string IndexInsertCtes(int param) {
+  std::string sql = core::StrCat(", ix AS (SELECT $", param, "::jsonb AS j)");
+  for (const Table& t : kTables) {
+    core::StrAppend(sql, ", i_", t.key, " AS (INSERT INTO ", t.table, " (tenant_id, res_type, res_id, param, grp, ",
+                    t.columns, ") SELECT $1, $2, $3, x.p, x.g, ", t.select, " FROM ix, jsonb_to_recordset(ix.j->'",
+                    t.key, "') AS x(p text, g int, ", t.record, "))");
+  }
+  core::StrAppend(sql,
+                  ", i_text AS (INSERT INTO idx_text (tenant_id, res_type, res_id, content, narrative) "
+                  "SELECT $1, $2, $3, to_tsvector('simple', ix.j->>'c'), to_tsvector('simple', ix.j->>'n') "
+                  "FROM ix WHERE ix.j ? 'c')");
+  return sql;
+}
+
+std::string IndexDeleteCtes() {
+  std::string sql;
+  for (const Table& t : kTables) {
+    core::StrAppend(sql, ", d_", t.key, " AS (DELETE FROM ", t.table,
+                    " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
+  }
+  core::StrAppend(sql, ", d_text AS (DELETE FROM idx_text WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
+  return sql;
+}
+
+}  // namespace medgrid::store

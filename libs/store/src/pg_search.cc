@@ -1,0 +1,784 @@
+// Search SQL: a parsed SearchRequest compiled to one parameterised query
+// over the index tables (see migration 2), then _include/_revinclude.
+//
+// Every criterion compiles to a set of resource ids of one type ("SELECT
+// res_id FROM idx_... WHERE tenant_id = $1 AND res_type = ... AND param =
+// ..."), and the page query keeps the live resources whose id is in every
+// set. Chains nest these sets through idx_reference; _has walks it the other
+// way. Index rows exist only for live current versions, so a set never
+// names a deleted resource. All values travel as bind parameters; OR lists
+// become "= ANY($n)". Every statement is scoped by tenant_id = $1.
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <set>
+
+#include "boost/json.hpp"
+#include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/search/text.h"
+#include "pg_resource_store.h"
+
+namespace medgrid::store {
+namespace {
+
+namespace json = boost::json;
+using search::Criterion;
+using search::Modifier;
+using search::Prefix;
+using search::Value;
+
+constexpr std::size_t kMaxIncluded = 5000;
+
+absl::Status BadCursor() {
+  return core::Error(absl::StatusCode::kInvalidArgument, "Parameter '_cursor': is malformed or expired")
+      .Http(400)
+      .Issue("invalid");
+}
+
+std::string EscapeLike(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (char c : s) {
+    if (c == '%' || c == '_' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The half-width of a decimal's implied precision range (search.html#number:
+// "100" stands for [99.5, 100.5)), as a numeric literal.
+std::string HalfUnit(std::string_view number) {
+  int decimals = 0;
+  int exponent = 0;
+  std::size_t dot = number.find('.');
+  std::size_t e = number.find_first_of("eE");
+  if (dot != std::string_view::npos) {
+    decimals = static_cast<int>((e == std::string_view::npos ? number.size() : e) - dot - 1);
+  }
+  if (e != std::string_view::npos) {
+    std::string_view exp = number.substr(e + 1);
+    if (!exp.empty() && exp[0] == '+') exp.remove_prefix(1);
+    std::from_chars(exp.data(), exp.data() + exp.size(), exponent);
+  }
+  return core::StrCat("5e", exponent - decimals - 1);
+}
+
+// The text form of a PostgreSQL array literal of strings.
+std::string ArrayLiteral(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string Base64UrlEncode(std::string_view in) {
+  static constexpr char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += kChars[(n >> 18) & 63];
+    out += kChars[(n >> 12) & 63];
+    out += kChars[(n >> 6) & 63];
+    out += kChars[n & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    out += kChars[(n >> 18) & 63];
+    out += kChars[(n >> 12) & 63];
+  } else if (i + 2 == in.size()) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kChars[(n >> 18) & 63];
+    out += kChars[(n >> 12) & 63];
+    out += kChars[(n >> 6) & 63];
+  }
+  return out;
+}
+
+std::optional<std::string> Base64UrlDecode(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) return std::nullopt;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// One ORDER BY column of the page query.
+struct OrderColumn {
+  std::string expr;  // SQL over alias r, never NULL
+  std::string cast;  // how a cursor value is cast back: "text", "bigint", "numeric", "boolean"
+  bool descending = false;
+};
+
+class SearchSql {
+ public:
+  // `now` (microseconds since the epoch) anchors the ap prefix on dates.
+  explicit SearchSql(const std::string& tenant, int64_t now = 0) : now_(now) { params_.push_back(tenant); }
+
+  std::string P(std::string value) {
+    params_.push_back(std::move(value));
+    return core::StrCat("$", params_.size());
+  }
+  std::string Arr(const std::vector<std::string>& values) { return P(ArrayLiteral(values)) + "::text[]"; }
+  std::vector<std::string>& params() { return params_; }
+
+  // The ids of live resources of `type` that satisfy `c`.
+  absl::StatusOr<std::string> IdSet(const Criterion& c, const std::string& type);
+
+  // All live resources of `type`.
+  std::string AllOf(const std::string& type) {
+    return core::StrCat("SELECT res_id FROM resources WHERE tenant_id = $1 AND res_type = ", P(type),
+                        " AND NOT deleted");
+  }
+
+ private:
+  absl::StatusOr<std::string> ValueSet(const Criterion& c, const std::string& type);
+  absl::StatusOr<std::string> ValueCondition(const fhir::SearchParamDef& def, const Criterion& c, const Value& v,
+                                             const std::string& a);
+  std::string DateCondition(const Value& v, const std::string& lo, const std::string& hi);
+  std::string NumberCondition(const Value& v, const std::string& a);
+  static const char* TableOf(const std::string& param_type);
+
+  const int64_t now_;
+  std::vector<std::string> params_;
+};
+
+const char* SearchSql::TableOf(const std::string& t) {
+  if (t == "string") return "idx_string";
+  if (t == "token") return "idx_token";
+  if (t == "date") return "idx_date";
+  if (t == "reference") return "idx_reference";
+  if (t == "number" || t == "quantity") return "idx_quantity";
+  if (t == "uri") return "idx_uri";
+  return nullptr;
+}
+
+std::string SearchSql::DateCondition(const Value& v, const std::string& lo, const std::string& hi) {
+  // Target [lo, hi) against the search range [s, e) (search.html#prefix).
+  const int64_t s = v.date.lo;
+  const int64_t e = v.date.hi;
+  switch (v.prefix) {
+    case Prefix::kEq: return core::StrCat("(", lo, " >= ", s, " AND ", hi, " <= ", e, ")");
+    case Prefix::kNe: return core::StrCat("NOT (", lo, " >= ", s, " AND ", hi, " <= ", e, ")");
+    case Prefix::kGt: return core::StrCat("(", hi, " > ", e, ")");
+    case Prefix::kLt: return core::StrCat("(", lo, " < ", s, ")");
+    case Prefix::kGe:
+      return core::StrCat("(", hi, " > ", e, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e, "))");
+    case Prefix::kLe:
+      return core::StrCat("(", lo, " < ", s, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e, "))");
+    case Prefix::kSa: return core::StrCat("(", lo, " >= ", e, ")");
+    case Prefix::kEb: return core::StrCat("(", hi, " <= ", s, ")");
+    case Prefix::kAp: {
+      // Approximately: within 10% of the distance between the value and
+      // now, at least a day either side.
+      const int64_t mid = s / 2 + e / 2;
+      const int64_t gap = std::max<int64_t>(std::abs(now_ / 10 - mid / 10), 86'400'000'000LL);
+      return core::StrCat("(", lo, " < ", e + gap, " AND ", hi, " > ", s - gap, ")");
+    }
+  }
+  return "false";
+}
+
+std::string SearchSql::NumberCondition(const Value& v, const std::string& a) {
+  const std::string n = P(v.number) + "::numeric";
+  const std::string low = a + ".low";
+  const std::string high = a + ".high";
+  switch (v.prefix) {
+    case Prefix::kEq:
+    case Prefix::kNe: {
+      const std::string half = P(HalfUnit(v.number)) + "::numeric";
+      std::string eq = core::StrCat("(", low, " >= ", n, " - ", half, " AND ", high, " < ", n, " + ", half, ")");
+      return v.prefix == Prefix::kEq ? eq : "NOT " + eq;
+    }
+    case Prefix::kGt: return core::StrCat("(", high, " > ", n, ")");
+    case Prefix::kLt: return core::StrCat("(", low, " < ", n, ")");
+    case Prefix::kGe: return core::StrCat("(", high, " >= ", n, ")");
+    case Prefix::kLe: return core::StrCat("(", low, " <= ", n, ")");
+    case Prefix::kSa: return core::StrCat("(", low, " > ", n, ")");
+    case Prefix::kEb: return core::StrCat("(", high, " < ", n, ")");
+    case Prefix::kAp:
+      return core::StrCat("(", low, " <= ", n, " + abs(", n, ") * 0.1 AND ", high, " >= ", n, " - abs(", n,
+                          ") * 0.1)");
+  }
+  return "false";
+}
+
+absl::StatusOr<std::string> SearchSql::ValueCondition(const fhir::SearchParamDef& def, const Criterion& c,
+                                                      const Value& v, const std::string& a) {
+  const std::string& t = def.type;
+  if (t == "string") {
+    if (c.modifier == Modifier::kExact) {
+      return core::StrCat("(", a, ".folded = ", P(search::FoldText(v.text)), " AND ", a, ".exact = ", P(v.text), ")");
+    }
+    if (c.modifier == Modifier::kContains) {
+      return core::StrCat("(", a, ".folded LIKE ", P(core::StrCat("%", EscapeLike(search::FoldText(v.text)), "%")),
+                          ")");
+    }
+    return core::StrCat("(", a, ".folded LIKE ", P(EscapeLike(search::FoldText(v.text)) + "%"), ")");
+  }
+  if (t == "token") {
+    if (c.modifier == Modifier::kText) {
+      return core::StrCat("(", a, ".text LIKE ", P(EscapeLike(search::FoldText(v.text)) + "%"), ")");
+    }
+    if (c.modifier == Modifier::kOfType) {
+      return core::StrCat("(", a, ".type_system = ", P(v.system.value_or("")), " AND ", a, ".type_code = ", P(v.code),
+                          " AND ", a, ".code = ", P(v.text), ")");
+    }
+    std::string cond;
+    if (!v.text.empty()) cond = core::StrCat(a, ".code = ", P(v.text));
+    if (v.system) {
+      std::string sys = v.system->empty() ? core::StrCat(a, ".system IS NULL")
+                                          : core::StrCat(a, ".system = ", P(*v.system));
+      cond = cond.empty() ? sys : core::StrCat(cond, " AND ", sys);
+    }
+    return cond.empty() ? std::string("true") : "(" + cond + ")";
+  }
+  if (t == "date") return DateCondition(v, a + ".lo", a + ".hi");
+  if (t == "number") return NumberCondition(v, a);
+  if (t == "quantity") {
+    std::string cond = NumberCondition(v, a);
+    if (v.system && !v.system->empty()) core::StrAppend(cond, " AND ", a, ".system = ", P(*v.system));
+    if (!v.code.empty()) {
+      if (v.system && !v.system->empty()) {
+        core::StrAppend(cond, " AND ", a, ".code = ", P(v.code));
+      } else {
+        const std::string code = P(v.code);
+        core::StrAppend(cond, " AND (", a, ".code = ", code, " OR ", a, ".unit = ", code, ")");
+      }
+    }
+    return "(" + cond + ")";
+  }
+  if (t == "uri") {
+    if (c.modifier == Modifier::kBelow) return core::StrCat("(", a, ".uri LIKE ", P(EscapeLike(v.text) + "%"), ")");
+    if (c.modifier == Modifier::kContains) {
+      return core::StrCat("(", a, ".uri LIKE ", P(core::StrCat("%", EscapeLike(v.text), "%")), ")");
+    }
+    if (c.modifier == Modifier::kAbove) {
+      // Every prefix of the value that ends a path segment, and the value.
+      std::vector<std::string> prefixes = {v.text};
+      for (std::size_t i = v.text.find("://"); i != std::string::npos && i < v.text.size();) {
+        i = v.text.find('/', i + 3 > v.text.size() ? v.text.size() : (prefixes.size() == 1 ? i + 3 : i + 1));
+        if (i == std::string::npos) break;
+        prefixes.push_back(v.text.substr(0, i));
+      }
+      return core::StrCat("(", a, ".uri = ANY(", Arr(prefixes), "))");
+    }
+    return core::StrCat("(", a, ".uri = ", P(v.text), ")");
+  }
+  if (t == "reference") {
+    if (v.text.find(':') != std::string::npos) {  // an absolute URL, urn or canonical
+      std::string cond = core::StrCat(a, ".url = ", P(v.text));
+      if (!v.version.empty()) core::StrAppend(cond, " AND ", a, ".version = ", P(v.version));
+      return "(" + cond + ")";
+    }
+    if (!v.ref_type.empty()) {
+      return core::StrCat("(", a, ".target_type = ", P(v.ref_type), " AND ", a, ".target_id = ", P(v.text), ")");
+    }
+    return core::StrCat("(", a, ".target_id = ", P(v.text), ")");
+  }
+  return core::Error(absl::StatusCode::kInvalidArgument,
+                     core::StrCat("Parameter '", c.key, "': searching parameters of type ", t, " is not supported"))
+      .Http(400)
+      .Issue("not-supported");
+}
+
+absl::StatusOr<std::string> SearchSql::ValueSet(const Criterion& c, const std::string& type) {
+  const fhir::SearchParamDef& def = *c.param;
+  const std::string tp = P(type);
+
+  // Parameters served from the resources table.
+  if (def.code == "_id") {
+    std::vector<std::string> ids;
+    for (const Value& v : c.values) ids.push_back(v.text);
+    return core::StrCat("SELECT res_id FROM resources WHERE tenant_id = $1 AND res_type = ", tp,
+                        " AND NOT deleted AND res_id ", c.modifier == Modifier::kNot ? "<> ALL(" : "= ANY(",
+                        Arr(ids), ")");
+  }
+  if (def.code == "_lastUpdated") {
+    std::string ors;
+    for (const Value& v : c.values) {
+      if (!ors.empty()) ors += " OR ";
+      const std::string lo = "(extract(epoch from last_updated) * 1000000)::bigint";
+      ors += DateCondition(v, lo, lo + " + 1");
+    }
+    return core::StrCat("SELECT res_id FROM resources WHERE tenant_id = $1 AND res_type = ", tp,
+                        " AND NOT deleted AND (", ors, ")");
+  }
+  if (def.code == "_text" || def.code == "_content" || def.type == "special") {
+    if (def.code != "_text" && def.code != "_content") {
+      return core::Error(absl::StatusCode::kInvalidArgument,
+                         core::StrCat("Parameter '", c.key, "': is not supported"))
+          .Http(400)
+          .Issue("not-supported");
+    }
+    const char* column = def.code == "_text" ? "narrative" : "content";
+    std::string ors;
+    for (const Value& v : c.values) {
+      if (!ors.empty()) ors += " OR ";
+      core::StrAppend(ors, column, " @@ websearch_to_tsquery('simple', ", P(v.text), ")");
+    }
+    return core::StrCat("SELECT res_id FROM idx_text WHERE tenant_id = $1 AND res_type = ", tp, " AND (", ors, ")");
+  }
+  const char* table = TableOf(def.type);
+  if (table == nullptr) return absl::InternalError(core::StrCat("no index table for type ", def.type));
+  const bool identifier = c.modifier == Modifier::kIdentifier;
+  if (identifier) table = "idx_token";
+  std::string ors;
+  // Plain codes and reference ids become one "= ANY" each.
+  std::vector<std::string> plain;
+  for (const Value& v : c.values) {
+    const bool plain_token = def.type == "token" && !identifier && c.modifier != Modifier::kText &&
+                             c.modifier != Modifier::kOfType && !v.system && !v.text.empty();
+    const bool plain_uri = def.type == "uri" && c.modifier == Modifier::kNone;
+    if (plain_token || plain_uri) {
+      plain.push_back(v.text);
+      continue;
+    }
+    if (!ors.empty()) ors += " OR ";
+    if (identifier) {
+      Criterion token = {};
+      fhir::SearchParamDef token_def;
+      token_def.type = "token";
+      ASSIGN_OR_RETURN(std::string cond, ValueCondition(token_def, token, v, "i"));
+      ors += cond;
+    } else {
+      ASSIGN_OR_RETURN(std::string cond, ValueCondition(def, c, v, "i"));
+      ors += cond;
+    }
+  }
+  if (!plain.empty()) {
+    if (!ors.empty()) ors += " OR ";
+    core::StrAppend(ors, "i.", def.type == "uri" ? "uri" : "code", " = ANY(", Arr(plain), ")");
+  }
+  return core::StrCat("SELECT i.res_id FROM ", table, " i WHERE i.tenant_id = $1 AND i.res_type = ", tp,
+                      " AND i.param = ", P(def.code), " AND (", ors, ")");
+}
+
+absl::StatusOr<std::string> SearchSql::IdSet(const Criterion& c, const std::string& type) {
+  const fhir::SearchParamDef& def = *c.param;
+  switch (c.kind) {
+    case Criterion::Kind::kChain: {
+      std::string ors;
+      for (const search::ChainTarget& target : c.targets) {
+        ASSIGN_OR_RETURN(std::string inner, IdSet(*target.next, target.type));
+        if (!ors.empty()) ors += " OR ";
+        core::StrAppend(ors, "(x.target_type = ", P(target.type), " AND x.target_id IN (", inner, "))");
+      }
+      return core::StrCat("SELECT x.res_id FROM idx_reference x WHERE x.tenant_id = $1 AND x.res_type = ", P(type),
+                          " AND x.param = ", P(def.code), " AND (", ors, ")");
+    }
+    case Criterion::Kind::kHas: {
+      ASSIGN_OR_RETURN(std::string inner, IdSet(*c.has_next, c.has_type));
+      return core::StrCat("SELECT h.target_id FROM idx_reference h WHERE h.tenant_id = $1 AND h.res_type = ",
+                          P(c.has_type), " AND h.param = ", P(def.code), " AND h.target_type = ", P(type),
+                          " AND h.res_id IN (", inner, ")");
+    }
+    case Criterion::Kind::kValue: break;
+  }
+  if (c.modifier == Modifier::kMissing) {
+    bool want_missing = false;
+    bool want_present = false;
+    for (const Value& v : c.values) (v.text == "true" ? want_missing : want_present) = true;
+    if (want_missing && want_present) return AllOf(type);
+    std::string present;
+    if (def.code == "_id" || def.code == "_lastUpdated") {
+      present = AllOf(type);
+    } else if (def.code == "_text" || def.code == "_content") {
+      present = core::StrCat("SELECT res_id FROM idx_text WHERE tenant_id = $1 AND res_type = ", P(type));
+    } else {
+      const bool composite = def.type == "composite";
+      const char* table = nullptr;
+      if (composite) {
+        // A composite is present when its first component is.
+        table = "idx_token";
+        std::string ors;
+        for (const char* t : {"idx_string", "idx_token", "idx_date", "idx_reference", "idx_quantity", "idx_uri"}) {
+          if (!ors.empty()) ors += " UNION ALL ";
+          core::StrAppend(ors, "SELECT res_id FROM ", t, " WHERE tenant_id = $1 AND res_type = ", P(type),
+                          " AND param = ", P(def.code + "$0"));
+        }
+        present = ors;
+      } else {
+        table = TableOf(def.type);
+        if (table == nullptr) return absl::InternalError(core::StrCat("no index table for type ", def.type));
+        present = core::StrCat("SELECT res_id FROM ", table, " WHERE tenant_id = $1 AND res_type = ", P(type),
+                               " AND param = ", P(def.code));
+      }
+    }
+    if (want_present) return present;
+    return core::StrCat(AllOf(type), " AND res_id NOT IN (", present, ")");
+  }
+  if (def.type == "composite") {
+    // Component i lives in its type's table under "code$i"; the components
+    // of one value share grp.
+    std::string ors;
+    for (const Value& v : c.values) {
+      if (v.components.size() != def.components.size()) return absl::InternalError("composite arity");
+      std::string from;
+      std::string where;
+      for (std::size_t i = 0; i < def.components.size(); ++i) {
+        const std::string alias = core::StrCat("c", i);
+        const fhir::SearchParamDef* comp = i < c.components.size() ? c.components[i] : nullptr;
+        if (comp == nullptr) return absl::InternalError("unknown composite component");
+        const char* table = TableOf(comp->type);
+        if (table == nullptr) return absl::InternalError("composite component type");
+        if (i == 0) {
+          from = core::StrCat(table, " c0");
+          where = core::StrCat("c0.tenant_id = $1 AND c0.res_type = ", P(type), " AND c0.param = ",
+                               P(core::StrCat(def.code, "$0")));
+        } else {
+          core::StrAppend(from, " JOIN ", table, " ", alias, " ON ", alias, ".tenant_id = c0.tenant_id AND ", alias,
+                          ".res_type = c0.res_type AND ", alias, ".res_id = c0.res_id AND ", alias,
+                          ".grp = c0.grp AND ", alias, ".param = ", P(core::StrCat(def.code, "$", i)));
+        }
+        Criterion plain;
+        plain.key = c.key;
+        ASSIGN_OR_RETURN(std::string cond, ValueCondition(*comp, plain, v.components[i], alias));
+        core::StrAppend(where, " AND ", cond);
+      }
+      if (!ors.empty()) ors += " UNION ";
+      core::StrAppend(ors, "SELECT c0.res_id FROM ", from, " WHERE ", where);
+    }
+    return ors;
+  }
+  if (c.modifier == Modifier::kNot) {
+    Criterion positive;
+    positive.key = c.key;
+    positive.param = c.param;
+    positive.values = c.values;
+    ASSIGN_OR_RETURN(std::string matching, ValueSet(positive, type));
+    return core::StrCat(AllOf(type), " AND res_id NOT IN (", matching, ")");
+  }
+  return ValueSet(c, type);
+}
+
+
+#define MEDGRID_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
+
+// The ORDER BY columns of a request (without the final res_id tie-break)
+// and the LATERAL joins computing them. A sort parameter with several
+// values sorts by its lowest (ascending) or highest (descending); resources
+// without a value come last either way.
+struct Ordering {
+  std::vector<OrderColumn> columns;
+  std::string joins;
+};
+
+absl::StatusOr<Ordering> BuildOrdering(SearchSql& q, const search::SearchRequest& req) {
+  Ordering o;
+  int n = 0;
+  for (const search::SortKey& key : req.sort) {
+    const fhir::SearchParamDef& def = *key.param;
+    if (def.code == "_id") {
+      o.columns.push_back({"r.res_id", "text", key.descending});
+      continue;
+    }
+    if (def.code == "_lastUpdated") {
+      o.columns.push_back({MEDGRID_US("r.last_updated"), "bigint", key.descending});
+      continue;
+    }
+    std::string table, value, cast, zero;
+    const char* agg = key.descending ? "max" : "min";
+    if (def.type == "string") {
+      table = "idx_string", value = "folded", cast = "text", zero = "''";
+    } else if (def.type == "token") {
+      table = "idx_token", value = "code", cast = "text", zero = "''";
+    } else if (def.type == "reference") {
+      table = "idx_reference", value = "target_type || '/' || target_id || url", cast = "text", zero = "''";
+    } else if (def.type == "uri") {
+      table = "idx_uri", value = "uri", cast = "text", zero = "''";
+    } else if (def.type == "date") {
+      table = "idx_date", value = key.descending ? "hi" : "lo", cast = "bigint", zero = "0";
+    } else if (def.type == "number" || def.type == "quantity") {
+      table = "idx_quantity", value = key.descending ? "high" : "low", cast = "numeric", zero = "0";
+    } else {
+      return core::Error(absl::StatusCode::kInvalidArgument,
+                         core::StrCat("Parameter '_sort': cannot sort by ", def.type, " parameter '", def.code, "'"))
+          .Http(400)
+          .Issue("not-supported");
+    }
+    const std::string alias = core::StrCat("s", n++);
+    core::StrAppend(o.joins, " LEFT JOIN LATERAL (SELECT ", agg, "(", value, ") AS k FROM ", table,
+                    " WHERE tenant_id = r.tenant_id AND res_type = r.res_type AND res_id = r.res_id AND param = ",
+                    q.P(def.code), ") ", alias, " ON true");
+    o.columns.push_back({core::StrCat("(", alias, ".k IS NULL)"), "boolean", false});
+    o.columns.push_back({core::StrCat("coalesce(", alias, ".k, ", zero, ")"), cast, key.descending});
+  }
+  o.columns.push_back({"r.res_id", "text", false});
+  return o;
+}
+
+// A cursor: the direction and the ORDER BY values of the row it starts
+// after (next) or before (previous).
+struct Cursor {
+  bool previous = false;
+  std::vector<std::string> values;
+};
+
+std::string EncodeCursor(const Cursor& c) {
+  json::array values;
+  for (const std::string& v : c.values) values.emplace_back(v);
+  return Base64UrlEncode(json::serialize(json::object{{"d", c.previous ? "p" : "n"}, {"v", values}}));
+}
+
+absl::StatusOr<Cursor> DecodeCursor(std::string_view text, std::size_t columns) {
+  std::optional<std::string> raw = Base64UrlDecode(text);
+  if (!raw) return BadCursor();
+  boost::system::error_code ec;
+  json::value v = json::parse(*raw, ec);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* d = o ? o->if_contains("d") : nullptr;
+  const json::value* vals = o ? o->if_contains("v") : nullptr;
+  if (d == nullptr || !d->is_string() || vals == nullptr || !vals->is_array() ||
+      vals->get_array().size() != columns) {
+    return BadCursor();
+  }
+  Cursor c;
+  c.previous = d->get_string() == "p";
+  for (const json::value& x : vals->get_array()) {
+    if (!x.is_string()) return BadCursor();
+    c.values.emplace_back(x.get_string());
+  }
+  return c;
+}
+
+ResourceVersion TypedRowToVersion(const pqxx::row& row) {
+  ResourceVersion v;
+  v.type = row[0].as<std::string>();
+  v.id = row[1].as<std::string>();
+  v.version = row[2].as<int64_t>();
+  v.deleted = row[3].as<bool>();
+  v.last_updated = core::FromUnixMicros(row[4].as<int64_t>());
+  v.method = row[5].as<std::string>();
+  if (!row[6].is_null()) v.body = row[6].as<std::string>();
+  return v;
+}
+
+constexpr const char* kVersionColumns =
+    "v.res_type, v.res_id, v.version_id, v.deleted, " MEDGRID_US("v.last_updated") ", v.method, v.body";
+
+using TypedId = std::pair<std::string, std::string>;
+
+// Loads the current live versions of `ids`.
+std::vector<ResourceVersion> LoadCurrent(pqxx::transaction_base& tx, const std::string& tenant,
+                                         const std::vector<TypedId>& ids) {
+  std::vector<std::string> types, names;
+  for (const auto& [t, i] : ids) {
+    types.push_back(t);
+    names.push_back(i);
+  }
+  pqxx::result r = tx.exec_params(
+      core::StrCat("SELECT ", kVersionColumns,
+                   " FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
+                   "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
+                   "WHERE r.tenant_id = $1 AND NOT r.deleted AND (r.res_type, r.res_id) IN "
+                   "(SELECT * FROM unnest($2::text[], $3::text[])) ORDER BY r.res_type, r.res_id"),
+      tenant, ArrayLiteral(types), ArrayLiteral(names));
+  std::vector<ResourceVersion> out;
+  for (const pqxx::row& row : r) out.push_back(TypedRowToVersion(row));
+  return out;
+}
+
+// _include and _revinclude, :iterate to a fixed point. Never returns a
+// resource twice or one of the matches.
+void AddIncludes(pqxx::transaction_base& tx, const std::string& tenant, const search::SearchRequest& req,
+                 SearchPage& page) {
+  std::set<TypedId> seen;
+  for (const ResourceVersion& m : page.matches) seen.emplace(m.type, m.id);
+  std::map<std::string, std::vector<std::string>> frontier;  // type -> ids reached in the last round
+  for (const ResourceVersion& m : page.matches) frontier[m.type].push_back(m.id);
+  for (bool first = true; !frontier.empty(); first = false) {
+    std::vector<TypedId> found;
+    for (const search::Include& inc : req.includes) {
+      if (!first && !inc.iterate) continue;
+      for (const auto& [type, ids] : frontier) {
+        SearchSql q(tenant);
+        std::string sql;
+        if (!inc.reverse) {
+          if (!inc.source_type.empty() && inc.source_type != type) continue;
+          sql = core::StrCat("SELECT DISTINCT i.target_type, i.target_id FROM idx_reference i WHERE i.tenant_id = $1 "
+                             "AND i.res_type = ", q.P(type), " AND i.res_id = ANY(", q.Arr(ids),
+                             ") AND i.target_id <> ''");
+        } else {
+          sql = core::StrCat("SELECT DISTINCT i.res_type, i.res_id FROM idx_reference i WHERE i.tenant_id = $1 "
+                             "AND i.target_type = ", q.P(type), " AND i.target_id = ANY(", q.Arr(ids), ")");
+          if (!inc.source_type.empty()) core::StrAppend(sql, " AND i.res_type = ", q.P(inc.source_type));
+        }
+        if (inc.param != nullptr) core::StrAppend(sql, " AND i.param = ", q.P(inc.param->code));
+        if (!inc.target_type.empty()) {
+          core::StrAppend(sql, inc.reverse ? " AND i.target_type = " : " AND i.target_type = ",
+                          q.P(inc.target_type));
+        }
+        pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(q.params()));
+        for (const pqxx::row& row : r) {
+          TypedId id{row[0].as<std::string>(), row[1].as<std::string>()};
+          if (seen.insert(id).second) found.push_back(std::move(id));
+        }
+      }
+    }
+    frontier.clear();
+    if (found.empty()) break;
+    if (page.included.size() + found.size() > kMaxIncluded) {
+      found.resize(kMaxIncluded - page.included.size());
+      page.include_warning = core::StrCat("Included resources stop at ", kMaxIncluded,
+                                          " per page; use a smaller _count to get all of them");
+    }
+    for (ResourceVersion& v : LoadCurrent(tx, tenant, found)) {
+      frontier[v.type].push_back(v.id);
+      page.included.push_back(std::move(v));
+    }
+    if (page.include_warning) break;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
+                                     const search::SearchRequest& req, const std::optional<Compartment>& compartment,
+                                     core::TimePoint now) {
+  SearchSql q(tenant, core::ToUnixMicros(now));
+  std::string where = core::StrCat("r.tenant_id = $1 AND r.res_type = ", q.P(req.type), " AND NOT r.deleted");
+  for (const search::Criterion& c : req.criteria) {
+    ASSIGN_OR_RETURN(std::string set, q.IdSet(c, req.type));
+    core::StrAppend(where, " AND r.res_id IN (", set, ")");
+  }
+  if (compartment) {
+    core::StrAppend(where, " AND r.res_id IN (SELECT c.res_id FROM idx_reference c WHERE c.tenant_id = $1 AND "
+                           "c.res_type = r.res_type AND c.param = ANY(", q.Arr(compartment->params),
+                    ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ", q.P(compartment->id), ")");
+  }
+  const std::vector<std::string> where_params = q.params();
+  const std::string count_sql = core::StrCat("SELECT count(*) FROM resources r WHERE ", where);
+
+  ASSIGN_OR_RETURN(Ordering ordering, BuildOrdering(q, req));
+  std::optional<Cursor> cursor;
+  if (!req.cursor.empty()) {
+    ASSIGN_OR_RETURN(cursor, DecodeCursor(req.cursor, ordering.columns.size()));
+  }
+  const bool backwards = cursor && cursor->previous;
+  std::string keyset;
+  if (cursor) {
+    // Rows after (or, going back, before) the cursor row in ORDER BY order.
+    for (std::size_t i = 0; i < ordering.columns.size(); ++i) {
+      if (!keyset.empty()) keyset += " OR ";
+      keyset += '(';
+      for (std::size_t j = 0; j < i; ++j) {
+        const OrderColumn& col = ordering.columns[j];
+        core::StrAppend(keyset, col.expr, " = ", q.P(cursor->values[j]), "::", col.cast, " AND ");
+      }
+      const OrderColumn& col = ordering.columns[i];
+      const bool greater = col.descending == backwards;
+      core::StrAppend(keyset, col.expr, greater ? " > " : " < ", q.P(cursor->values[i]), "::", col.cast, ")");
+    }
+  }
+  std::string select = "r.res_id, r.version_id";
+  std::string order;
+  std::string outer_order;
+  for (std::size_t i = 0; i < ordering.columns.size(); ++i) {
+    const OrderColumn& col = ordering.columns[i];
+    const bool desc = col.descending != backwards;
+    core::StrAppend(select, ", (", col.expr, ")::text AS k", i);
+    if (i > 0) {
+      order += ", ";
+      outer_order += ", ";
+    }
+    core::StrAppend(order, col.expr, desc ? " DESC" : "");
+    core::StrAppend(outer_order, "(p.k", i, ")::", col.cast, desc ? " DESC" : "");
+  }
+  const int limit = req.count + 1;
+  std::string page_sql =
+      core::StrCat("WITH p AS (SELECT ", select, " FROM resources r", ordering.joins, " WHERE ", where,
+                   keyset.empty() ? "" : core::StrCat(" AND (", keyset, ")"), " ORDER BY ", order, " LIMIT ", limit,
+                   ") SELECT ", kVersionColumns, ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND "
+                   "v.res_type = ", q.P(req.type), " AND v.res_id = p.res_id AND v.version_id = p.version_id "
+                   "ORDER BY ", outer_order);
+
+  const bool only_total = req.summary == search::Summary::kCount || req.count == 0;
+  {
+    SearchPage page;
+    const search::Total total_mode = req.total.value_or(only_total ? search::Total::kAccurate : search::Total::kNone);
+    if (total_mode == search::Total::kAccurate) {
+      pqxx::result r = tx.exec_params(count_sql, pqxx::prepare::make_dynamic_params(where_params));
+      page.total = r[0][0].as<int64_t>();
+    } else if (total_mode == search::Total::kEstimate) {
+      pqxx::result r = tx.exec_params(core::StrCat("EXPLAIN (FORMAT JSON) SELECT 1 FROM resources r WHERE ", where),
+                                      pqxx::prepare::make_dynamic_params(where_params));
+      boost::system::error_code ec;
+      json::value plan = json::parse(r[0][0].as<std::string>(), ec);
+      if (!ec && plan.is_array() && !plan.get_array().empty()) {
+        if (const json::value* rows = plan.get_array()[0].at("Plan").as_object().if_contains("Plan Rows")) {
+          page.total = rows->is_int64() ? rows->get_int64() : static_cast<int64_t>(rows->to_number<double>());
+          page.total_is_estimate = true;
+        }
+      }
+    }
+    if (only_total) return page;
+
+    pqxx::result r = tx.exec_params(page_sql, pqxx::prepare::make_dynamic_params(q.params()));
+    const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
+    std::vector<std::vector<std::string>> keys;
+    for (const pqxx::row& row : r) {
+      page.matches.push_back(TypedRowToVersion(row));
+      std::vector<std::string> k;
+      for (std::size_t i = 0; i < ordering.columns.size(); ++i) k.push_back(row[static_cast<int>(key_base + i)].as<std::string>());
+      keys.push_back(std::move(k));
+    }
+    const bool more = page.matches.size() > static_cast<std::size_t>(req.count);
+    if (more) {
+      page.matches.pop_back();
+      keys.pop_back();
+    }
+    if (backwards) {
+      std::reverse(page.matches.begin(), page.matches.end());
+      std::reverse(keys.begin(), keys.end());
+    }
+    if (!page.matches.empty()) {
+      // Going forward, a further page exists when the query found more; a
+      // previous one whenever we came from a cursor. Going back, the
+      // reverse.
+      const bool has_next = backwards ? true : more;
+      const bool has_prev = backwards ? more : cursor.has_value();
+      if (has_next) page.next_cursor = EncodeCursor({false, keys.back()});
+      if (has_prev) page.prev_cursor = EncodeCursor({true, keys.front()});
+    }
+    if (!page.total && !cursor && !more) page.total = static_cast<int64_t>(page.matches.size());
+    if (!req.includes.empty() && !page.matches.empty()) AddIncludes(tx, tenant, req, page);
+    return page;
+  }
+}
+
+absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,
+                                                   const std::optional<Compartment>& compartment) {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
+    pqxx::read_transaction tx(conn);
+    return RunSearch(tx, tenant, req, compartment, clock_.Now());
+  });
+}
+
+}  // namespace medgrid::store

@@ -1,0 +1,519 @@
+// FHIR search over HTTP against real PostgreSQL: every parameter type,
+// modifier and prefix, chains, _has, includes, sorting, paging, totals,
+// subsetting, system and compartment search, POST _search, lenient
+// handling, conditional create/update/delete, and tenant isolation.
+//
+// The data set is small and hand-made so that every expected result can be
+// checked by reading it; the differential test covers generated data.
+#include <algorithm>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "integration/harness.h"
+
+namespace medgrid::testing {
+namespace {
+
+namespace json = boost::json;
+using Ids = std::set<std::string>;
+
+const char* const kResources[] = {
+    R"({"resourceType":"Organization","id":"o1","name":"Acme Health"})",
+    R"({"resourceType":"Practitioner","id":"pr1","name":[{"family":"Welby","given":["Marcus"]}]})",
+    R"({"resourceType":"Patient","id":"p1","meta":{"tag":[{"system":"http://tags","code":"vip"}]},)"
+    R"("text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Peter narrative &amp; more</div>"},)"
+    R"("identifier":[{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"MR"}]},)"
+    R"("system":"http://hospital/mrn","value":"MRN1"}],"active":true,)"
+    R"("name":[{"family":"Chalmers","given":["Peter","James"]}],"gender":"male","birthDate":"1974-12-25",)"
+    R"("address":[{"city":"Zürich"}],"managingOrganization":{"reference":"Organization/o1"}})",
+    R"({"resourceType":"Patient","id":"p2","identifier":[{"system":"http://hospital/mrn","value":"MRN2"}],)"
+    R"("active":false,"name":[{"family":"Müller","given":["Anna"]}],"gender":"female","birthDate":"1980-05"})",
+    R"({"resourceType":"Patient","id":"p3","name":[{"family":"Chalmerson","given":["Zed"]}],"gender":"other",)"
+    R"("birthDate":"2001-01-01","generalPractitioner":[{"reference":"Practitioner/pr1"}]})",
+    R"({"resourceType":"Observation","id":"ob1","status":"final",)"
+    R"("category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],)"
+    R"("code":{"coding":[{"system":"http://loinc.org","code":"8480-6","display":"Systolic blood pressure"}]},)"
+    R"("subject":{"reference":"Patient/p1"},"effectiveDateTime":"2020-03-15T10:00:00Z",)"
+    R"("performer":[{"reference":"Practitioner/pr1"}],)"
+    R"("valueQuantity":{"value":120,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}})",
+    R"({"resourceType":"Observation","id":"ob2","status":"final",)"
+    R"("code":{"coding":[{"system":"http://loinc.org","code":"4548-4"}],"text":"HbA1c"},)"
+    R"("subject":{"reference":"Patient/p1"},"effectivePeriod":{"start":"2021-01-01","end":"2021-01-31"},)"
+    R"("valueQuantity":{"value":6.5,"unit":"%","system":"http://unitsofmeasure.org","code":"%"}})",
+    R"({"resourceType":"Observation","id":"ob3","status":"preliminary",)"
+    R"("code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},)"
+    R"("subject":{"reference":"Patient/p2"},"effectiveDateTime":"2022-07-01",)"
+    R"("valueQuantity":{"value":140,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}})",
+    R"({"resourceType":"Observation","id":"ob4","status":"final",)"
+    R"("code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},)"
+    R"("subject":{"reference":"Patient/p3"},"effectiveDateTime":"2023",)"
+    R"("component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},)"
+    R"("valueQuantity":{"value":130,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},)"
+    R"({"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},)"
+    R"("valueQuantity":{"value":85,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]})",
+    R"({"resourceType":"Encounter","id":"e1","status":"finished",)"
+    R"("class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},)"
+    R"("subject":{"reference":"Patient/p1"},"participant":[{"individual":{"reference":"Practitioner/pr1"}}],)"
+    R"("period":{"start":"2020-03-15T09:00:00Z","end":"2020-03-15T11:00:00Z"}})",
+    R"({"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"},)"
+    R"("code":{"coding":[{"system":"http://snomed.info/sct","code":"44054006","display":"Diabetes"}]},)"
+    R"("onsetDateTime":"2019"})",
+    R"({"resourceType":"ValueSet","id":"vs1","url":"http://example.org/fhir/ValueSet/vitals","status":"active"})",
+};
+
+// Tenant t2 reuses ids of t1 on purpose.
+const char* const kOtherTenant[] = {
+    R"({"resourceType":"Patient","id":"p1","name":[{"family":"Other"}],"gender":"female"})",
+    R"({"resourceType":"Observation","id":"ob9","status":"final",)"
+    R"("code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"subject":{"reference":"Patient/p1"}})",
+};
+
+class SearchTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = new TestServer("search", {"t1", "t2", "t3"});
+    auto put_all = [](const std::string& tenant, auto& list) {
+      for (const char* r : list) {
+        json::value v = json::parse(r);
+        std::string target = "/fhir/" + tenant + "/" + std::string(v.at("resourceType").as_string()) + "/" +
+                             std::string(v.at("id").as_string());
+        auto res = server_->client().Put(target, r);
+        ASSERT_TRUE(res.status == 201 || res.status == 200) << target << ": " << res.body;
+      }
+    };
+    put_all("t1", kResources);
+    put_all("t2", kOtherTenant);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  HttpClient& c() { return server_->client(); }
+  std::string Base(const std::string& tenant = "t1") {
+    return "http://127.0.0.1:" + std::to_string(server_->port()) + "/fhir/" + tenant;
+  }
+
+  // Runs a search and returns the Bundle; fails the test on a non-200.
+  json::value Search(const std::string& target, const std::map<std::string, std::string>& headers = {}) {
+    auto res = c().Get(target, headers);
+    EXPECT_EQ(res.status, 200) << target << ": " << res.body;
+    return res.Json();
+  }
+  static Ids Entries(const json::value& bundle, std::string_view mode) {
+    Ids ids;
+    if (const json::value* entries = bundle.as_object().if_contains("entry")) {
+      for (const json::value& e : entries->as_array()) {
+        if (e.at("search").at("mode").as_string() != mode) continue;
+        const json::object& r = e.at("resource").as_object();
+        ids.insert(std::string(r.at("resourceType").as_string()) + "/" + std::string(r.at("id").as_string()));
+      }
+    }
+    return ids;
+  }
+  // The "Type/id" of every match of `target` in tenant t1 (or the target's own path).
+  Ids Matches(const std::string& target, const std::map<std::string, std::string>& headers = {}) {
+    return Entries(Search(target.rfind("/fhir/", 0) == 0 ? target : "/fhir/t1/" + target, headers), "match");
+  }
+  static std::string Link(const json::value& bundle, std::string_view relation) {
+    for (const json::value& l : bundle.at("link").as_array()) {
+      if (l.at("relation").as_string() == relation) return std::string(l.at("url").as_string());
+    }
+    return "";
+  }
+  // The path and query of an absolute link.
+  std::string Target(const std::string& link) {
+    std::string prefix = "http://127.0.0.1:" + std::to_string(server_->port());
+    EXPECT_EQ(link.rfind(prefix, 0), 0u) << link;
+    return link.substr(prefix.size());
+  }
+
+  static TestServer* server_;
+};
+TestServer* SearchTest::server_ = nullptr;
+
+TEST_F(SearchTest, StringDefaultIsCaseAndAccentInsensitivePrefix) {
+  EXPECT_EQ(Matches("Patient?name=chal"), (Ids{"Patient/p1", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?name=PETER"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?family=muller"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?address-city=zurich"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?name=nobody"), Ids{});
+}
+
+TEST_F(SearchTest, StringModifiers) {
+  EXPECT_EQ(Matches("Patient?family:exact=M%C3%BCller"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?family:exact=muller"), Ids{});
+  EXPECT_EQ(Matches("Patient?family:exact=Chalmers"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?name:contains=ALM"), (Ids{"Patient/p1", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?address-city:missing=true"), (Ids{"Patient/p2", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?address-city:missing=false"), (Ids{"Patient/p1"}));
+}
+
+TEST_F(SearchTest, AndOrAndEscapes) {
+  EXPECT_EQ(Matches("Patient?gender=male,female"), (Ids{"Patient/p1", "Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?name=chal&gender=other"), (Ids{"Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?name=chal&name=zed"), (Ids{"Patient/p3"}));
+  // An escaped comma is part of the value, not an OR.
+  EXPECT_EQ(Matches("Patient?name=chal%5C,zed"), Ids{});
+}
+
+TEST_F(SearchTest, Tokens) {
+  EXPECT_EQ(Matches("Patient?gender=male"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?gender:not=male"), (Ids{"Patient/p2", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?identifier=http://hospital/mrn%7CMRN1"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?identifier=MRN2"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?identifier=http://hospital/mrn%7C"), (Ids{"Patient/p1", "Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?identifier=http://other%7CMRN1"), Ids{});
+  EXPECT_EQ(Matches("Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203%7CMR%7CMRN1"),
+            (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?active=true"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?active=false"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Observation?code=http://loinc.org%7C8480-6"), (Ids{"Observation/ob1", "Observation/ob3"}));
+  EXPECT_EQ(Matches("Observation?code=8480-6,4548-4"),
+            (Ids{"Observation/ob1", "Observation/ob2", "Observation/ob3"}));
+  EXPECT_EQ(Matches("Observation?code=%7C8480-6"), Ids{});  // "|code": codes without a system
+  EXPECT_EQ(Matches("Observation?code:text=hba1"), (Ids{"Observation/ob2"}));
+  EXPECT_EQ(Matches("Observation?code:text=systolic"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Observation?combo-code=8480-6"),
+            (Ids{"Observation/ob1", "Observation/ob3", "Observation/ob4"}));
+}
+
+TEST_F(SearchTest, DatesArePrecisionRanges) {
+  EXPECT_EQ(Matches("Patient?birthdate=1974"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?birthdate=1980"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?birthdate=1980-05"), (Ids{"Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?birthdate=1980-05-10"), Ids{});  // a month is not within a day
+  EXPECT_EQ(Matches("Patient?birthdate=ne1974"), (Ids{"Patient/p2", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?birthdate=lt1980"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?birthdate=gt2000"), (Ids{"Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?birthdate=ge1980-05"), (Ids{"Patient/p2", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?birthdate=le1980-05"), (Ids{"Patient/p1", "Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?birthdate=sa1980"), (Ids{"Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?birthdate=eb1980"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?birthdate=ap1974-12-24"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?birthdate=ge1970&birthdate=lt1990"), (Ids{"Patient/p1", "Patient/p2"}));
+  // A period is a range: January 2021 contains it, the 15th does not.
+  EXPECT_EQ(Matches("Observation?date=2021-01"), (Ids{"Observation/ob2"}));
+  EXPECT_EQ(Matches("Observation?date=2021-01-15"), Ids{});
+  EXPECT_EQ(Matches("Observation?date=ge2021"), (Ids{"Observation/ob2", "Observation/ob3", "Observation/ob4"}));
+  EXPECT_EQ(Matches("Observation?date=lt2021"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Encounter?date=2020-03-15"), (Ids{"Encounter/e1"}));
+  EXPECT_EQ(Matches("Encounter?date=2020-03-15T10:00:00Z"), Ids{});
+  EXPECT_EQ(Matches("Encounter?date=gt2020-03-15T10:00:00Z"), (Ids{"Encounter/e1"}));
+}
+
+TEST_F(SearchTest, QuantitiesAndNumbers) {
+  EXPECT_EQ(Matches("Observation?value-quantity=120"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=120.4"), Ids{});  // [120.35, 120.45)
+  EXPECT_EQ(Matches("Observation?value-quantity=1.2e2"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=gt125"), (Ids{"Observation/ob3"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=le120"), (Ids{"Observation/ob1", "Observation/ob2"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=lt10%7Chttp://unitsofmeasure.org%7C%25"), (Ids{"Observation/ob2"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=120%7C%7Cmm%5BHg%5D"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Observation?value-quantity=120%7Chttp://unitsofmeasure.org%7C%25"), Ids{});
+  EXPECT_EQ(Matches("Observation?value-quantity=ap130"), (Ids{"Observation/ob1", "Observation/ob3"}));
+}
+
+TEST_F(SearchTest, Composites) {
+  EXPECT_EQ(Matches("Observation?code-value-quantity=http://loinc.org%7C8480-6$120"), (Ids{"Observation/ob1"}));
+  EXPECT_EQ(Matches("Observation?component-code-value-quantity=http://loinc.org%7C8480-6$gt125"),
+            (Ids{"Observation/ob4"}));
+  // The components must come from the same component: 8462-4 is 85, not 130.
+  EXPECT_EQ(Matches("Observation?component-code-value-quantity=http://loinc.org%7C8462-4$gt125"), Ids{});
+}
+
+TEST_F(SearchTest, References) {
+  const Ids p1_obs = {"Observation/ob1", "Observation/ob2"};
+  EXPECT_EQ(Matches("Observation?subject=Patient/p1"), p1_obs);
+  EXPECT_EQ(Matches("Observation?subject=p1"), p1_obs);
+  EXPECT_EQ(Matches("Observation?subject:Patient=p1"), p1_obs);
+  EXPECT_EQ(Matches("Observation?patient=p1"), p1_obs);
+  EXPECT_EQ(Matches("Observation?subject=" + Base() + "/Patient/p1"), p1_obs);
+  EXPECT_EQ(Matches("Observation?subject=Patient/p1,Patient/p2"),
+            (Ids{"Observation/ob1", "Observation/ob2", "Observation/ob3"}));
+  EXPECT_EQ(Matches("Observation?performer:missing=true"),
+            (Ids{"Observation/ob2", "Observation/ob3", "Observation/ob4"}));
+}
+
+TEST_F(SearchTest, Uris) {
+  EXPECT_EQ(Matches("ValueSet?url=http://example.org/fhir/ValueSet/vitals"), (Ids{"ValueSet/vs1"}));
+  EXPECT_EQ(Matches("ValueSet?url=http://example.org/fhir"), Ids{});
+  EXPECT_EQ(Matches("ValueSet?url:below=http://example.org/fhir"), (Ids{"ValueSet/vs1"}));
+  EXPECT_EQ(Matches("ValueSet?url:above=http://example.org/fhir/ValueSet/vitals/v2"), (Ids{"ValueSet/vs1"}));
+}
+
+TEST_F(SearchTest, SpecialAndResourceParameters) {
+  EXPECT_EQ(Matches("Patient?_id=p1,p2"), (Ids{"Patient/p1", "Patient/p2"}));
+  EXPECT_EQ(Matches("Patient?_tag=http://tags%7Cvip"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?_lastUpdated=gt2000-01-01"), (Ids{"Patient/p1", "Patient/p2", "Patient/p3"}));
+  EXPECT_EQ(Matches("Patient?_lastUpdated=lt2000-01-01"), Ids{});
+  EXPECT_EQ(Matches("Patient?_text=narrative"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?_content=Chalmers"), (Ids{"Patient/p1"}));
+}
+
+TEST_F(SearchTest, Chains) {
+  EXPECT_EQ(Matches("Observation?subject:Patient.name=chalmers"),
+            (Ids{"Observation/ob1", "Observation/ob2", "Observation/ob4"}));
+  EXPECT_EQ(Matches("Observation?subject.gender=female"), (Ids{"Observation/ob3"}));
+  EXPECT_EQ(Matches("Observation?subject:Patient.organization.name=acme"), (Ids{"Observation/ob1", "Observation/ob2"}));
+  EXPECT_EQ(Matches("Encounter?participant:Practitioner.name=welby"), (Ids{"Encounter/e1"}));
+}
+
+TEST_F(SearchTest, ReverseChains) {
+  EXPECT_EQ(Matches("Patient?_has:Observation:patient:code=4548-4"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("Patient?_has:Observation:subject:code=8480-6"), (Ids{"Patient/p1", "Patient/p2"}));
+  EXPECT_EQ(Matches("Organization?_has:Patient:organization:_has:Observation:patient:code=4548-4"),
+            (Ids{"Organization/o1"}));
+  EXPECT_EQ(Matches("Practitioner?_has:Observation:performer:subject:Patient.gender=male"),
+            (Ids{"Practitioner/pr1"}));
+}
+
+TEST_F(SearchTest, IncludesAndRevIncludes) {
+  json::value b = Search("/fhir/t1/Observation?code=4548-4&_include=Observation:patient");
+  EXPECT_EQ(Entries(b, "match"), (Ids{"Observation/ob2"}));
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Patient/p1"}));
+
+  b = Search("/fhir/t1/Patient?_id=p1&_revinclude=Observation:subject");
+  EXPECT_EQ(Entries(b, "match"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Observation/ob1", "Observation/ob2"}));
+
+  b = Search("/fhir/t1/Observation?_id=ob2&_include=Observation:patient&_include:iterate=Patient:organization");
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Patient/p1", "Organization/o1"}));
+
+  // Without :iterate an include must start at the searched type.
+  auto res = c().Get("/fhir/t1/Observation?_id=ob2&_include=Observation:patient&_include=Patient:organization");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_NE(res.Diagnostics().find("_include"), std::string::npos) << res.body;
+
+  b = Search("/fhir/t1/Observation?_id=ob1&_include=*");
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Patient/p1", "Practitioner/pr1"}));
+
+  b = Search("/fhir/t1/Observation?_id=ob1&_include=Observation:subject:Patient");
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Patient/p1"}));
+}
+
+TEST_F(SearchTest, SortOnSeveralKeys) {
+  auto order = [&](const std::string& target) {
+    std::vector<std::string> ids;
+    const json::value bundle = Search("/fhir/t1/" + target);
+    for (const json::value& e : bundle.at("entry").as_array()) {
+      ids.emplace_back(e.at("resource").at("id").as_string());
+    }
+    return ids;
+  };
+  EXPECT_EQ(order("Patient?_sort=-birthdate"), (std::vector<std::string>{"p3", "p2", "p1"}));
+  EXPECT_EQ(order("Patient?_sort=birthdate"), (std::vector<std::string>{"p1", "p2", "p3"}));
+  EXPECT_EQ(order("Patient?_sort=gender,-family"), (std::vector<std::string>{"p2", "p1", "p3"}));
+  EXPECT_EQ(order("Observation?_sort=status,-date"), (std::vector<std::string>{"ob4", "ob2", "ob1", "ob3"}));
+  EXPECT_EQ(order("Patient?_sort=-_id"), (std::vector<std::string>{"p3", "p2", "p1"}));
+  // Resources without the value come last, either way.
+  EXPECT_EQ(order("Patient?_sort=address-city")[0], "p1");
+  EXPECT_EQ(order("Patient?_sort=-address-city")[0], "p1");
+}
+
+TEST_F(SearchTest, CursorPagingIsStableUnderWrites) {
+  // Page through with _count=2 while a new Observation is written between
+  // pages: every original resource is seen exactly once.
+  std::vector<std::string> seen;
+  std::string target = "/fhir/t1/Observation?_sort=date&_count=2";
+  json::value page = Search(target);
+  EXPECT_EQ(Link(page, "previous"), "");
+  EXPECT_EQ(Target(Link(page, "first")), target);
+  bool wrote = false;
+  int pages = 0;
+  std::string second_page;
+  while (true) {
+    ++pages;
+    for (const json::value& e : page.at("entry").as_array()) seen.emplace_back(e.at("resource").at("id").as_string());
+    if (!wrote) {
+      auto res = c().Put("/fhir/t1/Observation/ob-late",
+                         R"({"resourceType":"Observation","id":"ob-late","status":"final","code":{"text":"x"},)"
+                         R"("effectiveDateTime":"1999-01-01"})");
+      ASSERT_EQ(res.status, 201) << res.body;
+      wrote = true;
+    }
+    std::string next = Link(page, "next");
+    if (next.empty()) break;
+    if (second_page.empty()) second_page = Target(next);
+    page = Search(Target(next));
+    EXPECT_NE(Link(page, "previous"), "");
+  }
+  EXPECT_EQ(pages, 2);
+  EXPECT_EQ(seen, (std::vector<std::string>{"ob1", "ob2", "ob3", "ob4"}));
+  // Going back from the second page gives the first again.
+  json::value second = Search(second_page);
+  json::value back = Search(Target(Link(second, "previous")));
+  std::vector<std::string> first_again;
+  for (const json::value& e : back.at("entry").as_array()) first_again.emplace_back(e.at("resource").at("id").as_string());
+  // ob-late (1999) now sorts first, so the page before ob3 is ob1, ob2.
+  EXPECT_EQ(first_again, (std::vector<std::string>{"ob1", "ob2"}));
+  ASSERT_EQ(c().Delete("/fhir/t1/Observation/ob-late").status, 204);
+}
+
+TEST_F(SearchTest, Totals) {
+  json::value b = Search("/fhir/t1/Observation?_count=1&_total=accurate");
+  EXPECT_EQ(b.at("total").as_int64(), 4);
+  EXPECT_EQ(b.at("entry").as_array().size(), 1u);
+  b = Search("/fhir/t1/Observation?_count=1&_total=none");
+  EXPECT_EQ(b.as_object().if_contains("total"), nullptr);
+  b = Search("/fhir/t1/Observation?_count=1&_total=estimate");
+  EXPECT_GE(b.at("total").as_int64(), 0);
+  b = Search("/fhir/t1/Observation?code=8480-6&_summary=count");
+  EXPECT_EQ(b.at("total").as_int64(), 2);
+  EXPECT_EQ(b.as_object().if_contains("entry") ? b.at("entry").as_array().size() : 0u, 0u);
+  // A result that fits one page reports its size.
+  EXPECT_EQ(Search("/fhir/t1/Patient?gender=male").at("total").as_int64(), 1);
+}
+
+TEST_F(SearchTest, SummaryAndElementsSubset) {
+  const json::value b = Search("/fhir/t1/Patient?_id=p1&_elements=gender");
+  const json::object& r = b.at("entry").at(0).at("resource").as_object();
+  EXPECT_TRUE(r.contains("gender"));
+  EXPECT_FALSE(r.contains("name"));
+  EXPECT_FALSE(r.contains("birthDate"));
+  bool subsetted = false;
+  for (const json::value& t : r.at("meta").at("tag").as_array()) {
+    subsetted = subsetted || t.at("code").as_string() == "SUBSETTED";
+  }
+  EXPECT_TRUE(subsetted);
+
+  auto first = [&](const std::string& target) {
+    return json::value(Search(target).at("entry").at(0).at("resource"));
+  };
+  const json::value s = first("/fhir/t1/Patient?_id=p1&_summary=true");
+  EXPECT_TRUE(s.as_object().contains("name"));   // a summary element
+  EXPECT_FALSE(s.as_object().contains("text"));  // not one
+  const json::value d = first("/fhir/t1/Patient?_id=p1&_summary=data");
+  EXPECT_FALSE(d.as_object().contains("text"));
+  EXPECT_TRUE(d.as_object().contains("address"));
+  const json::value t = first("/fhir/t1/Patient?_id=p1&_summary=text");
+  EXPECT_TRUE(t.as_object().contains("text"));
+  EXPECT_FALSE(t.as_object().contains("name"));
+}
+
+TEST_F(SearchTest, SystemCompartmentAndPostSearch) {
+  EXPECT_EQ(Matches("/fhir/t1?_type=Patient,Organization&_id=p1,o1"), (Ids{"Patient/p1", "Organization/o1"}));
+  EXPECT_EQ(Matches("/fhir/t1/Patient/p1/Observation"), (Ids{"Observation/ob1", "Observation/ob2"}));
+  EXPECT_EQ(Matches("/fhir/t1/Patient/p1/Observation?code=4548-4"), (Ids{"Observation/ob2"}));
+  Ids everything = Matches("/fhir/t1/Patient/p1/*");
+  for (const char* id : {"Observation/ob1", "Observation/ob2", "Encounter/e1", "Condition/c1"}) {
+    EXPECT_TRUE(everything.contains(id)) << id;
+  }
+  EXPECT_FALSE(everything.contains("Observation/ob3"));
+  auto res = c().Send("POST", "/fhir/t1/Observation/_search", "code=4548-4&subject=Patient%2Fp1",
+                      {{"Content-Type", "application/x-www-form-urlencoded"}});
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(Entries(res.Json(), "match"), (Ids{"Observation/ob2"}));
+  // System search pages across types.
+  json::value page = Search("/fhir/t1?_type=Patient,Organization&_count=2");
+  std::set<std::string> all;
+  while (true) {
+    for (const auto& id : Entries(page, "match")) EXPECT_TRUE(all.insert(id).second) << id;
+    std::string next = Link(page, "next");
+    if (next.empty()) break;
+    page = Search(Target(next));
+  }
+  EXPECT_EQ(all, (Ids{"Organization/o1", "Patient/p1", "Patient/p2", "Patient/p3"}));
+}
+
+TEST_F(SearchTest, UnknownParametersAndModifiersAreErrorsUnlessLenient) {
+  auto res = c().Get("/fhir/t1/Patient?foo=bar");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_NE(res.Diagnostics().find("foo"), std::string::npos) << res.body;
+  res = c().Get("/fhir/t1/Patient?name:fuzzy=x");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_NE(res.Diagnostics().find("fuzzy"), std::string::npos) << res.body;
+  res = c().Get("/fhir/t1/Patient?birthdate=notadate");
+  EXPECT_EQ(res.status, 400);
+  EXPECT_NE(res.Diagnostics().find("birthdate"), std::string::npos) << res.body;
+  res = c().Get("/fhir/t1/Patient?_cursor=garbage");
+  EXPECT_EQ(res.status, 400) << res.body;
+
+  json::value b = Search("/fhir/t1/Patient?foo=bar&gender=male", {{"Prefer", "handling=lenient"}});
+  EXPECT_EQ(Entries(b, "match"), (Ids{"Patient/p1"}));
+  bool reported = false;
+  for (const json::value& e : b.at("entry").as_array()) {
+    if (e.at("search").at("mode").as_string() != "outcome") continue;
+    EXPECT_EQ(e.at("resource").at("resourceType").as_string(), "OperationOutcome");
+    reported = json::serialize(e).find("foo") != std::string::npos;
+  }
+  EXPECT_TRUE(reported) << json::serialize(b);
+}
+
+TEST_F(SearchTest, WritesUpdateTheIndex) {
+  ASSERT_EQ(c().Put("/fhir/t3/Patient/w1", R"({"resourceType":"Patient","id":"w1","name":[{"family":"Before"}]})").status,
+            201);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=before"), (Ids{"Patient/w1"}));
+  ASSERT_EQ(c().Put("/fhir/t3/Patient/w1", R"({"resourceType":"Patient","id":"w1","name":[{"family":"After"}]})").status,
+            200);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=before"), Ids{});
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=after"), (Ids{"Patient/w1"}));
+  auto patched = c().Send("PATCH", "/fhir/t3/Patient/w1", R"([{"op":"replace","path":"/name/0/family","value":"Patched"}])",
+                          {{"Content-Type", "application/json-patch+json"}});
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=patched"), (Ids{"Patient/w1"}));
+  ASSERT_EQ(c().Delete("/fhir/t3/Patient/w1").status, 204);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=patched"), Ids{});
+  auto created = c().Post("/fhir/t3/Patient", R"({"resourceType":"Patient","name":[{"family":"Posted"}]})");
+  ASSERT_EQ(created.status, 201);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?family=posted").size(), 1u);
+}
+
+TEST_F(SearchTest, ConditionalCreateUpdateDelete) {
+  const std::string body = R"({"resourceType":"Patient","identifier":[{"system":"http://x","value":"C1"}]})";
+  auto first = c().Post("/fhir/t3/Patient", body, {{"If-None-Exist", "identifier=http://x|C1"}});
+  ASSERT_EQ(first.status, 201) << first.body;
+  std::string id(first.Json().at("id").as_string());
+  auto again = c().Post("/fhir/t3/Patient", body, {{"If-None-Exist", "identifier=http://x|C1"}});
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.Json().at("id").as_string(), id);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?identifier=C1").size(), 1u);
+
+  // Conditional update: one match updates it, none creates.
+  auto upd = c().Put("/fhir/t3/Patient?identifier=http://x%7CC1",
+                     R"({"resourceType":"Patient","identifier":[{"system":"http://x","value":"C1"}],"gender":"male"})");
+  ASSERT_EQ(upd.status, 200) << upd.body;
+  EXPECT_EQ(upd.Json().at("id").as_string(), id);
+  EXPECT_EQ(upd.Json().at("meta").at("versionId").as_string(), "2");
+  auto made = c().Put("/fhir/t3/Patient?identifier=http://x%7CC2",
+                      R"({"resourceType":"Patient","identifier":[{"system":"http://x","value":"C2"}]})");
+  ASSERT_EQ(made.status, 201) << made.body;
+
+  // Several matches: 412 for create, update and delete.
+  EXPECT_EQ(c().Post("/fhir/t3/Patient", body, {{"If-None-Exist", "identifier=http://x|"}}).status, 412);
+  EXPECT_EQ(c().Put("/fhir/t3/Patient?identifier=http://x%7C", body).status, 412);
+  EXPECT_EQ(c().Delete("/fhir/t3/Patient?identifier=http://x%7C").status, 412);
+
+  // Conditional delete of the one match; a second time matches nothing.
+  EXPECT_EQ(c().Delete("/fhir/t3/Patient?identifier=http://x%7CC2").status, 204);
+  EXPECT_EQ(Matches("/fhir/t3/Patient?identifier=C2"), Ids{});
+  EXPECT_EQ(c().Delete("/fhir/t3/Patient?identifier=http://x%7CC2").status, 204);
+  // Criteria are validated like any search.
+  EXPECT_EQ(c().Delete("/fhir/t3/Patient?nonsense=1").status, 400);
+}
+
+TEST_F(SearchTest, TenantsNeverSeeEachOther) {
+  // t2 has its own Patient/p1 (female) and an Observation about it.
+  EXPECT_EQ(Matches("/fhir/t2/Patient?gender=male"), Ids{});
+  EXPECT_EQ(Matches("/fhir/t2/Patient"), (Ids{"Patient/p1"}));
+  EXPECT_EQ(Matches("/fhir/t2/Observation?code=8480-6"), (Ids{"Observation/ob9"}));
+  EXPECT_EQ(Matches("/fhir/t1/Observation?subject=Patient/p1").contains("Observation/ob9"), false);
+  EXPECT_EQ(Matches("/fhir/t2/Observation?subject:Patient.name=chalmers"), Ids{});
+  EXPECT_EQ(Matches("/fhir/t2/Patient?_has:Observation:patient:code=4548-4"), Ids{});
+
+  json::value b = Search("/fhir/t2/Observation?_include=Observation:patient");
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Patient/p1"}));
+  const std::string family(b.at("entry").at(1).at("resource").at("name").at(0).at("family").as_string());
+  EXPECT_EQ(family, "Other");
+  b = Search("/fhir/t2/Patient?_revinclude=Observation:subject");
+  EXPECT_EQ(Entries(b, "include"), (Ids{"Observation/ob9"}));
+  EXPECT_EQ(Matches("/fhir/t2/Patient/p1/Observation"), (Ids{"Observation/ob9"}));
+  EXPECT_EQ(Matches("/fhir/t2?_type=Organization"), Ids{});
+  // A cursor from one tenant's search gives nothing of it in another's.
+  json::value t1_page = Search("/fhir/t1/Observation?_count=1");
+  std::string next = Target(Link(t1_page, "next"));
+  std::string t2_next = "/fhir/t2/" + next.substr(std::string("/fhir/t1/").size());
+  for (const auto& id : Matches(t2_next)) EXPECT_EQ(id, "Observation/ob9");
+}
+
+}  // namespace
+}  // namespace medgrid::testing
