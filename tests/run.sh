@@ -15,6 +15,7 @@ source deploy/local/lib.sh
 deploy/local/install-deps.sh
 package=$(deploy/local/fetch-fhir-package.sh)
 fhirpath_tests=$(deploy/local/fetch-fhirpath-tests.sh)
+differential=$(tests/differential/install.sh)
 
 preset=release
 if [ "${MEDGRID_SANITIZE:-0}" = 1 ]; then
@@ -43,6 +44,7 @@ redis_start "$tmp/redis" "$redis_port"
 
 export MEDGRID_FHIR_PACKAGE="$package"
 export MEDGRID_FHIRPATH_TESTS="$fhirpath_tests"
+export MEDGRID_DIFFERENTIAL_DIR="$differential"
 export MEDGRID_TEST_PG_DSN="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
 export MEDGRID_TEST_REDIS="127.0.0.1:$redis_port"
 

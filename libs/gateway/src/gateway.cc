@@ -151,6 +151,27 @@ std::optional<std::vector<std::pair<std::string, std::string>>> DecodeForm(std::
   return out;
 }
 
+// Percent-encodes the bytes of the query part of `target` that RFC 3986
+// does not allow there unencoded, leaving the path as it is.
+std::string EncodeQueryDelimiters(std::string_view target) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::size_t q = target.find('?');
+  if (q == std::string_view::npos) return std::string(target);
+  std::string out(target.substr(0, q + 1));
+  for (unsigned char c : target.substr(q + 1)) {
+    const bool allowed = std::isalnum(c) || std::string_view("-._~!$&'()*+,;=:@/?%").find(static_cast<char>(c)) !=
+                                                std::string_view::npos;
+    if (allowed) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 struct RequestLog {
   std::chrono::steady_clock::time_point start;
   std::string request_id;
@@ -408,6 +429,14 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
                                     std::string& tenant, AsyncRead* async) {
   const unsigned v = req.version();
   auto target = boost::urls::parse_origin_form(req.target());
+  std::string lenient_target;
+  if (!target) {
+    // Clients send "|", "[", "]" and the like unencoded in search queries
+    // (identifier=http://x|123); RFC 3986 wants them encoded. Encode them
+    // in the query and try again; a malformed path stays an error.
+    lenient_target = EncodeQueryDelimiters(req.target());
+    target = boost::urls::parse_origin_form(lenient_target);
+  }
   if (!target) return Error(400, "Malformed request target", v);
   // Percent-encoded: ParseRestPath decodes each segment after splitting, so
   // an encoded "/" cannot create a segment.

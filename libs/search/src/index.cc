@@ -600,8 +600,11 @@ class Extractor {
         AddIdentifier(param, group, v);
         return;
       case Shape::kContactPoint:
+        // ContactPoint.system ("phone", "email") is the token's system, so
+        // telecom=phone|555-1234 works; a bare value matches any.
         if (const std::string_view value = StringOr(v, "value"); !value.empty()) {
-          PushToken(param, group, std::nullopt, value, {});
+          const std::string_view system = StringOr(v, "system");
+          PushToken(param, group, system.empty() ? std::nullopt : std::optional<std::string_view>(system), value, {});
         }
         return;
       default:

@@ -42,8 +42,8 @@ struct StringEntry {
 // coding; its text goes into `text` of each entry, or one entry with only
 // text when it has no codings), Identifier (system, value; type codings in
 // type_system/type_code, one entry per type coding), ContactPoint (value,
-// with system unset), code/string/id/uri/boolean primitives ("true"/"false"),
-// and Reference.identifier of reference parameters (stored under the
+// with ContactPoint.system as the system), code/string/id/uri/boolean
+// primitives ("true"/"false"), and Reference.identifier of reference parameters (stored under the
 // reference parameter's code, for :identifier).
 struct TokenEntry {
   std::string param;
