@@ -1,5 +1,6 @@
 // Ops endpoints and the admin API: /livez, /readyz (503 when no shard is
-// reachable), /metrics, /admin/tenants and /admin/shards.
+// reachable), /metrics, /admin/tenants and /admin/shards, and a search
+// timeout answered 504.
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "pqxx/pqxx"
@@ -137,6 +138,38 @@ TEST(Ops, RecoversWhenTheDatabaseDropsConnections) {
   }
   EXPECT_LE(transient, server.config().store.pool_size);
   EXPECT_EQ(c.Get("/fhir/t1/Patient/r1").Json().at("meta").at("versionId").as_string(), std::to_string(version));
+}
+
+}  // namespace
+}  // namespace medgrid::testing
+
+namespace medgrid::testing {
+namespace {
+
+// A search that outlives the statement timeout is a 504 with an
+// OperationOutcome, never a 500, and the server keeps serving.
+TEST(Ops, SearchTimeoutIs504) {
+  app::AppConfig config = TestServer::BaseConfig("search_timeout");
+  config.store.statement_timeout = std::chrono::milliseconds(300);
+  TestServer server("search_timeout", {"t1"}, config);
+  ASSERT_EQ(server.client().Put("/fhir/t1/Patient/a", R"({"resourceType":"Patient","id":"a","gender":"male"})").status,
+            201);
+  {
+    // Hold a lock that the search has to wait for, on every shard.
+    std::vector<std::unique_ptr<pqxx::connection>> conns;
+    std::vector<std::unique_ptr<pqxx::work>> locks;
+    for (const std::string& db : config.store.bootstrap_shards) {
+      conns.push_back(std::make_unique<pqxx::connection>(TestServer::Dsn(db)));
+      locks.push_back(std::make_unique<pqxx::work>(*conns.back()));
+      locks.back()->exec("LOCK TABLE idx_token IN ACCESS EXCLUSIVE MODE");
+    }
+    auto res = server.client().Get("/fhir/t1/Patient?gender=male");
+    EXPECT_EQ(res.status, 504) << res.body;
+    EXPECT_EQ(res.Json().at("resourceType").as_string(), "OperationOutcome");
+    EXPECT_EQ(res.IssueCode(), "timeout");
+  }
+  auto after = server.client().Get("/fhir/t1/Patient?gender=male");
+  EXPECT_EQ(after.status, 200) << after.body;
 }
 
 }  // namespace

@@ -183,6 +183,34 @@ TEST(FhirPathTest, ChoiceTypesHonourSpecializations) {
   EXPECT_THAT(Eval("(ConceptMap.source as uri)", map), ElementsAre("\"http://x/vs\""));  // canonical is a uri
 }
 
+// A missing member matches a longer sibling only when the rest of the key is
+// a type that a choice element can take.
+TEST(FhirPathTest, ChoiceVariantsNeedATypeSuffix) {
+  const json::value request = Json(R"({"resourceType": "ServiceRequest", "status": "active",
+    "performerType": {"text": "nurse"}})");
+  EXPECT_THAT(Eval("ServiceRequest.performer", request), IsEmpty());
+  EXPECT_THAT(Eval("ServiceRequest.performerType.text", request), ElementsAre("\"nurse\""));
+
+  const json::value observation = Json(R"({"resourceType": "Observation",
+    "statusReason": {"text": "entered late"}, "valueSet": "http://x/vs", "code": {"text": "c"},
+    "codeFilter": "x"})");
+  EXPECT_THAT(Eval("Observation.status", observation), IsEmpty());
+  EXPECT_THAT(Eval("Observation.value", observation), IsEmpty());
+  EXPECT_THAT(Eval("Observation.code", observation), ElementsAre(R"({"text":"c"})"));  // the exact key only
+
+  // Genuine choices still resolve, whatever the type's spelling and length.
+  const json::value choices = Json(R"({"resourceType": "Observation", "statusReason": {"text": "r"},
+    "valueSampledData": {"dimensions": 1}, "effectiveDateTime": "2020-01-02",
+    "component": [{"valueCodeableConcept": {"text": "cc"}}, {"valueBase64Binary": "AA=="}]})");
+  EXPECT_THAT(Eval("Observation.value", choices), ElementsAre(R"({"dimensions":1})"));
+  EXPECT_THAT(Types("Observation.value", choices), ElementsAre("SampledData"));
+  EXPECT_THAT(Eval("Observation.effective", choices), ElementsAre("\"2020-01-02\""));
+  EXPECT_THAT(Types("Observation.effective", choices), ElementsAre("DateTime"));
+  EXPECT_THAT(Types("Observation.component.value", choices), ElementsAre("CodeableConcept", "Base64Binary"));
+  EXPECT_THAT(Eval("Observation.status", choices), IsEmpty());
+  EXPECT_THAT(Eval("Observation.value", Observation()), ElementsAre(R"({"value":72.50,"unit":"kg"})"));
+}
+
 TEST(FhirPathTest, PrimitiveTypesFromJson) {
   EXPECT_THAT(Eval("Patient.name.family is System.String", Patient()), ElementsAre("true"));
   EXPECT_THAT(Eval("Patient.name.family is string", Patient()), ElementsAre("true"));

@@ -54,7 +54,7 @@ TEST(RestPath, RejectsMalformedSegmentsWith400) {
 }
 
 TEST(RestPath, UnknownShapesAre404NotSupported) {
-  for (const std::string path : {"/fhir/", "/fhir", "/other/demo", "/fhir/demo/patient", "/fhir/demo/Patient/$everything",
+  for (const std::string path : {"/fhir/", "/fhir", "/other/demo", "/fhir/demo/patient", "/fhir/demo/Patient/1/$everything",
                                  "/fhir/demo/Patient/1/observation", "/fhir/demo/Patient/1/_history/2/x",
                                  "/fhir/demo/Patient/_search/x", "/fhir/demo/Patient/_history/x",
                                  "/fhir/demo/Patient/1/Observation/x"}) {
@@ -83,6 +83,17 @@ TEST(RestPath, SearchAndCompartmentShapes) {
   p = ParseRestPath("/fhir/demo/Patient/p1/*");
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->target, "*");
+  p = ParseRestPath("/fhir/demo/$reindex");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kSystemOperation);
+  EXPECT_EQ(p->operation, "reindex");
+  p = ParseRestPath("/fhir/demo/Patient/$reindex");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kTypeOperation);
+  EXPECT_EQ(p->type, "Patient");
+  EXPECT_EQ(p->operation, "reindex");
+  EXPECT_FALSE(ParseRestPath("/fhir/demo/$re/index").ok());
+  EXPECT_FALSE(ParseRestPath("/fhir/demo/$").ok());
 }
 
 TEST(RestPath, TenantIds) {

@@ -1,7 +1,10 @@
 #include "medgrid/fhir/search_params.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -11,6 +14,7 @@ namespace medgrid::fhir {
 namespace {
 
 using ::testing::Contains;
+using ::testing::HasSubstr;
 
 class SearchParamsTest : public ::testing::Test {
  protected:
@@ -82,6 +86,59 @@ TEST_F(SearchParamsTest, ReferenceCompositeAndSharedDefinitions) {
   const SearchParamDef* birthdate = params_->Find("Patient", "birthdate");
   ASSERT_NE(birthdate, nullptr);
   EXPECT_THAT(birthdate->comparators, Contains("ge"));
+}
+
+TEST_F(SearchParamsTest, EveryCompositeComponentIsCompiled) {
+  std::size_t composites = 0;
+  std::set<std::string> seen;
+  for (const std::string& type : structures_->ResourceTypes()) {
+    for (const SearchParamDef* p : params_->ForType(type)) {
+      if (p->type != "composite" || !seen.insert(p->url).second) continue;
+      SCOPED_TRACE(p->url);
+      ++composites;
+      EXPECT_GE(p->components.size(), 2u);
+      for (const SearchParamComponent& c : p->components) {
+        EXPECT_FALSE(c.expression.empty());
+        EXPECT_NE(c.path, nullptr) << c.expression;
+      }
+    }
+  }
+  EXPECT_EQ(composites, 46u);
+
+  // The compiled component runs on the composite's own result.
+  auto obs = ParseJson(
+      R"({"resourceType":"Observation","code":{"coding":[{"code":"8480-6"}]},"valueQuantity":{"value":150}})");
+  ASSERT_TRUE(obs.ok());
+  const SearchParamDef* composite = params_->Find("Observation", "code-value-quantity");
+  ASSERT_NE(composite, nullptr);
+  auto items = composite->path->Evaluate(*obs);
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), 1u);
+  ASSERT_EQ(composite->components.size(), 2u);
+  auto code = composite->components[0].path->Evaluate(*(*items)[0].value);
+  ASSERT_TRUE(code.ok()) << code.status();
+  ASSERT_EQ(code->size(), 1u);
+  EXPECT_EQ(SerializeJson(*(*code)[0].value), R"({"coding":[{"code":"8480-6"}]})");
+  auto value = composite->components[1].path->Evaluate(*(*items)[0].value);
+  ASSERT_TRUE(value.ok()) << value.status();
+  ASSERT_EQ(value->size(), 1u);
+  EXPECT_EQ(SerializeJson(*(*value)[0].value), R"({"value":150})");
+}
+
+TEST_F(SearchParamsTest, ComponentThatDoesNotCompileIsALoadError) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "search_params_bad_component";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "Bundle-searchParams.json") << R"({"resourceType":"Bundle","entry":[{"resource":{
+      "resourceType":"SearchParameter","url":"http://x/SearchParameter/bad","code":"bad","type":"composite",
+      "base":["Observation"],"expression":"Observation",
+      "component":[{"definition":"http://hl7.org/fhir/SearchParameter/clinical-code","expression":"code"},
+                   {"definition":"http://x/SearchParameter/v","expression":"value.as("}]}}]})";
+  auto params = SearchParamRegistry::LoadFromPackage(dir.string(), *structures_);
+  std::filesystem::remove_all(dir);
+  ASSERT_FALSE(params.ok());
+  EXPECT_EQ(params.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(params.status().message()), HasSubstr("http://x/SearchParameter/bad"));
+  EXPECT_THAT(std::string(params.status().message()), HasSubstr("component 1 'value.as('"));
 }
 
 TEST_F(SearchParamsTest, ForTypeListsEachCodeOnceInOrder) {

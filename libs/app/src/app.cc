@@ -8,6 +8,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/engine/fhir_engine.h"
+#include "medgrid/engine/reindexer.h"
 #include "medgrid/fhir/compartments.h"
 #include "medgrid/fhir/search_params.h"
 #include "medgrid/fhir/structure.h"
@@ -59,6 +60,7 @@ Flags (all --name=value):
   --pg-pool-size        blocking connections per shard (default 16)
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --reindex-batch       resources per reindex transaction (default 500)
   --region              this instance's region (default local)
   --public-base-url     base URL for Location and links (default: from the Host header)
   --fhir-package-dir    the package/ folder of hl7.fhir.r4.examples 4.0.1 (required)
@@ -108,6 +110,8 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
     } else if (name == "pg-statement-timeout-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
+    } else if (name == "reindex-batch") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 100000, c.reindex.batch));
     } else if (name == "region") {
       c.store.region = value;
     } else if (name == "public-base-url") {
@@ -135,6 +139,7 @@ struct App::Impl {
   std::unique_ptr<const fhir::CompartmentRegistry> compartments;
   std::unique_ptr<store::Store> store;
   std::unique_ptr<engine::FhirEngine> engine;
+  std::unique_ptr<engine::Reindexer> reindexer;
   prometheus::Registry metrics;
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<http::Server> server;
@@ -158,6 +163,8 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
              {"ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count())}});
   ASSIGN_OR_RETURN(s.store, store::Store::Open(config.store, s.clock));
   s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock);
+  s.reindexer = std::make_unique<engine::Reindexer>(*s.engine, *s.store, config.reindex);
+  s.reindexer->Start();
   s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *s.engine, *s.store, s.metrics);
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(
@@ -177,6 +184,7 @@ void App::Stop() {
   if (!impl_->server || impl_->stopped) return;
   impl_->stopped = true;
   impl_->server->Stop();
+  impl_->reindexer->Stop();
   core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 

@@ -119,13 +119,13 @@ FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, const fhir::Sear
                                     R"(],"interaction":[{"code":"history-system"}]}])");
 }
 
-store::StoredBody FhirEngine::Stored(const json::value& resource, const std::string& type, const std::string& id,
-                                     int64_t version, core::TimePoint now) const {
+store::StoredBody FhirEngine::Stored(const std::string& tenant, const json::value& resource, const std::string& type,
+                                     const std::string& id, int64_t version, core::TimePoint now) const {
   store::StoredBody out;
   out.json = StampResource(resource.get_object(), id, version, now);
   // Index what is stored; the stamped meta only adds versionId and
   // lastUpdated, which search reads from the resources table.
-  out.index = search::ExtractIndex(resource, type, search_params_);
+  out.index = search::ExtractIndex(resource, type, *ParamsFor(tenant));
   return out;
 }
 
@@ -138,9 +138,10 @@ absl::Status FhirEngine::CheckType(const std::string& type) const {
   return absl::OkStatus();
 }
 
-absl::Status FhirEngine::ValidateResource(const json::value& resource, int http_status) const {
+absl::Status FhirEngine::ValidateResource(const std::string& tenant, const json::value& resource,
+                                          int http_status) const {
   std::vector<fhir::ValidationIssue> issues = validator_.Validate(resource);
-  if (issues.empty()) return absl::OkStatus();
+  if (issues.empty()) return CheckSearchParameter(tenant, resource);
   // The first issue decides the status text; all of them go in the message
   // so a client sees every problem at once.
   std::string message = issues[0].message;
@@ -172,11 +173,11 @@ absl::StatusOr<FhirEngine::PreparedCreate> FhirEngine::PrepareCreate(const std::
   // The server ignores a client id on create (http.html#create); drop it
   // before validation so a malformed one cannot fail the request.
   resource.get_object().erase("id");
-  RETURN_IF_ERROR(ValidateResource(resource, 400));
+  RETURN_IF_ERROR(ValidateResource(tenant, resource, 400));
   std::string id = NewId(clock_.Now());
   auto shared = std::make_shared<const json::value>(std::move(resource));
-  store::BodyFn stamp = [this, shared, id, type](const auto&, int64_t version, core::TimePoint now) {
-    return absl::StatusOr<store::StoredBody>(Stored(*shared, type, id, version, now));
+  store::BodyFn stamp = [this, shared, id, type, tenant](const auto&, int64_t version, core::TimePoint now) {
+    return absl::StatusOr<store::StoredBody>(Stored(tenant, *shared, type, id, version, now));
   };
   return PreparedCreate{shard, {tenant, type, id}, std::move(stamp)};
 }
@@ -185,6 +186,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, con
                                                   const std::string& body) {
   ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
   ASSIGN_OR_RETURN(store::ResourceVersion v, c.shard->Create(c.key, c.body));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   ResourceResult r = ToResult(std::move(v));
   r.created = true;
   return r;
@@ -194,8 +196,9 @@ void FhirEngine::CreateAsync(const std::string& tenant, const std::string& type,
                              boost::asio::io_context& io, ResultCallback done) {
   absl::StatusOr<PreparedCreate> c = PrepareCreate(tenant, type, body);
   if (!c.ok()) return done(c.status());
-  c->shard->CreateAsync(c->key, c->body, io, [done = std::move(done)](absl::StatusOr<store::ResourceVersion> v) {
+  c->shard->CreateAsync(c->key, c->body, io, [this, tenant, type, done = std::move(done)](absl::StatusOr<store::ResourceVersion> v) {
     if (!v.ok()) return done(v.status());
+    if (type == "SearchParameter") InvalidateParams(tenant);
     ResourceResult r = ToResult(std::move(*v));
     r.created = true;
     done(std::move(r));
@@ -246,7 +249,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, con
   if (!body_id->is_string() || body_id->get_string() != id) {
     return Invalid(core::StrCat("The resource id does not match the URL id '", id, "'"), 400, "invalid", "id");
   }
-  RETURN_IF_ERROR(ValidateResource(resource, 400));
+  RETURN_IF_ERROR(ValidateResource(tenant, resource, 400));
   bool created = false;
   ASSIGN_OR_RETURN(store::ResourceVersion v,
                    shard->Update({tenant, type, id}, "PUT",
@@ -254,8 +257,9 @@ absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, con
                                      core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
                                    RETURN_IF_ERROR(CheckIfMatch(if_match, current));
                                    created = !current || current->deleted;
-                                   return Stored(resource, type, id, version, now);
+                                   return Stored(tenant, resource, type, id, version, now);
                                  }));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   ResourceResult r = ToResult(std::move(v));
   r.created = created;
   return r;
@@ -293,9 +297,10 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
                       if (new_id == nullptr || !new_id->is_string() || new_id->get_string() != id) {
                         return Invalid("A patch may not change or remove the id", 422, "invalid", "id");
                       }
-                      RETURN_IF_ERROR(ValidateResource(resource, 422));
-                      return Stored(resource, type, id, version, now);
+                      RETURN_IF_ERROR(ValidateResource(tenant, resource, 422));
+                      return Stored(tenant, resource, type, id, version, now);
                     }));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   return ToResult(std::move(v));
 }
 
@@ -306,6 +311,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Delete(const std::string& tenant, con
   ASSIGN_OR_RETURN(store::ResourceVersion v, shard->Delete({tenant, type, id}, [&](const store::ResourceVersion& cur) {
                      return CheckIfMatch(if_match, cur);
                    }));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   return ToResult(std::move(v));
 }
 

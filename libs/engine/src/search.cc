@@ -90,9 +90,10 @@ void RelativizeReferences(search::Criterion& c, const std::string& base_url) {
 
 }  // namespace
 
-absl::StatusOr<search::SearchRequest> FhirEngine::ParseSearch(const QueryParams& params, const std::string& type,
+absl::StatusOr<search::SearchRequest> FhirEngine::ParseSearch(const std::string& tenant, const QueryParams& params,
+                                                              const std::string& type,
                                                               bool lenient, const std::string& base_url) const {
-  ASSIGN_OR_RETURN(search::SearchRequest req, search::ParseSearch(params, type, search_params_, registry_, lenient));
+  ASSIGN_OR_RETURN(search::SearchRequest req, search::ParseSearch(params, type, *ParamsFor(tenant), registry_, lenient));
   for (search::Criterion& c : req.criteria) RelativizeReferences(c, base_url);
   return req;
 }
@@ -218,7 +219,7 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
   auto count_after = [&](std::size_t i) -> absl::StatusOr<int64_t> {
     int64_t n = 0;
     for (std::size_t j = i + 1; j < types.size(); ++j) {
-      ASSIGN_OR_RETURN(search::SearchRequest req, ParseSearch(type_params, types[j], input.lenient, input.base_url));
+      ASSIGN_OR_RETURN(search::SearchRequest req, ParseSearch(tenant, type_params, types[j], input.lenient, input.base_url));
       req.count = 0;
       req.cursor.clear();
       req.includes.clear();
@@ -234,7 +235,7 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
     return n;
   };
   for (std::size_t i = start; i < types.size(); ++i) {
-    ASSIGN_OR_RETURN(search::SearchRequest req, ParseSearch(type_params, types[i], input.lenient, input.base_url));
+    ASSIGN_OR_RETURN(search::SearchRequest req, ParseSearch(tenant, type_params, types[i], input.lenient, input.base_url));
     if (multi) req.cursor = i == start ? type_cursor : "";
     if (!shape) {
       shape.emplace();
@@ -343,7 +344,15 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
   return out;
 }
 
-absl::StatusOr<search::SearchRequest> FhirEngine::ParseCriteria(const QueryParams& criteria,
+absl::StatusOr<std::string> FhirEngine::ExplainSearch(const std::string& tenant, const std::string& type,
+                                                      const QueryParams& params) {
+  RETURN_IF_ERROR(CheckType(type));
+  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  ASSIGN_OR_RETURN(search::SearchRequest req, ParseSearch(tenant, params, type, false, ""));
+  return shard->ExplainSearch(tenant, req, std::nullopt);
+}
+
+absl::StatusOr<search::SearchRequest> FhirEngine::ParseCriteria(const std::string& tenant, const QueryParams& criteria,
                                                                 const std::string& type) const {
   for (const auto& [k, v] : criteria) {
     if (!k.empty() && k[0] == '_' && k != "_id" && k != "_lastUpdated" && k != "_tag" && k != "_profile" &&
@@ -352,7 +361,7 @@ absl::StatusOr<search::SearchRequest> FhirEngine::ParseCriteria(const QueryParam
                         "not-supported");
     }
   }
-  ASSIGN_OR_RETURN(search::SearchRequest req, search::ParseSearch(criteria, type, search_params_, registry_, false));
+  ASSIGN_OR_RETURN(search::SearchRequest req, search::ParseSearch(criteria, type, *ParamsFor(tenant), registry_, false));
   if (req.criteria.empty()) {
     return BadRequest("A conditional interaction needs search criteria");
   }
@@ -381,7 +390,7 @@ std::string LockKey(const std::string& type, const QueryParams& criteria) {
 absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& tenant, const std::string& type,
                                                              const std::string& body, const QueryParams& criteria) {
   ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
-  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(criteria, type));
+  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
   std::optional<store::ResourceVersion> existing;
   ASSIGN_OR_RETURN(
       std::optional<store::ResourceVersion> written,
@@ -396,6 +405,7 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& 
                              return std::optional<store::ConditionalWrite>(store::ConditionalWrite{c.key, "POST", c.body});
                            }));
   if (existing) return ToResult(std::move(*existing));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   ResourceResult r = ToResult(std::move(*written));
   r.created = true;
   return r;
@@ -413,7 +423,7 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& 
     }
     body_id = std::string(id->get_string());
   }
-  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(criteria, type));
+  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
   bool created = false;
   auto resource_ptr = std::make_shared<json::value>(std::move(resource));
   ASSIGN_OR_RETURN(
@@ -437,16 +447,14 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& 
               created = true;
             }
             resource_ptr->get_object()["id"] = id;
-            RETURN_IF_ERROR(ValidateResource(*resource_ptr, 400));
-            store::BodyFn stored = [this, resource_ptr, type, id](const std::optional<store::ResourceVersion>& current,
-                                                                  int64_t version, core::TimePoint now)
-                -> absl::StatusOr<store::StoredBody> {
-              (void)current;
-              return Stored(*resource_ptr, type, id, version, now);
-            };
+            RETURN_IF_ERROR(ValidateResource(tenant, *resource_ptr, 400));
+            store::BodyFn stored = [this, resource_ptr, tenant, type, id](const std::optional<store::ResourceVersion>&,
+                                                                          int64_t version, core::TimePoint now)
+                -> absl::StatusOr<store::StoredBody> { return Stored(tenant, *resource_ptr, type, id, version, now); };
             return std::optional<store::ConditionalWrite>(
                 store::ConditionalWrite{{tenant, type, id}, "PUT", std::move(stored)});
           }));
+  if (type == "SearchParameter") InvalidateParams(tenant);
   ResourceResult r = ToResult(std::move(*written));
   r.created = created || r.version == 1;
   return r;
@@ -457,7 +465,7 @@ absl::StatusOr<std::optional<ResourceResult>> FhirEngine::ConditionalDelete(cons
                                                                             const QueryParams& criteria) {
   RETURN_IF_ERROR(CheckType(type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
-  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(criteria, type));
+  ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
   ASSIGN_OR_RETURN(std::optional<store::ResourceVersion> written,
                    shard->Conditional(tenant, match, LockKey(type, criteria),
                                       [&](const std::vector<store::ResourceVersion>& matches)
@@ -468,6 +476,7 @@ absl::StatusOr<std::optional<ResourceResult>> FhirEngine::ConditionalDelete(cons
                                             store::ConditionalWrite{{tenant, type, matches[0].id}, "DELETE", nullptr});
                                       }));
   if (!written) return std::optional<ResourceResult>();
+  if (type == "SearchParameter") InvalidateParams(tenant);
   return std::optional<ResourceResult>(ToResult(std::move(*written)));
 }
 

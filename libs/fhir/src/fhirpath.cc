@@ -825,6 +825,28 @@ void AppendElement(const json::value& v, std::string_view type, Items& out) {
   }
 }
 
+// Whether `suffix` names a type that an R4 choice element "name[x]" can take,
+// spelt as in a JSON key (first letter upper-case): without this check a
+// missing `performer` would match its sibling `performerType`, and `status`
+// a `statusReason`. These are the R4 "open" types (Extension.value[x]),
+// which are also every type of every [x] element in the R4 resource and
+// data type definitions.
+bool IsChoiceTypeSuffix(std::string_view suffix) {
+  // clang-format off
+  static constexpr std::string_view kChoiceTypes[] = {
+      "Address", "Age", "Annotation", "Attachment", "Base64Binary", "Boolean", "Canonical", "Code",
+      "CodeableConcept", "Coding", "ContactDetail", "ContactPoint", "Contributor", "Count",
+      "DataRequirement", "Date", "DateTime", "Decimal", "Distance", "Dosage", "Duration",
+      "Expression", "HumanName", "Id", "Identifier", "Instant", "Integer", "Markdown", "Meta",
+      "Money", "Oid", "ParameterDefinition", "Period", "PositiveInt", "Quantity", "Range", "Ratio",
+      "Reference", "RelatedArtifact", "SampledData", "Signature", "String", "Time", "Timing",
+      "TriggerDefinition", "UnsignedInt", "Uri", "Url", "UsageContext", "Uuid",
+  };
+  // clang-format on
+  static_assert(std::ranges::is_sorted(kChoiceTypes));
+  return std::ranges::binary_search(kChoiceTypes, suffix);
+}
+
 // The children called `name` of `item`, including the variants of a choice
 // element "name[x]" (nameQuantity, nameString, ...), typed by their suffix.
 void AppendChildren(const FhirPathItem& item, std::string_view name, Items& out) {
@@ -836,8 +858,7 @@ void AppendChildren(const FhirPathItem& item, std::string_view name, Items& out)
   }
   for (const json::key_value_pair& kv : obj) {
     const std::string_view key = View(kv.key());
-    if (key.size() > name.size() && key.starts_with(name) &&
-        std::isupper(static_cast<unsigned char>(key[name.size()])) != 0) {
+    if (key.size() > name.size() && key.starts_with(name) && IsChoiceTypeSuffix(key.substr(name.size()))) {
       AppendElement(kv.value(), key.substr(name.size()), out);
     }
   }

@@ -101,6 +101,18 @@ absl::StatusOr<RestPath> ParseRestPath(std::string_view path) {
     p.kind = RestPath::Kind::kSystemHistory;
     return p;
   }
+  auto operation_name = [](const std::string& seg) {
+    if (seg.size() < 2 || seg[0] != '$') return false;
+    for (std::size_t i = 1; i < seg.size(); ++i) {
+      if (!(std::isalnum(static_cast<unsigned char>(seg[i])) || seg[i] == '-')) return false;
+    }
+    return true;
+  };
+  if (n == 2 && operation_name(segs[1])) {
+    p.kind = RestPath::Kind::kSystemOperation;
+    p.operation = segs[1].substr(1);
+    return p;
+  }
   if (n == 2 && segs[1] == "_search") {
     p.kind = RestPath::Kind::kSystemSearch;
     return p;
@@ -109,6 +121,11 @@ absl::StatusOr<RestPath> ParseRestPath(std::string_view path) {
   p.type = segs[1];
   if (n == 2) {
     p.kind = RestPath::Kind::kType;
+    return p;
+  }
+  if (n == 3 && operation_name(segs[2])) {
+    p.kind = RestPath::Kind::kTypeOperation;
+    p.operation = segs[2].substr(1);
     return p;
   }
   if (segs[2] == "_search" && n == 3) {

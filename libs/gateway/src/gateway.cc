@@ -66,6 +66,8 @@ std::string RouteTemplate(const fhir::RestPath& p) {
     case K::kSystemSearch: return "/fhir/{tenant}/_search";
     case K::kTypeSearch: return "/fhir/{tenant}/{type}/_search";
     case K::kCompartment: return "/fhir/{tenant}/{type}/{id}/{compartment_type}";
+    case K::kSystemOperation: return p.operation == "reindex" ? "/fhir/{tenant}/$reindex" : "/fhir/{tenant}/$op";
+    case K::kTypeOperation: return p.operation == "reindex" ? "/fhir/{tenant}/{type}/$reindex" : "/fhir/{tenant}/{type}/$op";
   }
   return "/fhir";
 }
@@ -231,7 +233,8 @@ struct Gateway::Impl {
                       std::string& tenant, AsyncRead* async);
   // Records the metric and the log line of a finished request.
   void Finish(const RequestLog& log, http::Response& res);
-  http::Response Admin(http::Request& req, std::string_view path, const http::Peer& peer, std::string& route);
+  http::Response Admin(http::Request& req, std::string_view path, const Query& query, const http::Peer& peer,
+                       std::string& route);
   http::Response Metrics();
 
   std::string BaseUrl(const http::Request& req, const std::string& tenant) const {
@@ -464,7 +467,7 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
     route = "/metrics";
     return Metrics();
   }
-  if (path.rfind("/admin/", 0) == 0) return Admin(req, path, peer, route);
+  if (path.rfind("/admin/", 0) == 0) return Admin(req, path, query, peer, route);
   if (path.rfind("/fhir/", 0) == 0) return Fhir(req, path, query, route, tenant, async);
   return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
 }
@@ -481,7 +484,8 @@ http::Response Gateway::Impl::Metrics() {
                       "text/plain; version=0.0.4; charset=utf-8");
 }
 
-http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, const http::Peer& peer,
+http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, const Query& query,
+                                    const http::Peer& peer,
                                     std::string& route) {
   const unsigned v = req.version();
   if (config.admin_loopback_only && !peer.loopback) {
@@ -546,6 +550,25 @@ http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, c
     json::array arr;
     for (const auto& s : *shards) arr.push_back(json::object{{"id", s.id}, {"dsn", s.dsn}, {"tenants", s.tenants}});
     return MakeResponse(bhttp::status::ok, v, json::serialize(json::object{{"shards", arr}}), "application/json");
+  }
+  if (path.rfind("/admin/explain/", 0) == 0) {
+    // /admin/explain/{tenant}/{type}?{search}: the plans of that search.
+    route = "/admin/explain";
+    if (req.method() != bhttp::verb::get) {
+      auto res = Error(405, "Use GET on /admin/explain", v);
+      res.set(bhttp::field::allow, "GET");
+      return res;
+    }
+    std::vector<std::string_view> parts;
+    for (std::string_view part : core::StrSplit(path.substr(std::string_view("/admin/explain/").size()), '/')) {
+      parts.push_back(part);
+    }
+    if (parts.size() != 2 || !fhir::IsValidTenantId(parts[0])) {
+      return Error(404, "Use /admin/explain/{tenant}/{type}?{search parameters}", v);
+    }
+    auto plan = api.ExplainSearch(std::string(parts[0]), std::string(parts[1]), query.params);
+    if (!plan.ok()) return ErrorOf(plan.status(), v);
+    return MakeResponse(bhttp::status::ok, v, std::move(*plan), "text/plain; charset=utf-8");
   }
   route = "/admin";
   return Error(404, core::StrCat("No admin endpoint at '", path, "'"), v);
@@ -616,6 +639,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   for (const auto& [k, val] : query.params) {
     if (searchish) break;
     if (k == "_format" || k == "_pretty") continue;
+    if (p.kind == K::kSystemOperation && p.operation == "reindex" && k == "type") continue;
     if (p.kind == K::kMetadata && k == "mode") {
       if (val != "full") return ErrorOf(BadParam(k, "only mode=full is supported"), v);
       continue;
@@ -707,6 +731,53 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       engine::SearchInput in;
       in.type = p.type;
       return search(std::move(in));
+    }
+    case K::kSystemOperation:
+    case K::kTypeOperation: {
+      if (p.operation != "reindex") {
+        return Error(404, core::StrCat("Operation $", p.operation, " is not supported"), v);
+      }
+      if (get_like) {
+        auto status = api.ReindexStatus(p.tenant);
+        if (!status.ok()) return ErrorOf(status.status(), v);
+        return MakeResponse(bhttp::status::ok, v, std::move(*status));
+      }
+      if (method != bhttp::verb::post) return not_allowed("GET, POST");
+      std::vector<std::string> types;
+      if (p.kind == K::kTypeOperation) types.push_back(p.type);
+      for (const auto& [k, val] : query.params) {
+        if (k != "type") continue;
+        for (std::string_view t : core::StrSplit(val, ',')) types.emplace_back(t);
+      }
+      // The same from a Parameters body: {"name": "type", "valueCode": "Patient"}.
+      if (!req.body().empty()) {
+        auto body = fhir::ParseJson(req.body());
+        if (!body.ok()) return ErrorOf(body.status(), v);
+        const json::object* o = body->if_object();
+        const json::value* rt = o ? o->if_contains("resourceType") : nullptr;
+        if (rt == nullptr || !rt->is_string() || rt->get_string() != "Parameters") {
+          return Error(400, "The body of $reindex must be a Parameters resource", v);
+        }
+        if (const json::value* ps = o->if_contains("parameter"); ps != nullptr && ps->is_array()) {
+          for (const json::value& param : ps->get_array()) {
+            const json::object* po = param.if_object();
+            const json::value* name = po ? po->if_contains("name") : nullptr;
+            if (name == nullptr || !name->is_string() || name->get_string() != "type") {
+              return Error(400, "$reindex takes only the parameter 'type'", v);
+            }
+            for (const char* key : {"valueCode", "valueString"}) {
+              if (const json::value* t = po->if_contains(key); t != nullptr && t->is_string()) {
+                types.emplace_back(t->get_string());
+              }
+            }
+          }
+        }
+      }
+      auto job = api.StartReindex(p.tenant, types);
+      if (!job.ok()) return ErrorOf(job.status(), v);
+      http::Response res = MakeResponse(bhttp::status::accepted, v, std::move(*job));
+      res.set(bhttp::field::content_location, core::StrCat(base, "/$reindex"));
+      return res;
     }
     case K::kCompartment: {
       if (!get_like) return not_allowed("GET");

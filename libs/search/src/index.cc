@@ -13,20 +13,16 @@
 //   entry in it; group numbers are consecutive from 1 over the stored groups.
 // - Entries are sorted and unique per vector (deduplicated at the end), so
 //   their order says nothing about the resource's.
-// - ExtractIndex is thread-safe: the only shared state is the cache of
-//   compiled component expressions, which only grows and is guarded by a
-//   mutex; compiled FhirPaths are immutable and never move (map nodes).
+// - ExtractIndex is thread-safe: it shares only the registry, whose
+//   definitions and compiled expressions (composite components' included)
+//   are immutable.
 #include "medgrid/search/index.h"
 
 #include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -220,28 +216,6 @@ Shape ShapeOf(const fhir::FhirPathItem& item) {
 }
 
 // ---------------------------------------------------------------------------
-// Component expressions of composite parameters, compiled once per process.
-
-const fhir::FhirPath* ComponentPath(const std::string& expression) {
-  // Leaked on purpose, so that no destructor runs at exit while a detached
-  // thread may still be indexing. A null path marks an expression that does
-  // not compile: its component indexes nothing. Entries are never removed,
-  // so the returned pointers stay valid.
-  static auto* mu = new std::shared_mutex();
-  static auto* paths = new std::map<std::string, std::unique_ptr<const fhir::FhirPath>, std::less<>>();
-  {
-    std::shared_lock lock(*mu);
-    if (auto it = paths->find(expression); it != paths->end()) return it->second.get();
-  }
-  absl::StatusOr<fhir::FhirPath> parsed = fhir::FhirPath::Parse(expression);
-  std::unique_ptr<const fhir::FhirPath> path =
-      parsed.ok() ? std::make_unique<const fhir::FhirPath>(*std::move(parsed)) : nullptr;
-  std::unique_lock lock(*mu);
-  // Another thread may have compiled it meanwhile; its copy is kept.
-  return paths->try_emplace(expression, std::move(path)).first->second.get();
-}
-
-// ---------------------------------------------------------------------------
 // Narrative and content
 
 bool IsInlineElement(std::string_view name) {
@@ -431,9 +405,7 @@ class Extractor {
       const fhir::SearchParamComponent& c = def.components[i];
       const fhir::SearchParamDef* component_def = registry_.ByUrl(c.definition);
       if (component_def == nullptr || component_def->type == "composite" || component_def->type == "special") continue;
-      const fhir::FhirPath* path = ComponentPath(c.expression);
-      if (path == nullptr) continue;
-      components.push_back(Component{component_def, path, c.expression.find("%resource") != std::string::npos,
+      components.push_back(Component{component_def, c.path.get(), c.expression.find("%resource") != std::string::npos,
                                      core::StrCat(def.code, "$", i)});
     }
     if (components.empty()) return;

@@ -158,6 +158,29 @@ CREATE INDEX idx_text_res ON idx_text (tenant_id, res_type, res_id);
 -- _lastUpdated searches and sorts.
 CREATE INDEX resources_last_updated ON resources (tenant_id, res_type, last_updated);
 )sql"},
+      {3, "reindex jobs", R"sql(
+-- Online reindex jobs. The cursor is the last (res_type, res_id) done; the
+-- lease lets one instance at a time work on a job and another take over
+-- when it stops renewing (a crash or restart).
+CREATE TABLE reindex_jobs (
+  tenant_id   text NOT NULL,
+  job_id      bigint GENERATED ALWAYS AS IDENTITY,
+  types       text[] NOT NULL,
+  status      text NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+  cursor_type text NOT NULL DEFAULT '',
+  cursor_id   text NOT NULL DEFAULT '',
+  processed   bigint NOT NULL DEFAULT 0,
+  total       bigint NOT NULL,
+  error       text NOT NULL DEFAULT '',
+  lease_owner text NOT NULL DEFAULT '',
+  lease_until timestamptz NOT NULL DEFAULT '-infinity',
+  created_at  timestamptz NOT NULL,
+  updated_at  timestamptz NOT NULL,
+  finished_at timestamptz,
+  PRIMARY KEY (tenant_id, job_id)
+);
+CREATE INDEX reindex_jobs_running ON reindex_jobs (lease_until) WHERE status = 'running';
+)sql"},
   };
   return kMigrations;
 }

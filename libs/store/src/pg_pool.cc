@@ -83,6 +83,12 @@ void PgPool::Release(std::unique_ptr<pqxx::connection> conn, bool discard) {
   --busy_;
   if (discard || !conn->is_open()) {
     --open_;
+    // What broke one connection (a server restart, a failover, an operator
+    // terminating backends) has most likely broken the idle ones too: drop
+    // them, so the next requests open fresh connections instead of each
+    // finding a dead one.
+    open_ -= static_cast<int>(idle_.size());
+    idle_.clear();
     HandOffSlot();
     return;
   }

@@ -2,7 +2,8 @@
 //
 // Invariants: at most `size` connections exist; a connection is either in
 // idle_, handed to a waiter, or leased to exactly one Lease; a connection
-// that threw pqxx::broken_connection is dropped, never returned to idle_.
+// that threw pqxx::broken_connection is dropped, never returned to idle_,
+// and the idle connections go with it.
 // Waiters are served first come, first served: a released connection goes
 // straight to the oldest waiter, so no request starves under load (a plain
 // condition variable wakes an arbitrary thread and makes latency tails long).

@@ -43,6 +43,15 @@ class PgResourceStore final : public ResourceStore {
   absl::StatusOr<HistoryPage> History(const std::string& tenant, const HistoryQuery& q) override;
   absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
                                     const std::optional<Compartment>& compartment) override;  // pg_search.cc
+  // pg_reindex.cc
+  absl::StatusOr<ReindexJob> StartReindex(const std::string& tenant, const std::vector<std::string>& types) override;
+  absl::StatusOr<std::vector<ReindexJob>> ReindexJobs(const std::string& tenant) override;
+  absl::StatusOr<std::optional<ReindexJob>> ClaimReindex(const std::string& owner,
+                                                         std::chrono::seconds lease) override;
+  absl::StatusOr<ReindexJob> ReindexBatch(const ReindexJob& job, const std::string& owner, int batch,
+                                          const IndexFn& index, std::chrono::seconds lease) override;
+  absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const search::SearchRequest& request,
+                                            const std::optional<Compartment>& compartment) override;
   absl::StatusOr<std::optional<ResourceVersion>> Conditional(const std::string& tenant,
                                                              const search::SearchRequest& match,
                                                              const std::string& lock_key,

@@ -659,9 +659,21 @@ void AddIncludes(pqxx::transaction_base& tx, const std::string& tenant, const se
 
 }  // namespace
 
-absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
-                                     const search::SearchRequest& req, const std::optional<Compartment>& compartment,
-                                     core::TimePoint now) {
+// The statements of one search, built before any of them runs.
+struct SearchStatements {
+  std::string where;                      // over alias r, without the cursor
+  std::vector<std::string> where_params;  // the parameters `where` uses
+  std::string count_sql;
+  std::string page_sql;
+  std::vector<std::string> page_params;
+  std::size_t order_columns = 0;
+  std::optional<Cursor> cursor;
+  bool backwards = false;
+};
+
+absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const search::SearchRequest& req,
+                                             const std::optional<Compartment>& compartment, core::TimePoint now) {
+  SearchStatements st;
   SearchSql q(tenant, core::ToUnixMicros(now));
   std::string where = core::StrCat("r.tenant_id = $1 AND r.res_type = ", q.P(req.type), " AND NOT r.deleted");
   for (const search::Criterion& c : req.criteria) {
@@ -673,15 +685,17 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
                            "c.res_type = r.res_type AND c.param = ANY(", q.Arr(compartment->params),
                     ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ", q.P(compartment->id), ")");
   }
-  const std::vector<std::string> where_params = q.params();
-  const std::string count_sql = core::StrCat("SELECT count(*) FROM resources r WHERE ", where);
+  st.where_params = q.params();
+  st.count_sql = core::StrCat("SELECT count(*) FROM resources r WHERE ", where);
 
   ASSIGN_OR_RETURN(Ordering ordering, BuildOrdering(q, req));
-  std::optional<Cursor> cursor;
+  std::optional<Cursor>& cursor = st.cursor;
   if (!req.cursor.empty()) {
     ASSIGN_OR_RETURN(cursor, DecodeCursor(req.cursor, ordering.columns.size()));
   }
   const bool backwards = cursor && cursor->previous;
+  st.backwards = backwards;
+  st.order_columns = ordering.columns.size();
   std::string keyset;
   if (cursor) {
     // Rows after (or, going back, before) the cursor row in ORDER BY order.
@@ -712,13 +726,27 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     core::StrAppend(outer_order, "(p.k", i, ")::", col.cast, desc ? " DESC" : "");
   }
   const int limit = req.count + 1;
-  std::string page_sql =
+  st.page_sql =
       core::StrCat("WITH p AS (SELECT ", select, " FROM resources r", ordering.joins, " WHERE ", where,
                    keyset.empty() ? "" : core::StrCat(" AND (", keyset, ")"), " ORDER BY ", order, " LIMIT ", limit,
                    ") SELECT ", kVersionColumns, ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND "
                    "v.res_type = ", q.P(req.type), " AND v.res_id = p.res_id AND v.version_id = p.version_id "
                    "ORDER BY ", outer_order);
 
+  st.page_params = q.params();
+  st.where = std::move(where);
+  return st;
+}
+
+absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
+                                     const search::SearchRequest& req, const std::optional<Compartment>& compartment,
+                                     core::TimePoint now) {
+  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
+  const std::string& where = st.where;
+  const std::vector<std::string>& where_params = st.where_params;
+  const std::string& count_sql = st.count_sql;
+  const std::optional<Cursor>& cursor = st.cursor;
+  const bool backwards = st.backwards;
   const bool only_total = req.summary == search::Summary::kCount || req.count == 0;
   {
     SearchPage page;
@@ -740,13 +768,13 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     }
     if (only_total) return page;
 
-    pqxx::result r = tx.exec_params(page_sql, pqxx::prepare::make_dynamic_params(q.params()));
+    pqxx::result r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
     const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
     std::vector<std::vector<std::string>> keys;
     for (const pqxx::row& row : r) {
       page.matches.push_back(TypedRowToVersion(row));
       std::vector<std::string> k;
-      for (std::size_t i = 0; i < ordering.columns.size(); ++i) k.push_back(row[static_cast<int>(key_base + i)].as<std::string>());
+      for (std::size_t i = 0; i < st.order_columns; ++i) k.push_back(row[static_cast<int>(key_base + i)].as<std::string>());
       keys.push_back(std::move(k));
     }
     const bool more = page.matches.size() > static_cast<std::size_t>(req.count);
@@ -771,6 +799,27 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     if (!req.includes.empty() && !page.matches.empty()) AddIncludes(tx, tenant, req, page);
     return page;
   }
+}
+
+absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& tenant,
+                                                          const search::SearchRequest& req,
+                                                          const std::optional<Compartment>& compartment) {
+  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, clock_.Now()));
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::string> {
+    pqxx::read_transaction tx(conn);
+    std::string out;
+    auto explain = [&](const std::string& sql, const std::vector<std::string>& params) {
+      pqxx::result r = tx.exec_params("EXPLAIN (ANALYZE, BUFFERS) " + sql, pqxx::prepare::make_dynamic_params(params));
+      for (const pqxx::row& row : r) core::StrAppend(out, row[0].as<std::string>(), "\n");
+    };
+    out += "-- page query\n";
+    explain(st.page_sql, st.page_params);
+    if (req.total && *req.total == search::Total::kAccurate) {
+      out += "-- _total=accurate\n";
+      explain(st.count_sql, st.where_params);
+    }
+    return out;
+  });
 }
 
 absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,

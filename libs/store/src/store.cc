@@ -85,6 +85,7 @@ class PgStore final : public Store {
   absl::StatusOr<std::vector<TenantInfo>> ListTenants() override;
   absl::StatusOr<std::vector<ShardInfo>> ListShards() override;
   std::vector<PoolStats> Pools() const override;
+  std::vector<ResourceStore*> AllShards() override;
   int ReachableShards() override;
 
  private:
@@ -307,6 +308,13 @@ absl::StatusOr<std::vector<ShardInfo>> PgStore::ListShards() {
     }
     return out;
   });
+}
+
+std::vector<ResourceStore*> PgStore::AllShards() {
+  std::lock_guard lock(mu_);
+  std::vector<ResourceStore*> out;
+  for (auto& [id, shard] : shards_) out.push_back(shard.store.get());
+  return out;
 }
 
 std::vector<PoolStats> PgStore::Pools() const {

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/logging.h"
+#include "medgrid/engine/reindexer.h"
 #include "medgrid/gateway/gateway.h"
 #include "medgrid/http/server.h"
 #include "medgrid/store/config.h"
@@ -24,6 +25,7 @@ struct AppConfig {
   http::ServerConfig http;
   store::StoreConfig store;
   gateway::GatewayConfig gateway;
+  engine::ReindexerConfig reindex;
   // The `package/` folder of the npm package hl7.fhir.r4.examples 4.0.1,
   // from which the type registry is loaded. Required.
   std::string fhir_package_dir;

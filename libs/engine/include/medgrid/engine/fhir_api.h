@@ -109,6 +109,15 @@ class FhirApi {
   // parameters (unless lenient), a bad cursor, or a type outside the
   // compartment; 404 for an unknown type or tenant.
   virtual absl::StatusOr<std::string> Search(const std::string& tenant, const SearchInput& input) = 0;
+  // The query plans of a type-level search, as text (EXPLAIN ANALYZE).
+  virtual absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const std::string& type,
+                                                    const QueryParams& params) = 0;
+  // Starts an online reindex of the tenant's resources of `types` (all
+  // when empty); returns a Parameters resource describing the job.
+  virtual absl::StatusOr<std::string> StartReindex(const std::string& tenant, const std::vector<std::string>& types) = 0;
+  // A Parameters resource with the tenant's reindex jobs: status, progress,
+  // rate and estimated time left.
+  virtual absl::StatusOr<std::string> ReindexStatus(const std::string& tenant) = 0;
   // Conditional create (If-None-Exist, http.html#ccreate): creates when
   // nothing matches `criteria`; returns the match (created = false) when
   // one does. Errors: as Create, plus 412 when several match.

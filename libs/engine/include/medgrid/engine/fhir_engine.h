@@ -5,7 +5,10 @@
 //   ASSIGN_OR_RETURN(auto created, engine.Create("demo", "Patient", body));
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "medgrid/core/clock.h"
@@ -45,6 +48,18 @@ class FhirEngine final : public FhirApi {
   absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) override;
   // search.cc
   absl::StatusOr<std::string> Search(const std::string& tenant, const SearchInput& input) override;
+  absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const std::string& type,
+                                            const QueryParams& params) override;
+  absl::StatusOr<std::string> StartReindex(const std::string& tenant, const std::vector<std::string>& types) override;
+  absl::StatusOr<std::string> ReindexStatus(const std::string& tenant) override;
+
+  // The tenant's search parameters (never null; the standard ones when its
+  // own cannot be loaded, which is logged).
+  std::shared_ptr<const fhir::SearchParamRegistry> ParamsFor(const std::string& tenant) const;
+  // Forgets the cached parameters of `tenant`.
+  void InvalidateParams(const std::string& tenant) const;
+  // Computes index entries with the tenant's current parameters, for reindexing.
+  store::IndexFn IndexerFor(const std::string& tenant) const;
   absl::StatusOr<ResourceResult> ConditionalCreate(const std::string& tenant, const std::string& type,
                                                    const std::string& body, const QueryParams& criteria) override;
   absl::StatusOr<ResourceResult> ConditionalUpdate(const std::string& tenant, const std::string& type,
@@ -66,24 +81,39 @@ class FhirEngine final : public FhirApi {
                                                const std::string& body) const;
   // Parses and validates a resource body for `type`.
   absl::StatusOr<boost::json::value> ParseResource(const std::string& type, const std::string& body) const;
-  absl::Status ValidateResource(const boost::json::value& resource, int http_status) const;
+  // Structural validation, and for SearchParameter resources the checks that
+  // make them usable as the tenant's own search parameters.
+  absl::Status ValidateResource(const std::string& tenant, const boost::json::value& resource,
+                                int http_status) const;
+  absl::Status CheckSearchParameter(const std::string& tenant, const boost::json::value& resource) const;
 
   // The stored body and search index entries of a resource version.
-  store::StoredBody Stored(const boost::json::value& resource, const std::string& type, const std::string& id,
-                           int64_t version, core::TimePoint now) const;
+  store::StoredBody Stored(const std::string& tenant, const boost::json::value& resource, const std::string& type,
+                           const std::string& id, int64_t version, core::TimePoint now) const;
 
   // Parses a search of `type`, resolving references to this server's base.
-  absl::StatusOr<search::SearchRequest> ParseSearch(const QueryParams& params, const std::string& type, bool lenient,
+  absl::StatusOr<search::SearchRequest> ParseSearch(const std::string& tenant, const QueryParams& params,
+                                                    const std::string& type, bool lenient,
                                                     const std::string& base_url) const;
   // The criteria of a conditional interaction: a search that reads at most
   // two matches. Errors: 400 for no criteria or for result parameters.
-  absl::StatusOr<search::SearchRequest> ParseCriteria(const QueryParams& criteria, const std::string& type) const;
+  absl::StatusOr<search::SearchRequest> ParseCriteria(const std::string& tenant, const QueryParams& criteria,
+                                                      const std::string& type) const;
   // A resource body shaped by _summary / _elements.
   std::string Subset(const std::string& body, const std::string& type, const search::SearchRequest& request) const;
 
   const fhir::StructureRegistry& registry_;
   const fhir::SearchParamRegistry& search_params_;
   const fhir::CompartmentRegistry& compartments_;
+  // Each tenant's search parameters: the standard ones plus its own
+  // SearchParameter resources, reloaded when one of those is written here
+  // or after kParamsTtl (a write through another instance).
+  struct TenantParams {
+    std::shared_ptr<const fhir::SearchParamRegistry> registry;
+    std::chrono::steady_clock::time_point loaded;
+  };
+  mutable std::mutex params_mu_;
+  mutable std::map<std::string, TenantParams, std::less<>> params_;  // guarded by params_mu_
   fhir::Validator validator_;
   store::Store& store_;
   const core::Clock& clock_;

@@ -28,6 +28,8 @@ struct RestPath {
     kSystemSearch,     // /fhir/{tenant}/_search
     kTypeSearch,       // /fhir/{tenant}/{type}/_search
     kCompartment,      // /fhir/{tenant}/{type}/{id}/{target type or *}
+    kSystemOperation,  // /fhir/{tenant}/${operation}
+    kTypeOperation,    // /fhir/{tenant}/{type}/${operation}
   };
   Kind kind = Kind::kSystem;
   std::string tenant;
@@ -35,6 +37,7 @@ struct RestPath {
   std::string id;
   std::string version;  // a positive integer in canonical form
   std::string target;   // kCompartment: the type searched in the compartment, or "*"
+  std::string operation;  // kSystemOperation, kTypeOperation: the name without "$"
 };
 
 // Parses the path part of a request target (no query string) that starts

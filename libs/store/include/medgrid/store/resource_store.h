@@ -7,6 +7,7 @@
 // serialized by a row lock; the version sequence has no gaps or duplicates.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -94,6 +95,26 @@ struct SearchPage {
 
 using ReadCallback = std::function<void(absl::StatusOr<ResourceVersion>)>;
 
+// An online reindex of one tenant's resources (all types, or `types`),
+// kept in the shard so that it survives restarts and any instance can carry
+// it on.
+struct ReindexJob {
+  std::string tenant;
+  int64_t id = 0;
+  std::vector<std::string> types;  // empty: every type
+  std::string status;              // running | done | failed
+  int64_t processed = 0;
+  int64_t total = 0;               // live resources to visit, counted at the start
+  core::TimePoint created;
+  core::TimePoint updated;
+  std::optional<core::TimePoint> finished;
+  std::string error;
+};
+
+// The index entries of one stored resource (type, JSON body), computed with
+// the tenant's current search parameters.
+using IndexFn = std::function<absl::StatusOr<search::IndexEntries>(const std::string& type, const std::string& body)>;
+
 // The write a conditional interaction decides on, from its matches.
 struct ConditionalWrite {
   ResourceKey key;
@@ -148,6 +169,26 @@ class ResourceStore {
                                                                      const search::SearchRequest& match,
                                                                      const std::string& lock_key,
                                                                      const DecideFn& decide) = 0;
+  // Starts a reindex of the tenant's live resources of `types` (all when
+  // empty).
+  virtual absl::StatusOr<ReindexJob> StartReindex(const std::string& tenant, const std::vector<std::string>& types) = 0;
+  // The tenant's reindex jobs, newest first.
+  virtual absl::StatusOr<std::vector<ReindexJob>> ReindexJobs(const std::string& tenant) = 0;
+  // Takes a running job of any tenant on this shard whose lease is free or
+  // expired, leasing it to `owner` for `lease`; nullopt when there is none.
+  virtual absl::StatusOr<std::optional<ReindexJob>> ClaimReindex(const std::string& owner,
+                                                                 std::chrono::seconds lease) = 0;
+  // Re-indexes the next `batch` resources of `job` (in type/id order) with
+  // `index`, under row locks so concurrent writes keep their own index, and
+  // records the progress in the same transaction; renews the lease. Returns
+  // the job as it now stands (status done after the last batch). Errors:
+  // Aborted when `owner` no longer holds the lease.
+  virtual absl::StatusOr<ReindexJob> ReindexBatch(const ReindexJob& job, const std::string& owner, int batch,
+                                                  const IndexFn& index, std::chrono::seconds lease) = 0;
+  // The EXPLAIN (ANALYZE, BUFFERS) text of the statements Search would run
+  // (the page query, and the count for _total=accurate). For operators.
+  virtual absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const search::SearchRequest& request,
+                                                    const std::optional<Compartment>& compartment) = 0;
   virtual absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
                                             const std::optional<Compartment>& compartment) = 0;
 };

@@ -65,6 +65,9 @@ class Store {
   virtual absl::StatusOr<std::vector<TenantInfo>> ListTenants() = 0;
   virtual absl::StatusOr<std::vector<ShardInfo>> ListShards() = 0;
   virtual std::vector<PoolStats> Pools() const = 0;
+  // The ResourceStore of every known shard (for background work such as
+  // reindexing). The pointers stay valid for the life of the Store.
+  virtual std::vector<ResourceStore*> AllShards() = 0;
   // Number of shards whose server accepts connections right now (PQping,
   // at most 2 s each, outside the pools).
   virtual int ReachableShards() = 0;
