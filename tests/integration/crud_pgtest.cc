@@ -1,6 +1,8 @@
 // FHIR REST interactions over HTTP against real PostgreSQL: create, read,
 // vread, update (and update-as-create), patch, delete, history, and the
 // headers and statuses the R4 http.html page asks for.
+#include <algorithm>
+
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "medgrid/fhir/json.h"
@@ -322,8 +324,20 @@ TEST_F(CrudTest, CapabilityStatementListsWhatIsImplemented) {
   std::vector<std::string> codes;
   for (const auto& i : resources[0].at("interaction").as_array()) codes.emplace_back(i.at("code").as_string());
   EXPECT_EQ(codes, (std::vector<std::string>{"read", "vread", "update", "patch", "delete", "history-instance",
-                                             "history-type", "create"}));
-  EXPECT_EQ(resources[0].at("interaction").as_array().size(), 8u);
+                                             "history-type", "create", "search-type"}));
+  // Every standard search parameter of the type is listed with its definition.
+  for (const auto& r : resources) {
+    if (r.at("type").as_string() != "Observation") continue;
+    std::vector<std::string> params;
+    for (const auto& p : r.at("searchParam").as_array()) params.emplace_back(p.at("name").as_string());
+    for (const char* name : {"_id", "_lastUpdated", "_tag", "code", "subject", "patient", "date", "value-quantity",
+                             "code-value-quantity", "_text", "_content"}) {
+      EXPECT_NE(std::find(params.begin(), params.end(), name), params.end()) << name;
+    }
+    EXPECT_EQ(std::find(params.begin(), params.end(), "_query"), params.end());
+    EXPECT_TRUE(r.at("conditionalCreate").as_bool());
+    EXPECT_EQ(r.at("conditionalDelete").as_string(), "single");
+  }
   EXPECT_EQ(c().Get("/fhir/nosuchtenant/metadata").status, 404);
 }
 

@@ -104,20 +104,7 @@ FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, const fhir::Sear
       compartments_(compartments),
       validator_(registry),
       store_(store),
-      clock_(clock) {
-  std::string resources;
-  for (const std::string& type : registry_.ResourceTypes()) {
-    if (!resources.empty()) resources += ',';
-    core::StrAppend(resources, R"({"type":")", type,
-                    R"(","interaction":[{"code":"read"},{"code":"vread"},{"code":"update"},{"code":"patch"},)"
-                    R"({"code":"delete"},{"code":"history-instance"},{"code":"history-type"},{"code":"create"}],)"
-                    R"("versioning":"versioned-update","readHistory":true,"updateCreate":true,)"
-                    R"("conditionalCreate":false,"conditionalRead":"full-support","conditionalUpdate":false,)"
-                    R"("conditionalDelete":"not-supported"})");
-  }
-  capabilities_rest_ = core::StrCat(R"([{"mode":"server","resource":[)", resources,
-                                    R"(],"interaction":[{"code":"history-system"}]}])");
-}
+      clock_(clock) {}
 
 store::StoredBody FhirEngine::Stored(const std::string& tenant, const json::value& resource, const std::string& type,
                                      const std::string& id, int64_t version, core::TimePoint now) const {
@@ -380,9 +367,45 @@ absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, 
          R"("implementation":{"description":"medgrid FHIR R4 server","url":")";
   core::AppendJsonEscaped(out, base_url);
   out += R"("},"fhirVersion":"4.0.1","format":["application/fhir+json","json"],)"
-         R"("patchFormat":["application/json-patch+json"],"rest":)";
-  out += capabilities_rest_;
-  out += '}';
+         R"("patchFormat":["application/json-patch+json"],"rest":[{"mode":"server","resource":[)";
+  // The tenant's own SearchParameter resources are listed with the
+  // standard parameters.
+  std::shared_ptr<const fhir::SearchParamRegistry> params = ParamsFor(tenant);
+  auto param_json = [&](std::string& o, const fhir::SearchParamDef& def) {
+    o += R"({"name":")";
+    core::AppendJsonEscaped(o, def.code);
+    o += R"(","definition":")";
+    core::AppendJsonEscaped(o, def.url);
+    core::StrAppend(o, R"(","type":")", def.type, "\"}");
+  };
+  bool first_type = true;
+  for (const std::string& type : registry_.ResourceTypes()) {
+    if (!first_type) out += ',';
+    first_type = false;
+    core::StrAppend(out, R"({"type":")", type,
+                    R"(","interaction":[{"code":"read"},{"code":"vread"},{"code":"update"},{"code":"patch"},)"
+                    R"({"code":"delete"},{"code":"history-instance"},{"code":"history-type"},{"code":"create"},)"
+                    R"({"code":"search-type"}],"versioning":"versioned-update","readHistory":true,"updateCreate":true,)"
+                    R"("conditionalCreate":true,"conditionalRead":"full-support","conditionalUpdate":true,)"
+                    R"("conditionalDelete":"single","searchInclude":["*")");
+    std::vector<const fhir::SearchParamDef*> defs = params->ForType(type);
+    for (const fhir::SearchParamDef* def : defs) {
+      if (def->type == "reference") core::StrAppend(out, R"(,")", type, ":", def->code, "\"");
+    }
+    out += R"(],"searchRevInclude":["*"],"searchParam":[)";
+    bool first_param = true;
+    for (const fhir::SearchParamDef* def : defs) {
+      // _query, _filter, near and the like are refused, so not listed.
+      if (def->type == "special" && def->code != "_text" && def->code != "_content") continue;
+      if (def->expression.empty() && def->code != "_text" && def->code != "_content") continue;
+      if (!first_param) out += ',';
+      first_param = false;
+      param_json(out, *def);
+    }
+    out += "]}";
+  }
+  out += R"(],"interaction":[{"code":"history-system"},{"code":"search-system"}],)"
+         R"("operation":[{"name":"reindex","definition":"urn:medgrid:operation:reindex"}]}]})";
   return out;
 }
 

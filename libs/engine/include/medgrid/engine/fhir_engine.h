@@ -117,7 +117,6 @@ class FhirEngine final : public FhirApi {
   fhir::Validator validator_;
   store::Store& store_;
   const core::Clock& clock_;
-  std::string capabilities_rest_;  // the "rest" part of the CapabilityStatement, built once
 };
 
 // Returns `resource` with id and meta.versionId/lastUpdated set, other meta
