@@ -7,6 +7,8 @@
 
 #include "gtest/gtest.h"
 #include "integration/harness.h"
+#include "medgrid/store/migrations.h"
+#include "pqxx/pqxx"
 
 namespace medgrid::testing {
 namespace {
@@ -159,6 +161,42 @@ TEST(Reindex, JobSurvivesARestart) {
   EXPECT_EQ(Part(done, "processed"), kPatients + 1);  // and the SearchParameter
   EXPECT_EQ(Count(c, "/fhir/t1/Patient?eye-color=green&_total=accurate"), static_cast<std::size_t>(kPatients));
   (*second)->Stop();
+}
+
+// Resources stored by a version without search indexes are indexed after
+// the upgrade, without anyone asking: the migration that adds reindex jobs
+// starts one for every tenant that has resources.
+TEST(Reindex, UpgradeIndexesWhatWasStoredBefore) {
+  app::AppConfig config = TestServer::BaseConfig("reindex_upgrade");
+  {
+    pqxx::connection admin(TestServer::Dsn("postgres"));
+    pqxx::nontransaction tx(admin);
+    // Both shards, since the tenant lands on either.
+    for (const std::string& db : config.store.bootstrap_shards) {
+      tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(db) + " WITH (FORCE)");
+      tx.exec("CREATE DATABASE " + tx.quote_name(db));
+      pqxx::connection shard(TestServer::Dsn(db));
+      pqxx::work w(shard);
+      w.exec(
+          "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL, "
+          "applied_at timestamptz NOT NULL DEFAULT now())");
+      w.exec(store::ShardMigrations().front().sql);
+      w.exec("INSERT INTO schema_migrations (version, name) VALUES (1, 'resources and versions')");
+      for (int i = 0; i < 3; ++i) {
+        const std::string id = "old" + std::to_string(i);
+        w.exec_params("INSERT INTO resources VALUES ('t1', 'Patient', $1, 1, false, now())", id);
+        w.exec_params(
+            "INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, last_updated, "
+            "body) VALUES ('t1', 'Patient', $1, 1, 'PUT', false, now(), $2)",
+            id, R"({"resourceType":"Patient","id":")" + id + R"(","gender":"female"})");
+      }
+      w.commit();
+    }
+  }
+  TestServer server("reindex_upgrade", {"t1"}, config);
+  json::value done = WaitForJob(server.client(), "t1", [](const json::value& j) { return Status(j) == "done"; });
+  EXPECT_EQ(Part(done, "processed"), 3);
+  EXPECT_EQ(Count(server.client(), "/fhir/t1/Patient?gender=female&_total=accurate"), 3u);
 }
 
 }  // namespace

@@ -180,6 +180,10 @@ CREATE TABLE reindex_jobs (
   PRIMARY KEY (tenant_id, job_id)
 );
 CREATE INDEX reindex_jobs_running ON reindex_jobs (lease_until) WHERE status = 'running';
+-- Resources stored before search indexes existed get indexed: one job per
+-- tenant that has any (none on a new database).
+INSERT INTO reindex_jobs (tenant_id, types, status, total, created_at, updated_at)
+SELECT tenant_id, '{}', 'running', count(*), now(), now() FROM resources WHERE NOT deleted GROUP BY tenant_id;
 )sql"},
   };
   return kMigrations;
