@@ -458,6 +458,25 @@ TEST_F(SearchTest, WritesUpdateTheIndex) {
   EXPECT_EQ(Matches("/fhir/t3/Patient?family=posted").size(), 1u);
 }
 
+TEST_F(SearchTest, AccurateTotalsCountOnlyLiveResources) {
+  // _has names the referenced ids; one of them is deleted, one never existed.
+  ASSERT_EQ(c().Put("/fhir/t3/Patient/h1", R"({"resourceType":"Patient","id":"h1"})").status, 201);
+  ASSERT_EQ(c().Put("/fhir/t3/Patient/h2", R"({"resourceType":"Patient","id":"h2"})").status, 201);
+  for (const char* subject : {"h1", "h2", "h-missing"}) {
+    auto res = c().Post("/fhir/t3/Observation",
+                        std::string(R"({"resourceType":"Observation","status":"final","code":{"coding":[{"code":"hx"}]},)") +
+                            R"("subject":{"reference":"Patient/)" + subject + R"("}})");
+    ASSERT_EQ(res.status, 201) << res.body;
+  }
+  ASSERT_EQ(c().Delete("/fhir/t3/Patient/h2").status, 204);
+  json::value b = Search("/fhir/t3/Patient?_has:Observation:subject:code=hx&_total=accurate");
+  EXPECT_EQ(b.at("total").as_int64(), 1);
+  EXPECT_EQ(Entries(b, "match"), (Ids{"Patient/h1"}));
+  // Several criteria: the count is the intersection.
+  b = Search("/fhir/t3/Observation?code=hx&subject=Patient/h1,Patient/h2&_total=accurate&_count=1");
+  EXPECT_EQ(b.at("total").as_int64(), 2);
+}
+
 TEST_F(SearchTest, ConditionalCreateUpdateDelete) {
   const std::string body = R"({"resourceType":"Patient","identifier":[{"system":"http://x","value":"C1"}]})";
   auto first = c().Post("/fhir/t3/Patient", body, {{"If-None-Exist", "identifier=http://x|C1"}});

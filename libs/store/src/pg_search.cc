@@ -675,18 +675,41 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
                                              const std::optional<Compartment>& compartment, core::TimePoint now) {
   SearchStatements st;
   SearchSql q(tenant, core::ToUnixMicros(now));
-  std::string where = core::StrCat("r.tenant_id = $1 AND r.res_type = ", q.P(req.type), " AND NOT r.deleted");
+  const std::string type_param = q.P(req.type);
+  std::string where = core::StrCat("r.tenant_id = $1 AND r.res_type = ", type_param, " AND NOT r.deleted");
+  std::vector<std::string> sets;
+  // A _has set names referenced ids, which may be missing or deleted; the
+  // others hold live resources only.
+  bool live_sets = true;
   for (const search::Criterion& c : req.criteria) {
     ASSIGN_OR_RETURN(std::string set, q.IdSet(c, req.type));
-    core::StrAppend(where, " AND r.res_id IN (", set, ")");
+    sets.push_back(std::move(set));
+    if (c.kind == search::Criterion::Kind::kHas) live_sets = false;
   }
   if (compartment) {
-    core::StrAppend(where, " AND r.res_id IN (SELECT c.res_id FROM idx_reference c WHERE c.tenant_id = $1 AND "
-                           "c.res_type = r.res_type AND c.param = ANY(", q.Arr(compartment->params),
-                    ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ", q.P(compartment->id), ")");
+    sets.push_back(core::StrCat("SELECT c.res_id FROM idx_reference c WHERE c.tenant_id = $1 AND c.res_type = ",
+                                type_param, " AND c.param = ANY(", q.Arr(compartment->params),
+                                ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ",
+                                q.P(compartment->id)));
   }
+  for (const std::string& set : sets) core::StrAppend(where, " AND r.res_id IN (", set, ")");
   st.where_params = q.params();
-  st.count_sql = core::StrCat("SELECT count(*) FROM resources r WHERE ", where);
+  if (sets.empty() || !live_sets) {
+    st.count_sql = core::StrCat("SELECT count(*) FROM resources r WHERE ", where);
+  } else {
+    // The sets hold ids of live resources only (index rows exist for the
+    // current version of live resources), so the count needs no look-up in
+    // resources: it is the size of the sets' intersection, which index-only
+    // scans can answer.
+    std::string intersection;
+    for (const std::string& set : sets) {
+      if (!intersection.empty()) intersection += " INTERSECT ";
+      core::StrAppend(intersection, "(", set, ")");
+    }
+    // (The type parameter, which only `where` uses, must still be typed.)
+    st.count_sql = core::StrCat("SELECT count(*) FROM (", intersection, ") counted WHERE ", type_param,
+                                "::text IS NOT NULL");
+  }
 
   ASSIGN_OR_RETURN(Ordering ordering, BuildOrdering(q, req));
   std::optional<Cursor>& cursor = st.cursor;
