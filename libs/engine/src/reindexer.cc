@@ -40,9 +40,24 @@ void Reindexer::Stop() {
 
 void Reindexer::Run() {
   while (!stopping_) {
+    if (std::chrono::steady_clock::now() - last_statistics_ >= config_.statistics_every) RefreshStatistics();
     if (WorkOnce()) continue;
     std::unique_lock lock(mu_);
     wake_.wait_for(lock, config_.idle_poll, [this] { return stopping_.load(); });
+  }
+}
+
+void Reindexer::RefreshStatistics() {
+  last_statistics_ = std::chrono::steady_clock::now();
+  for (store::ResourceStore* shard : store_.AllShards()) {
+    if (stopping_) return;
+    absl::StatusOr<std::vector<std::string>> analyzed = shard->RefreshStatistics();
+    if (!analyzed.ok()) {
+      core::Log(core::LogLevel::kWarn, "statistics.refresh_failed",
+                {{"reason", std::string(analyzed.status().message())}});
+      continue;
+    }
+    for (const std::string& table : *analyzed) core::Log(core::LogLevel::kInfo, "statistics.refreshed", {{"table", table}});
   }
 }
 

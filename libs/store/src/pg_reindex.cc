@@ -98,6 +98,23 @@ const std::string& ReplaceIndexSql() {
 
 }  // namespace
 
+absl::StatusOr<std::vector<std::string>> PgResourceStore::RefreshStatistics() {
+  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<std::string>> {
+    pqxx::nontransaction tx(conn);
+    pqxx::result stale = tx.exec(
+        "SELECT relname FROM pg_stat_user_tables WHERE relname IN ('resources', 'idx_string', 'idx_token', "
+        "'idx_date', 'idx_reference', 'idx_quantity', 'idx_uri') AND n_mod_since_analyze > 1000 "
+        "AND n_mod_since_analyze > 0.2 * greatest(n_live_tup, 1)");
+    std::vector<std::string> analyzed;
+    for (const pqxx::row& row : stale) {
+      const std::string table = row[0].as<std::string>();
+      tx.exec("ANALYZE " + tx.quote_name(table));
+      analyzed.push_back(table);
+    }
+    return analyzed;
+  });
+}
+
 absl::StatusOr<ReindexJob> PgResourceStore::StartReindex(const std::string& tenant,
                                                          const std::vector<std::string>& types) {
   return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ReindexJob> {

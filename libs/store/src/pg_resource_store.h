@@ -50,6 +50,7 @@ class PgResourceStore final : public ResourceStore {
                                                          std::chrono::seconds lease) override;
   absl::StatusOr<ReindexJob> ReindexBatch(const ReindexJob& job, const std::string& owner, int batch,
                                           const IndexFn& index, std::chrono::seconds lease) override;
+  absl::StatusOr<std::vector<std::string>> RefreshStatistics() override;
   absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const search::SearchRequest& request,
                                             const std::optional<Compartment>& compartment) override;
   absl::StatusOr<std::optional<ResourceVersion>> Conditional(const std::string& tenant,

@@ -1,4 +1,6 @@
-// The background worker that carries out reindex jobs ($reindex). It polls
+// The background worker that carries out reindex jobs ($reindex), and
+// keeps the search tables' planner statistics fresh between autovacuum
+// runs (see ResourceStore::RefreshStatistics). It polls
 // every shard for a running job whose lease is free, leases it, and works
 // through it batch by batch, renewing the lease with each batch. Jobs live
 // in the shards, so a job started before a restart, or left by an instance
@@ -26,6 +28,7 @@ struct ReindexerConfig {
   int batch = 500;                                  // resources per transaction
   std::chrono::seconds lease{30};                   // how long a claim lasts without renewal
   std::chrono::milliseconds idle_poll{1000};        // wait between looks when there is no work
+  std::chrono::seconds statistics_every{2};         // how often to look for stale statistics
 };
 
 class Reindexer {
@@ -43,11 +46,13 @@ class Reindexer {
   // Works through one claimed job until it is done, the lease is lost, or
   // Stop is called. Returns false if it did nothing.
   bool WorkOnce();
+  void RefreshStatistics();
 
   const FhirEngine& engine_;
   store::Store& store_;
   const ReindexerConfig config_;
   const std::string owner_;  // this instance's lease owner name
+  std::chrono::steady_clock::time_point last_statistics_;
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::condition_variable wake_;

@@ -185,6 +185,11 @@ class ResourceStore {
   // Aborted when `owner` no longer holds the lease.
   virtual absl::StatusOr<ReindexJob> ReindexBatch(const ReindexJob& job, const std::string& owner, int batch,
                                                   const IndexFn& index, std::chrono::seconds lease) = 0;
+  // Analyzes the search tables that changed much since their last
+  // statistics (more than a fifth of their rows, and over 1,000 rows), so a
+  // tenant's first bulk load is planned with real statistics even where
+  // autovacuum looks rarely. Returns the tables analyzed.
+  virtual absl::StatusOr<std::vector<std::string>> RefreshStatistics() = 0;
   // The EXPLAIN (ANALYZE, BUFFERS) text of the statements Search would run
   // (the page query, and the count for _total=accurate). For operators.
   virtual absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const search::SearchRequest& request,
