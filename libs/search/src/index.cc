@@ -232,25 +232,6 @@ bool IsInlineElement(std::string_view name) {
   return false;
 }
 
-void AppendUtf8(std::string& out, uint32_t cp) {
-  if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return;
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
 // Decodes the entity at the start of `s` (which starts with '&') into `out`;
 // returns the characters consumed, or 0 if it is not a known entity.
 std::size_t DecodeEntity(std::string_view s, std::string& out) {
@@ -264,7 +245,7 @@ std::size_t DecodeEntity(std::string_view s, std::string& out) {
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), cp, hex ? 16 : 10);
     if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return 0;
     // A no-break space is a space to a full-text search.
-    AppendUtf8(out, cp == 0xA0 ? ' ' : cp);
+    core::AppendUtf8(out, cp == 0xA0 ? ' ' : cp);
     return semi + 1;
   }
   static constexpr std::pair<std::string_view, std::string_view> kNamed[] = {

@@ -124,6 +124,32 @@ std::string IndexInsertCtes(int param) {
   return sql;
 }
 
+std::string TextArrayLiteral(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+ResourceVersion TypedRowToVersion(const pqxx::row& row) {
+  ResourceVersion v;
+  v.type = row[0].as<std::string>();
+  v.id = row[1].as<std::string>();
+  v.version = row[2].as<int64_t>();
+  v.deleted = row[3].as<bool>();
+  v.last_updated = core::FromUnixMicros(row[4].as<int64_t>());
+  v.method = row[5].as<std::string>();
+  if (!row[6].is_null()) v.body = row[6].as<std::string>();
+  return v;
+}
+
 std::string IndexDeleteCtes() {
   std::string sql;
   for (const Table& t : kTables) {

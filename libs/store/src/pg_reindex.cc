@@ -51,20 +51,6 @@ std::vector<std::string> ParseTextArray(std::string_view text) {
   return out;
 }
 
-std::string TextArray(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
 struct JobRow {
   ReindexJob job;
   std::string cursor_type;
@@ -119,7 +105,7 @@ absl::StatusOr<ReindexJob> PgResourceStore::StartReindex(const std::string& tena
                                                          const std::vector<std::string>& types) {
   return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ReindexJob> {
     pqxx::work tx(conn);
-    const std::string array = TextArray(types);
+    const std::string array = TextArrayLiteral(types);
     pqxx::result count = tx.exec_params(
         "SELECT count(*) FROM resources WHERE tenant_id = $1 AND NOT deleted AND "
         "(cardinality($2::text[]) = 0 OR res_type = ANY($2::text[]))",
@@ -182,7 +168,7 @@ absl::StatusOr<ReindexJob> PgResourceStore::ReindexBatch(const ReindexJob& job, 
         "WHERE r.tenant_id = $1 AND NOT r.deleted AND (r.res_type, r.res_id) > ($2, $3) "
         "AND (cardinality($4::text[]) = 0 OR r.res_type = ANY($4::text[])) "
         "ORDER BY r.res_type, r.res_id LIMIT $5 FOR UPDATE OF r",
-        job.tenant, current.cursor_type, current.cursor_id, TextArray(current.job.types), batch);
+        job.tenant, current.cursor_type, current.cursor_id, TextArrayLiteral(current.job.types), batch);
     std::string last_type = current.cursor_type;
     std::string last_id = current.cursor_id;
     for (const pqxx::row& row : rows) {

@@ -311,16 +311,7 @@ absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, 
         page.next_cursor = r[i - 1][7].as<int64_t>();
         break;
       }
-      const pqxx::row& row = r[i];
-      ResourceVersion v;
-      v.type = row[0].as<std::string>();
-      v.id = row[1].as<std::string>();
-      v.version = row[2].as<int64_t>();
-      v.deleted = row[3].as<bool>();
-      v.last_updated = core::FromUnixMicros(row[4].as<int64_t>());
-      v.method = row[5].as<std::string>();
-      if (!row[6].is_null()) v.body = row[6].as<std::string>();
-      page.entries.push_back(std::move(v));
+      page.entries.push_back(TypedRowToVersion(r[i]));
     }
     return page;
   });

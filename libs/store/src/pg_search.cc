@@ -17,6 +17,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/search/text.h"
+#include "pg_index.h"
 #include "pg_resource_store.h"
 
 namespace medgrid::store {
@@ -62,22 +63,6 @@ std::string HalfUnit(std::string_view number) {
     std::from_chars(exp.data(), exp.data() + exp.size(), exponent);
   }
   return core::StrCat("5e", exponent - decimals - 1);
-}
-
-// The text form of a PostgreSQL array literal of strings.
-std::string ArrayLiteral(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
 }
 
 std::string Base64UrlEncode(std::string_view in) {
@@ -145,7 +130,7 @@ class SearchSql {
     params_.push_back(std::move(value));
     return core::StrCat("$", params_.size());
   }
-  std::string Arr(const std::vector<std::string>& values) { return P(ArrayLiteral(values)) + "::text[]"; }
+  std::string Arr(const std::vector<std::string>& values) { return P(TextArrayLiteral(values)) + "::text[]"; }
   std::vector<std::string>& params() { return params_; }
 
   // The ids of live resources of `type` that satisfy `c`.
@@ -568,20 +553,7 @@ absl::StatusOr<Cursor> DecodeCursor(std::string_view text, std::size_t columns) 
   return c;
 }
 
-ResourceVersion TypedRowToVersion(const pqxx::row& row) {
-  ResourceVersion v;
-  v.type = row[0].as<std::string>();
-  v.id = row[1].as<std::string>();
-  v.version = row[2].as<int64_t>();
-  v.deleted = row[3].as<bool>();
-  v.last_updated = core::FromUnixMicros(row[4].as<int64_t>());
-  v.method = row[5].as<std::string>();
-  if (!row[6].is_null()) v.body = row[6].as<std::string>();
-  return v;
-}
-
-constexpr const char* kVersionColumns =
-    "v.res_type, v.res_id, v.version_id, v.deleted, " MEDGRID_US("v.last_updated") ", v.method, v.body";
+constexpr const char* kVersionColumns = MEDGRID_VERSION_COLUMNS;
 
 using TypedId = std::pair<std::string, std::string>;
 
@@ -599,7 +571,7 @@ std::vector<ResourceVersion> LoadCurrent(pqxx::transaction_base& tx, const std::
                    "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
                    "WHERE r.tenant_id = $1 AND NOT r.deleted AND (r.res_type, r.res_id) IN "
                    "(SELECT * FROM unnest($2::text[], $3::text[])) ORDER BY r.res_type, r.res_id"),
-      tenant, ArrayLiteral(types), ArrayLiteral(names));
+      tenant, TextArrayLiteral(types), TextArrayLiteral(names));
   std::vector<ResourceVersion> out;
   for (const pqxx::row& row : r) out.push_back(TypedRowToVersion(row));
   return out;

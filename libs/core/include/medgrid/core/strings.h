@@ -8,6 +8,7 @@
 #pragma once
 
 #include <concepts>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,5 +42,9 @@ std::vector<std::string_view> StrSplit(std::string_view s, char sep);
 
 // Replaces every occurrence of `from` in `s` by `to`.
 std::string StrReplaceAll(std::string_view s, std::string_view from, std::string_view to);
+
+// Appends code point `cp` as UTF-8. NUL, surrogates and values above
+// U+10FFFF are not characters and are dropped.
+void AppendUtf8(std::string& out, uint32_t cp);
 
 }  // namespace medgrid::core
