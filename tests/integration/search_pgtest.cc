@@ -71,7 +71,7 @@ const char* const kOtherTenant[] = {
 class SearchTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TestServer("search", {"t1", "t2", "t3"});
+    server_ = new TestServer("search", {"t1", "t2", "t3", "t4"});
     auto put_all = [](const std::string& tenant, auto& list) {
       for (const char* r : list) {
         json::value v = json::parse(r);
@@ -508,6 +508,56 @@ TEST_F(SearchTest, ConditionalCreateUpdateDelete) {
   EXPECT_EQ(c().Delete("/fhir/t3/Patient?identifier=http://x%7CC2").status, 204);
   // Criteria are validated like any search.
   EXPECT_EQ(c().Delete("/fhir/t3/Patient?nonsense=1").status, 400);
+}
+
+TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
+  // More matches than a set the page query may read whole and hash (1,000):
+  // 1,050 female Patients named Common, 5 female and 3 male named Rare.
+  // Intersections of a large and a small set, of two large ones, and of a
+  // complement, paged forward and back, in tenant t4 alone.
+  auto put = [&](const char* prefix, int n, const char* gender, const char* family) {
+    std::string id = prefix;
+    id.append(std::to_string(n));
+    json::object patient{{"resourceType", "Patient"}, {"id", id}, {"gender", gender}, {"active", true}};
+    patient["name"] = json::array{json::object{{"family", family}}};
+    auto res = c().Put("/fhir/t4/Patient/" + id, json::serialize(patient));
+    ASSERT_TRUE(res.status == 201 || res.status == 200) << res.body;
+  };
+  for (int i = 0; i < 1050; ++i) put("c", i, "female", "Common");
+  for (int i = 0; i < 5; ++i) put("rf", i, "female", "Rare");
+  for (int i = 0; i < 3; ++i) put("rm", i, "male", "Rare");
+
+  const Ids rare_women = {"Patient/rf0", "Patient/rf1", "Patient/rf2", "Patient/rf3", "Patient/rf4"};
+  EXPECT_EQ(Matches("/fhir/t4/Patient?gender=female&family=rare"), rare_women);
+  EXPECT_EQ(Matches("/fhir/t4/Patient?family=rare&gender=female&active=true"), rare_women);
+  EXPECT_EQ(Matches("/fhir/t4/Patient?gender:not=male&family=rare"), rare_women);
+  EXPECT_EQ(Matches("/fhir/t4/Patient?gender=male&family=common"), Ids{});
+  EXPECT_EQ(Search("/fhir/t4/Patient?gender=female&active=true&_total=accurate&_count=1").at("total").as_int64(), 1055);
+
+  // Two large sets, paged forward by 400, then back from the last page.
+  std::vector<std::string> forward;
+  std::vector<std::string> targets;
+  std::string target = "/fhir/t4/Patient?gender=female&family=common&_count=400";
+  while (!target.empty()) {
+    targets.push_back(target);
+    json::value page = Search(target);
+    for (const json::value& e : page.at("entry").as_array()) forward.emplace_back(e.at("resource").at("id").as_string());
+    std::string next = Link(page, "next");
+    target = next.empty() ? "" : Target(next);
+  }
+  ASSERT_EQ(targets.size(), 3u);
+  ASSERT_EQ(forward.size(), 1050u);
+  EXPECT_TRUE(std::is_sorted(forward.begin(), forward.end()));
+  EXPECT_EQ(std::set<std::string>(forward.begin(), forward.end()).size(), 1050u);
+  std::vector<std::string> backward;
+  json::value page = Search(targets.back());
+  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
+    page = Search(Target(prev));
+    std::vector<std::string> ids;
+    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
+    backward.insert(backward.begin(), ids.begin(), ids.end());
+  }
+  EXPECT_EQ(backward, std::vector<std::string>(forward.begin(), forward.begin() + 800));
 }
 
 TEST_F(SearchTest, TenantsNeverSeeEachOther) {

@@ -274,7 +274,7 @@ absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(cons
                                                                             const DecideFn& decide) {
   return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
     tx.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant, "\n", lock_key));
-    ASSIGN_OR_RETURN(SearchPage page, RunSearch(tx, tenant, match, std::nullopt, clock_.Now()));
+    ASSIGN_OR_RETURN(SearchPage page, RunSearch(tx, tenant, match, std::nullopt, clock_.Now(), /*one_snapshot=*/false));
     ASSIGN_OR_RETURN(std::optional<ConditionalWrite> write, decide(page.matches));
     if (!write) return std::optional<ResourceVersion>();
     if (write->method == "DELETE") {

@@ -11,10 +11,13 @@
 
 namespace medgrid::store {
 
-// Runs a search inside `tx` (pg_search.cc).
+// Runs a search inside `tx` (pg_search.cc). `one_snapshot`: every statement
+// of `tx` sees the same snapshot (repeatable read), so the page query may be
+// planned from counts taken by an earlier statement.
 absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
                                      const search::SearchRequest& request,
-                                     const std::optional<Compartment>& compartment, core::TimePoint now);
+                                     const std::optional<Compartment>& compartment, core::TimePoint now,
+                                     bool one_snapshot);
 
 class PgResourceStore final : public ResourceStore {
  public:

@@ -169,14 +169,18 @@ std::string SearchSql::DateCondition(const Value& v, const std::string& lo, cons
   const int64_t s = v.date.lo;
   const int64_t e = v.date.hi;
   switch (v.prefix) {
-    case Prefix::kEq: return core::StrCat("(", lo, " >= ", s, " AND ", hi, " <= ", e, ")");
+    // The redundant bounds (lo < e for eq and le, hi > s for ge; a range
+    // has lo < hi) let an index range scan serve the condition.
+    case Prefix::kEq: return core::StrCat("(", lo, " >= ", s, " AND ", lo, " < ", e, " AND ", hi, " <= ", e, ")");
     case Prefix::kNe: return core::StrCat("NOT (", lo, " >= ", s, " AND ", hi, " <= ", e, ")");
     case Prefix::kGt: return core::StrCat("(", hi, " > ", e, ")");
     case Prefix::kLt: return core::StrCat("(", lo, " < ", s, ")");
     case Prefix::kGe:
-      return core::StrCat("(", hi, " > ", e, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e, "))");
+      return core::StrCat("(", hi, " > ", s, " AND (", hi, " > ", e, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e,
+                          ")))");
     case Prefix::kLe:
-      return core::StrCat("(", lo, " < ", s, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e, "))");
+      return core::StrCat("(", lo, " < ", e, " AND (", lo, " < ", s, " OR (", lo, " >= ", s, " AND ", hi, " <= ", e,
+                          ")))");
     case Prefix::kSa: return core::StrCat("(", lo, " >= ", e, ")");
     case Prefix::kEb: return core::StrCat("(", hi, " <= ", s, ")");
     case Prefix::kAp: {
@@ -359,7 +363,14 @@ absl::StatusOr<std::string> SearchSql::ValueSet(const Criterion& c, const std::s
   }
   if (!plain.empty()) {
     if (!ors.empty()) ors += " OR ";
-    core::StrAppend(ors, "i.", def.type == "uri" ? "uri" : "code", " = ANY(", Arr(plain), ")");
+    // One value as "=": PostgreSQL 15 reads "= ANY" of an index column
+    // unordered, so the set could not be cut in res_id order.
+    const char* column = def.type == "uri" ? "i.uri" : "i.code";
+    if (plain.size() == 1) {
+      core::StrAppend(ors, column, " = ", P(plain[0]));
+    } else {
+      core::StrAppend(ors, column, " = ANY(", Arr(plain), ")");
+    }
   }
   return core::StrCat("SELECT i.res_id FROM ", table, " i WHERE i.tenant_id = $1 AND i.res_type = ", tp,
                       " AND i.param = ", P(def.code), " AND (", ors, ")");
@@ -629,6 +640,9 @@ void AddIncludes(pqxx::transaction_base& tx, const std::string& tenant, const se
   }
 }
 
+// A search's statements (sizes, count, page, includes) read one snapshot.
+using SearchTransaction = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
+
 }  // namespace
 
 // The statements of one search, built before any of them runs.
@@ -641,10 +655,35 @@ struct SearchStatements {
   std::size_t order_columns = 0;
   std::optional<Cursor> cursor;
   bool backwards = false;
+  // When set, the page query was planned without knowing which id set is
+  // small; running this (with where_params) gives each set's size up to
+  // kSmallSet, and BuildSearch with those sizes gives a better page query.
+  std::string sizes_sql;
 };
 
+// An id set is small when it has fewer ids than this: small enough to read
+// whole and hash, and cheap to count.
+constexpr int64_t kSmallSet = 1000;
+
+// Whether counting the first kSmallSet ids of a criterion's set is cheap:
+// not for complements (:missing, :not), whose NOT IN reads the whole
+// complemented set first, nor for full-text matches, whose bitmap holds every
+// match before a LIMIT applies.
+bool Countable(const search::Criterion& c) {
+  if (c.kind == search::Criterion::Kind::kChain) {
+    for (const search::ChainTarget& t : c.targets) {
+      if (!Countable(*t.next)) return false;
+    }
+    return true;
+  }
+  if (c.kind == search::Criterion::Kind::kHas) return false;
+  if (c.modifier == Modifier::kMissing || c.modifier == Modifier::kNot) return false;
+  return c.param->code != "_text" && c.param->code != "_content";
+}
+
 absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const search::SearchRequest& req,
-                                             const std::optional<Compartment>& compartment, core::TimePoint now) {
+                                             const std::optional<Compartment>& compartment, core::TimePoint now,
+                                             const std::vector<int64_t>* set_sizes = nullptr) {
   SearchStatements st;
   SearchSql q(tenant, core::ToUnixMicros(now));
   const std::string type_param = q.P(req.type);
@@ -653,12 +692,15 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
   // A _has set names referenced ids, which may be missing or deleted; the
   // others hold live resources only.
   bool live_sets = true;
+  std::vector<bool> countable;
   for (const search::Criterion& c : req.criteria) {
     ASSIGN_OR_RETURN(std::string set, q.IdSet(c, req.type));
     sets.push_back(std::move(set));
+    countable.push_back(Countable(c));
     if (c.kind == search::Criterion::Kind::kHas) live_sets = false;
   }
   if (compartment) {
+    countable.push_back(true);
     sets.push_back(core::StrCat("SELECT c.res_id FROM idx_reference c WHERE c.tenant_id = $1 AND c.res_type = ",
                                 type_param, " AND c.param = ANY(", q.Arr(compartment->params),
                                 ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ",
@@ -691,6 +733,71 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
   const bool backwards = cursor && cursor->previous;
   st.backwards = backwards;
   st.order_columns = ordering.columns.size();
+  const int limit = req.count + 1;
+  if (req.sort.empty() && !sets.empty() && live_sets) {
+    // In res_id order, with only live resources in the sets: the page is
+    // cut from the intersection of the sets alone (index-only scans, which
+    // stop after the page when a set is read in res_id order), and only the
+    // page's rows are looked up in resources.
+    //
+    // Several sets: PostgreSQL estimates a rare value of a column shared by
+    // many parameters (a token code, say) at one row, and then rescans the
+    // other set once per id of that one, which is ruinous when it has
+    // hundreds. So the sets are first counted up to kSmallSet; the smallest
+    // drives, the other small ones are read once and hashed (an IN that is
+    // not pulled up into a join becomes a hashed subplan; its LIMIT, which
+    // the count shows is not reached, keeps the planner's size estimate
+    // small enough to hash), and the large ones are left to the planner as
+    // semi-joins, which it serves by probing per id.
+    std::vector<std::size_t> order(sets.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::vector<bool> hashed(sets.size(), false);
+    const bool any_countable = std::find(countable.begin(), countable.end(), true) != countable.end();
+    if (sets.size() > 1 && set_sizes == nullptr && any_countable) {
+      // A set that is not counted reads as large. (It is still named, under
+      // LIMIT 0, which never reads it, so that its parameters are typed.)
+      std::string sizes;
+      for (std::size_t i = 0; i < sets.size(); ++i) {
+        core::StrAppend(sizes, i == 0 ? "SELECT " : ", ");
+        if (countable[i]) {
+          core::StrAppend(sizes, "(SELECT count(*) FROM (", sets[i], " LIMIT ", kSmallSet, ") n", i, ")");
+        } else {
+          core::StrAppend(sizes, "coalesce((SELECT 0::bigint FROM (", sets[i], ") n", i, " LIMIT 0), ", kSmallSet, ")");
+        }
+      }
+      st.sizes_sql = core::StrCat(sizes, " WHERE ", type_param, "::text IS NOT NULL");
+    } else if (set_sizes != nullptr && sets.size() > 1 && set_sizes->size() == sets.size()) {
+      const std::vector<int64_t>& n = *set_sizes;
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return n[a] < n[b]; });
+      if (n[order[0]] < kSmallSet) {
+        for (std::size_t j = 1; j < order.size(); ++j) hashed[order[j]] = n[order[j]] < kSmallSet;
+      }
+    }
+    std::string ids = core::StrCat("SELECT DISTINCT s0.res_id FROM (", sets[order[0]], ") s0");
+    for (std::size_t j = 1; j < order.size(); ++j) {
+      const std::size_t i = order[j];
+      core::StrAppend(ids, j == 1 ? " WHERE " : " AND ");
+      if (hashed[i]) {
+        core::StrAppend(ids, "(s0.res_id IN (", sets[i], " LIMIT ", kSmallSet, ")) IS TRUE");
+      } else {
+        core::StrAppend(ids, "s0.res_id IN (", sets[i], ")");
+      }
+    }
+    if (cursor) {
+      core::StrAppend(ids, sets.size() == 1 ? " WHERE " : " AND ", "s0.res_id ", backwards ? "<" : ">",
+                      " ", q.P(cursor->values[0]), "::text");
+    }
+    core::StrAppend(ids, " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", limit);
+    st.page_sql = core::StrCat(
+        "WITH p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
+        ") ids JOIN resources r ON r.tenant_id = $1 AND r.res_type = ", type_param,
+        " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ", kVersionColumns,
+        ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type_param,
+        " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
+    st.page_params = q.params();
+    st.where = std::move(where);
+    return st;
+  }
   std::string keyset;
   if (cursor) {
     // Rows after (or, going back, before) the cursor row in ORDER BY order.
@@ -720,7 +827,6 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     core::StrAppend(order, col.expr, desc ? " DESC" : "");
     core::StrAppend(outer_order, "(p.k", i, ")::", col.cast, desc ? " DESC" : "");
   }
-  const int limit = req.count + 1;
   st.page_sql =
       core::StrCat("WITH p AS (SELECT ", select, " FROM resources r", ordering.joins, " WHERE ", where,
                    keyset.empty() ? "" : core::StrCat(" AND (", keyset, ")"), " ORDER BY ", order, " LIMIT ", limit,
@@ -733,9 +839,23 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
   return st;
 }
 
+// Counts the id sets (SearchStatements::sizes_sql) and builds the page query
+// again with their sizes. Only in a transaction whose statements share one
+// snapshot: the sizes must hold when the page query runs.
+absl::Status PlanWithSizes(pqxx::transaction_base& tx, const std::string& tenant, const search::SearchRequest& req,
+                           const std::optional<Compartment>& compartment, core::TimePoint now,
+                           SearchStatements& st) {
+  if (st.sizes_sql.empty()) return absl::OkStatus();
+  pqxx::result r = tx.exec_params(st.sizes_sql, pqxx::prepare::make_dynamic_params(st.where_params));
+  std::vector<int64_t> sizes;
+  for (const pqxx::field& f : r[0]) sizes.push_back(f.as<int64_t>());
+  ASSIGN_OR_RETURN(st, BuildSearch(tenant, req, compartment, now, &sizes));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
                                      const search::SearchRequest& req, const std::optional<Compartment>& compartment,
-                                     core::TimePoint now) {
+                                     core::TimePoint now, bool one_snapshot) {
   ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
   const std::string& where = st.where;
   const std::vector<std::string>& where_params = st.where_params;
@@ -763,6 +883,7 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     }
     if (only_total) return page;
 
+    if (one_snapshot) RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
     pqxx::result r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
     const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
     std::vector<std::vector<std::string>> keys;
@@ -799,14 +920,20 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
 absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& tenant,
                                                           const search::SearchRequest& req,
                                                           const std::optional<Compartment>& compartment) {
-  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, clock_.Now()));
+  const core::TimePoint now = clock_.Now();
+  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::string> {
-    pqxx::read_transaction tx(conn);
+    SearchTransaction tx(conn);
     std::string out;
     auto explain = [&](const std::string& sql, const std::vector<std::string>& params) {
       pqxx::result r = tx.exec_params("EXPLAIN (ANALYZE, BUFFERS) " + sql, pqxx::prepare::make_dynamic_params(params));
       for (const pqxx::row& row : r) core::StrAppend(out, row[0].as<std::string>(), "\n");
     };
+    if (!st.sizes_sql.empty()) {
+      out += "-- id set sizes\n";
+      explain(st.sizes_sql, st.where_params);
+      RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
+    }
     out += "-- page query\n";
     explain(st.page_sql, st.page_params);
     if (req.total && *req.total == search::Total::kAccurate) {
@@ -820,8 +947,8 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
 absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,
                                                    const std::optional<Compartment>& compartment) {
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
-    pqxx::read_transaction tx(conn);
-    return RunSearch(tx, tenant, req, compartment, clock_.Now());
+    SearchTransaction tx(conn);
+    return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/true);
   });
 }
 
