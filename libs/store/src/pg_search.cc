@@ -947,6 +947,14 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
 absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,
                                                    const std::optional<Compartment>& compartment) {
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
+    // One statement needs no transaction (BEGIN and COMMIT would double the
+    // round trips of a plain search).
+    const bool one_statement = req.includes.empty() && !req.total && req.summary != search::Summary::kCount &&
+                               req.count > 0 && req.criteria.size() + (compartment ? 1 : 0) <= 1;
+    if (one_statement) {
+      pqxx::nontransaction tx(conn);
+      return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/false);
+    }
     SearchTransaction tx(conn);
     return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/true);
   });
