@@ -321,11 +321,15 @@ for step in "${step_list[@]}"; do
     say "step $step: Medplum MemoryRepository on the same data"
     python3 bench/search_load.py subset --data "$data" --to-patient "$step" >"$tmp/medplum/data.ndjson"
     for shape in $shapes; do
-      NODE_OPTIONS=--max-old-space-size=8192 "$node" tests/differential/medplum_search.mjs \
+      # As around wrk: CPU snapshots tell how much other processes took meanwhile.
+      python3 bench/search_report.py cpu-snap "$server_pid" "$postmaster_pid" >"$tmp/medplum/$shape.cpu0"
+      NODE_OPTIONS=--max-old-space-size=8192 /usr/bin/time -f '%U %S' -o "$tmp/medplum/$shape.time" \
+        "$node" tests/differential/medplum_search.mjs \
         --data "$tmp/medplum/data.ndjson" --queries "$qdir/$shape.txt" --bench --duration "$medplum_duration" \
         --warmup "$warmup" --concurrency "$conns" --count 20 --out "$tmp/medplum/$shape.json" \
         >/dev/null 2>"$tmp/medplum/$shape.log" \
         || { cat "$tmp/medplum/$shape.log" >&2; problems+=("medplum $shape failed"); continue; }
+      python3 bench/search_report.py cpu-snap "$server_pid" "$postmaster_pid" >"$tmp/medplum/$shape.cpu1"
       say "  medplum $shape: $(python3 bench/search_report.py medplum "$tmp/medplum/$shape.json")"
     done
     rm -f "$tmp/medplum/data.ndjson"

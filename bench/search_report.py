@@ -101,6 +101,11 @@ def ms(us: float) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
+def md_cell(text: str) -> str:
+    """Text for a markdown table cell: a "|" would end the cell, even inside backticks."""
+    return text.replace("|", "\\|")
+
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
@@ -145,7 +150,13 @@ def explain_summary(plan: str) -> dict:
     seq = sorted({rel for node, _, rel in found if node.endswith("Seq Scan") and is_big(rel)})
     indexes = sorted({idx for node, idx, _ in found if idx})
     times = [float(t) for t in re.findall(r"Execution Time: ([0-9.]+) ms", plan)]
-    return {"seq_big": seq, "indexes": indexes, "index_scan": bool(indexes), "exec_ms": times,
+    # The first Buffers line of each statement is its top node's: all it touched.
+    buffers = 0
+    for section in re.split(r"^-- .*$", plan, flags=re.M):
+        m = re.search(r"Buffers: shared((?: \w+=\d+)+)", section)
+        if m:
+            buffers += sum(int(v) for v in re.findall(r"(?:hit|read)=(\d+)", m.group(1)))
+    return {"seq_big": seq, "indexes": indexes, "index_scan": bool(indexes), "exec_ms": times, "buffers": buffers,
             "ok": bool(found) and "Execution Time" in plan}
 
 
@@ -292,14 +303,15 @@ def report(args) -> int:
         w(f"Plans at {last:,} patients (EXPLAIN (ANALYZE, BUFFERS) of the first five queries per shape; the "
           "slowest is shown):")
         w("")
-        w("| shape | execution ms, slowest | all five | index scan | Seq Scan on a big table |")
-        w("|---|---:|---|:-:|---|")
+        w("| shape | execution ms, slowest | all five | buffers (slowest) | index scan | Seq Scan on a big table |")
+        w("|---|---:|---|---:|:-:|---|")
         for name, (query, plan, s) in plans.items():
             if not s["ok"]:
-                w(f"| {name} | - | - | - | no plan: {plan.splitlines()[0] if plan else 'empty'} |")
+                w(f"| {name} | - | - | - | - | no plan: {plan.splitlines()[0] if plan else 'empty'} |")
                 continue
             w(f"| {name} | {' + '.join(f'{t:.1f}' for t in s['exec_ms'])} "
-              f"| {', '.join(f'{t:.1f}' for t in all_times[name])} | {'yes' if s['index_scan'] else 'no'} "
+              f"| {', '.join(f'{t:.1f}' for t in all_times[name])} | {s['buffers']:,} "
+              f"| {'yes' if s['index_scan'] else 'no'} "
               f"| {', '.join('**' + t + '**' for t in s['seq_big']) or 'none'} |")
     print("\n".join(o))
 
@@ -318,16 +330,19 @@ def report(args) -> int:
                  "shown.")
         e.append("")
         e.append("Big tables: `resources`, `resource_versions` and every `idx_*` table. A Seq Scan on one of them "
-                 "is flagged.")
+                 "is flagged. Execution times are wall-clock on a machine shared with other jobs; the buffers "
+                 "(shared hit + read of the top node of each statement) measure the work and do not depend on "
+                 "contention.")
         e.append("")
-        e.append("| shape | slowest query | execution ms | all five, ms | indexes used | Seq Scan on a big table |")
-        e.append("|---|---|---:|---|---|---|")
+        e.append("| shape | slowest query | execution ms | all five, ms | buffers | indexes used | Seq Scan on a big table |")
+        e.append("|---|---|---:|---|---:|---|---|")
         for name, (query, plan, s) in plans.items():
             if not s["ok"]:
-                e.append(f"| `{name}` | `{query}` | - | - | no plan | - |")
+                e.append(f"| `{name}` | `{md_cell(query)}` | - | - | - | no plan | - |")
                 continue
-            e.append(f"| `{name}` | `{query}` | {' + '.join(f'{t:.1f}' for t in s['exec_ms'])} "
-                     f"| {', '.join(f'{t:.1f}' for t in all_times[name])} | {', '.join(s['indexes']) or 'none'} | {', '.join('**' + t + '**' for t in s['seq_big']) or 'none'} |")
+            e.append(f"| `{name}` | `{md_cell(query)}` | {' + '.join(f'{t:.1f}' for t in s['exec_ms'])} "
+                     f"| {', '.join(f'{t:.1f}' for t in all_times[name])} | {s['buffers']:,} "
+                     f"| {', '.join(s['indexes']) or 'none'} | {', '.join('**' + t + '**' for t in s['seq_big']) or 'none'} |")
         for name, (query, plan, s) in plans.items():
             e.append("")
             e.append(f"## `{name}`: {SHAPES[name][0]}")
