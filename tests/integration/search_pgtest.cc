@@ -515,10 +515,14 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
   // 1,050 female Patients named Common, 5 female and 3 male named Rare.
   // Intersections of a large and a small set, of two large ones, and of a
   // complement, paged forward and back, in tenant t4 alone.
+  // Common ones are born in 1900 + i % 100, Rare ones in 2000.
   auto put = [&](const char* prefix, int n, const char* gender, const char* family) {
     std::string id = prefix;
     id.append(std::to_string(n));
-    json::object patient{{"resourceType", "Patient"}, {"id", id}, {"gender", gender}, {"active", true}};
+    std::string born = std::to_string(prefix[0] == 'c' ? 1900 + n % 100 : 2000);
+    born.append("-06-15");
+    json::object patient{{"resourceType", "Patient"}, {"id", id}, {"gender", gender}, {"active", true},
+                         {"birthDate", born}};
     patient["name"] = json::array{json::object{{"family", family}}};
     auto res = c().Put("/fhir/t4/Patient/" + id, json::serialize(patient));
     ASSERT_TRUE(res.status == 201 || res.status == 200) << res.body;
@@ -558,6 +562,22 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
     backward.insert(backward.begin(), ids.begin(), ids.end());
   }
   EXPECT_EQ(backward, std::vector<std::string>(forward.begin(), forward.begin() + 800));
+
+  // A large set in res_id order drives; two date criteria are probed per id.
+  Ids fifties;
+  for (int i = 0; i < 1050; ++i) {
+    if (i % 100 >= 50 && i % 100 < 60) fifties.insert("Patient/c" + std::to_string(i));
+  }
+  Ids found;
+  for (target = "/fhir/t4/Patient?gender=female&birthdate=ge1950&birthdate=lt1960-01-01&_count=40"; !target.empty();) {
+    json::value dates = Search(target);
+    Ids ids = Entries(dates, "match");
+    found.insert(ids.begin(), ids.end());
+    std::string next = Link(dates, "next");
+    target = next.empty() ? "" : Target(next);
+  }
+  EXPECT_EQ(found.size(), 100u);
+  EXPECT_EQ(found, fifties);
 }
 
 TEST_F(SearchTest, TenantsNeverSeeEachOther) {

@@ -681,6 +681,20 @@ bool Countable(const search::Criterion& c) {
   return c.param->code != "_text" && c.param->code != "_content";
 }
 
+// Whether a criterion's set comes out of its value index in res_id order: an
+// equality on one token code or one relative reference target, which the
+// value index is keyed by right before res_id (migration 5).
+bool InIdOrder(const search::Criterion& c) {
+  if (c.kind != search::Criterion::Kind::kValue || c.modifier != Modifier::kNone || c.values.size() != 1) {
+    return false;
+  }
+  const Value& v = c.values[0];
+  if (c.param->code.starts_with('_')) return false;
+  if (c.param->type == "token") return !v.text.empty();
+  if (c.param->type == "reference") return !v.text.empty() && v.text.find(':') == std::string::npos;
+  return false;
+}
+
 absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const search::SearchRequest& req,
                                              const std::optional<Compartment>& compartment, core::TimePoint now,
                                              const std::vector<int64_t>* set_sizes = nullptr) {
@@ -693,14 +707,17 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
   // others hold live resources only.
   bool live_sets = true;
   std::vector<bool> countable;
+  std::vector<bool> in_id_order;
   for (const search::Criterion& c : req.criteria) {
     ASSIGN_OR_RETURN(std::string set, q.IdSet(c, req.type));
     sets.push_back(std::move(set));
     countable.push_back(Countable(c));
+    in_id_order.push_back(InIdOrder(c));
     if (c.kind == search::Criterion::Kind::kHas) live_sets = false;
   }
   if (compartment) {
     countable.push_back(true);
+    in_id_order.push_back(false);
     sets.push_back(core::StrCat("SELECT c.res_id FROM idx_reference c WHERE c.tenant_id = $1 AND c.res_type = ",
                                 type_param, " AND c.param = ANY(", q.Arr(compartment->params),
                                 ") AND c.target_type = ", q.P(compartment->type), " AND c.target_id = ",
@@ -747,11 +764,15 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     // drives, the other small ones are read once and hashed (an IN that is
     // not pulled up into a join becomes a hashed subplan; its LIMIT, which
     // the count shows is not reached, keeps the planner's size estimate
-    // small enough to hash), and the large ones are left to the planner as
-    // semi-joins, which it serves by probing per id.
+    // small enough to hash). The large ones are probed per id of the driver
+    // when the driver comes in res_id order, so that the page stops early
+    // whatever the data's size (a correlated EXISTS that is not pulled up,
+    // served by the set's (tenant, type, res_id) index); otherwise they are
+    // left to the planner as semi-joins.
     std::vector<std::size_t> order(sets.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::vector<bool> hashed(sets.size(), false);
+    std::vector<bool> probed(sets.size(), false);
     const bool any_countable = std::find(countable.begin(), countable.end(), true) != countable.end();
     if (sets.size() > 1 && set_sizes == nullptr && any_countable) {
       // A set that is not counted reads as large. (It is still named, under
@@ -768,9 +789,17 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
       st.sizes_sql = core::StrCat(sizes, " WHERE ", type_param, "::text IS NOT NULL");
     } else if (set_sizes != nullptr && sets.size() > 1 && set_sizes->size() == sets.size()) {
       const std::vector<int64_t>& n = *set_sizes;
-      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return n[a] < n[b]; });
-      if (n[order[0]] < kSmallSet) {
-        for (std::size_t j = 1; j < order.size(); ++j) hashed[order[j]] = n[order[j]] < kSmallSet;
+      // Smallest first; among sets of one size (all large, say), one in
+      // res_id order.
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return n[a] != n[b] ? n[a] < n[b] : in_id_order[a] && !in_id_order[b];
+      });
+      const bool small_driver = n[order[0]] < kSmallSet;
+      const bool ordered_driver = in_id_order[order[0]];
+      for (std::size_t j = 1; j < order.size(); ++j) {
+        const std::size_t i = order[j];
+        hashed[i] = small_driver && n[i] < kSmallSet;
+        probed[i] = !hashed[i] && ordered_driver;
       }
     }
     std::string ids = core::StrCat("SELECT DISTINCT s0.res_id FROM (", sets[order[0]], ") s0");
@@ -779,6 +808,9 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
       core::StrAppend(ids, j == 1 ? " WHERE " : " AND ");
       if (hashed[i]) {
         core::StrAppend(ids, "(s0.res_id IN (", sets[i], " LIMIT ", kSmallSet, ")) IS TRUE");
+      } else if (probed[i]) {
+        core::StrAppend(ids, "EXISTS (SELECT 1 FROM (", sets[i], ") p", i, " WHERE p", i,
+                        ".res_id = s0.res_id OFFSET 0)");
       } else {
         core::StrAppend(ids, "s0.res_id IN (", sets[i], ")");
       }
