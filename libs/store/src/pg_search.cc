@@ -3,11 +3,12 @@
 //
 // Every criterion compiles to a set of resource ids of one type ("SELECT
 // res_id FROM idx_... WHERE tenant_id = $1 AND res_type = ... AND param =
-// ..."), and the page query keeps the live resources whose id is in every
-// set. Chains nest these sets through idx_reference; _has walks it the other
-// way. Index rows exist only for live current versions, so a set never
-// names a deleted resource. All values travel as bind parameters; OR lists
-// become "= ANY($n)". Every statement is scoped by tenant_id = $1.
+// ..."). Chains nest these sets through idx_reference; _has walks it the
+// other way. Index rows exist only for live current versions, so a set never
+// names a deleted resource, and a page in res_id order is cut from the
+// intersection of the sets before any resource is read (BuildSearch). All
+// values travel as bind parameters; OR lists become "= ANY($n)". Every
+// statement is scoped by tenant_id = $1.
 #include <algorithm>
 #include <charconv>
 #include <map>
