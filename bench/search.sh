@@ -60,6 +60,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source-path=SCRIPTDIR/..
 source deploy/local/lib.sh
+source bench/lib.sh
 
 steps=${BENCH_STEPS:-1000,4000,16000}
 duration=${BENCH_DURATION:-20}
@@ -167,7 +168,6 @@ trap cleanup EXIT
 trap 'say interrupted; exit 130' INT
 trap 'say terminated; exit 143' TERM
 
-server_log_tail() { say "server log ($tmp/server.log), last lines:"; tail -n 30 "$tmp/server.log" >&2 || true; }
 # A private copy: a rebuild of the tree during a long run must not touch it.
 [ "$bin" -ef "$tmp/medgrid" ] || cp "$bin" "$tmp/medgrid"
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo "no commit")
@@ -197,28 +197,15 @@ pg_port=$(free_port)
 pg_start "$tmp/pg" "$pg_port"
 pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
 postmaster_pid=$(head -n 1 "$(readlink -f "$tmp/pg")/data/postmaster.pid")
-psql_db() { local db=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d "$db" "$@"; }
 
 http_port=$(free_port)
 base="http://127.0.0.1:$http_port"
 "$tmp/medgrid" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" \
   --log-level="$log_level" >"$tmp/server.log" 2>&1 &
 server_pid=$!
-if ! wait_http "$base/livez" 60; then
-  kill -0 "$server_pid" 2>/dev/null || { server_log_tail; die "the server exited during start-up"; }
-  server_log_tail
-  die "the server did not answer $base/livez within 60 s"
-fi
-if [ -z "$reuse" ]; then
-  code=$(curl -sS -o "$tmp/tenant.json" -w '%{http_code}' -X POST "$base/admin/tenants" \
-    -H 'Content-Type: application/json' -d "{\"id\":\"$tenant\"}")
-  [ "$code" = 201 ] || die "POST /admin/tenants answered $code: $(cat "$tmp/tenant.json")"
-fi
-shard=$(psql_db medgrid_control -Atc "select shard_id from tenants where tenant_id='$tenant'")
-[ -n "$shard" ] || die "tenant $tenant has no row in medgrid_control.tenants"
-shard_db=$(psql_db medgrid_control -Atc "select primary_dsn from shards where shard_id='$shard'" \
-  | sed -n 's/.*dbname=\([^ ]*\).*/\1/p')
-shard_db=${shard_db:-$shard}
+bench_wait_server "$base" "$server_pid"
+[ -n "$reuse" ] || bench_create_tenant "$base" "$tenant"
+shard_db=$(bench_shard_db "$tenant")
 
 if [ -n "$reuse" ]; then
   # The earlier run's description stays; the new measurement is added to it.

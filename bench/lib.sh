@@ -1,0 +1,37 @@
+# Shell functions shared by the benchmark scripts (crud.sh, search.sh), which
+# source deploy/local/lib.sh first and define say, die, $tmp (server.log lives
+# there) and $pg_port before calling these.
+
+psql_db() { local db=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d "$db" "$@"; }
+
+server_log_tail() { say "server log ($tmp/server.log), last lines:"; tail -n 30 "$tmp/server.log" >&2 || true; }
+
+# bench_wait_server BASE_URL PID: waits up to 60 s for BASE_URL/livez; dies
+# with the server log's tail if the server exits or does not answer.
+bench_wait_server() {
+  local base=$1 pid=$2
+  wait_http "$base/livez" 60 && return 0
+  kill -0 "$pid" 2>/dev/null || { server_log_tail; die "the server exited during start-up"; }
+  server_log_tail
+  die "the server did not answer $base/livez within 60 s"
+}
+
+# bench_create_tenant BASE_URL TENANT: POST /admin/tenants; dies unless 201.
+# The answer is kept in $tmp/tenant.json.
+bench_create_tenant() {
+  local base=$1 tenant=$2 code
+  code=$(curl -sS -o "$tmp/tenant.json" -w '%{http_code}' -X POST "$base/admin/tenants" \
+    -H 'Content-Type: application/json' -d "{\"id\":\"$tenant\"}")
+  [ "$code" = 201 ] || die "POST /admin/tenants answered $code: $(cat "$tmp/tenant.json")"
+}
+
+# bench_shard_db TENANT: prints the database of the tenant's shard: the
+# dbname of the shard's DSN, else (local mode) its id.
+bench_shard_db() {
+  local tenant=$1 shard db
+  shard=$(psql_db medgrid_control -Atc "select shard_id from tenants where tenant_id='$tenant'")
+  [ -n "$shard" ] || die "tenant $tenant has no row in medgrid_control.tenants"
+  db=$(psql_db medgrid_control -Atc "select primary_dsn from shards where shard_id='$shard'" \
+    | sed -n 's/.*dbname=\([^ ]*\).*/\1/p')
+  printf '%s\n' "${db:-$shard}"
+}
