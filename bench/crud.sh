@@ -48,12 +48,7 @@ for tool in wrk pgbench psql curl python3; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 
-if [ -z "${BENCH_SERVER_BIN:-}" ]; then
-  say "building the server"
-  cmake --preset release >/dev/null
-  cmake --build --preset release --target medgrid >/dev/null
-fi
-[ -x "$bin" ] || die "no server binary at $bin"
+bench_build_server
 package=$(deploy/local/fetch-fhir-package.sh)
 
 tmp=$(mktemp -d -t medgrid-bench.XXXXXX)
@@ -65,12 +60,7 @@ cleanup() {
   trap - EXIT INT TERM
   local p
   for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  bench_stop_server "$server_pid"
   pg_stop "$tmp/pg"
   if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
   exit "$rc"

@@ -35,3 +35,24 @@ bench_shard_db() {
     | sed -n 's/.*dbname=\([^ ]*\).*/\1/p')
   printf '%s\n' "${db:-$shard}"
 }
+
+# bench_build_server: builds the release server unless BENCH_SERVER_BIN names
+# one; dies unless $bin is then executable.
+bench_build_server() {
+  if [ -z "${BENCH_SERVER_BIN:-}" ]; then
+    say "building the server"
+    cmake --preset release >/dev/null
+    cmake --build --preset release --target medgrid >/dev/null
+  fi
+  [ -x "$bin" ] || die "no server binary at $bin"
+}
+
+# bench_stop_server PID: SIGTERM, up to 10 s to drain, then SIGKILL.
+bench_stop_server() {
+  local pid=$1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

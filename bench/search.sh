@@ -27,7 +27,7 @@
 #
 #   bench/search.sh --steps 200,400 --duration 5          # quick check, ~3 minutes
 #   bench/search.sh --out /tmp/search.md --explain-out docs/bench/search-explain.md
-#   bench/search.sh --reuse /tmp/medgrid-search.XXXX     # re-measure the last step of a kept run
+#   bench/search.sh --reuse KEPT_DIR                     # re-measure the last step of a kept run
 #
 # Options (environment in brackets, default after it):
 #   --steps LIST          patients per step, increasing [BENCH_STEPS] 1000,4000,16000
@@ -135,12 +135,7 @@ if [ "$medplum" = 1 ]; then
   node="$(tests/differential/install.sh)/bin/node" || die "tests/differential/install.sh failed (or use --no-medplum)"
 fi
 
-if [ -z "${BENCH_SERVER_BIN:-}" ]; then
-  say "building the server"
-  cmake --preset release >/dev/null
-  cmake --build --preset release --target medgrid >/dev/null
-fi
-[ -x "$bin" ] || die "no server binary at $bin"
+bench_build_server
 package=$(deploy/local/fetch-fhir-package.sh)
 
 if [ -n "$reuse" ]; then
@@ -154,12 +149,7 @@ server_pid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  bench_stop_server "$server_pid"
   pg_stop "$tmp/pg"
   if [ "${BENCH_KEEP:-0}" = 1 ] || [ -n "$reuse" ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
   exit "$rc"

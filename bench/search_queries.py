@@ -28,6 +28,8 @@ import random
 import sys
 import urllib.parse
 
+from search_load import PATIENT_PREFIX, lines_of
+
 LOINC = "http://loinc.org"
 
 # name -> (label, one search parameter?, template). A template's
@@ -48,7 +50,6 @@ SHAPES = {
                     "&_include=Observation:patient"),
     "obs_total": ("Observation by code, _total=accurate", False, "Observation?code=http://loinc.org|{code}&_total=accurate"),
 }
-PATIENT_PREFIX = b'{"resourceType":"Patient","id":"pat-'
 
 
 def next_month(month: str) -> str:
@@ -63,40 +64,35 @@ def scan(path: str, to_patient: int, rng: random.Random, sample: int) -> dict:
     # About `sample` Observations and Encounters are parsed, not all of them.
     p_obs = min(1.0, sample / (70.0 * to_patient))
     p_enc = min(1.0, sample / (8.0 * to_patient))
-    patient = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if line.startswith(PATIENT_PREFIX):
-                patient = int(line[len(PATIENT_PREFIX):len(PATIENT_PREFIX) + 6])
-                if patient > to_patient:
-                    break
-                p = json.loads(line)
-                gender = p.get("gender")
-                for name in p.get("name", [])[:1]:
-                    family = name.get("family")
-                    if family:
-                        families.add(family)
-                        if gender:
-                            genders.add(gender)
-                            gender_prefix.add((gender, family[:2]))
+    for line in lines_of(path, 0, to_patient, with_pools=True):
+        if line.startswith(PATIENT_PREFIX):
+            p = json.loads(line)
+            gender = p.get("gender")
+            for name in p.get("name", [])[:1]:
+                family = name.get("family")
+                if family:
+                    families.add(family)
+                    if gender:
+                        genders.add(gender)
+                        gender_prefix.add((gender, family[:2]))
+            continue
+        if line.startswith(b'{"resourceType":"Observation"'):
+            if rng.random() >= p_obs:
                 continue
-            if line.startswith(b'{"resourceType":"Observation"'):
-                if rng.random() >= p_obs:
-                    continue
-                o = json.loads(line)
-                c = o["code"]["coding"][0]
-                if c.get("system") != LOINC:
-                    continue
-                codes.add(c["code"])
-                when = o.get("effectiveDateTime") or o.get("effectivePeriod", {}).get("start", "")
-                if len(when) >= 7:
-                    code_months.append((c["code"], when[:7]))
-            elif line.startswith(b'{"resourceType":"Encounter"') and rng.random() < p_enc:
-                e = json.loads(line)
-                for part in e.get("participant", []):
-                    ref = part.get("individual", {}).get("reference", "")
-                    if ref.startswith("Practitioner/"):
-                        practitioners.add(ref.split("/", 1)[1])
+            o = json.loads(line)
+            c = o["code"]["coding"][0]
+            if c.get("system") != LOINC:
+                continue
+            codes.add(c["code"])
+            when = o.get("effectiveDateTime") or o.get("effectivePeriod", {}).get("start", "")
+            if len(when) >= 7:
+                code_months.append((c["code"], when[:7]))
+        elif line.startswith(b'{"resourceType":"Encounter"') and rng.random() < p_enc:
+            e = json.loads(line)
+            for part in e.get("participant", []):
+                ref = part.get("individual", {}).get("reference", "")
+                if ref.startswith("Practitioner/"):
+                    practitioners.add(ref.split("/", 1)[1])
     return {"genders": sorted(genders), "families": sorted(families), "gender_prefix": sorted(gender_prefix),
             "codes": sorted(codes), "code_months": sorted(set(code_months)), "practitioners": sorted(practitioners),
             "patients": to_patient}
