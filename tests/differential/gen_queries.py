@@ -536,6 +536,34 @@ def generate(data: Data, seed: int) -> Queries:
     for p in pick(patients, 2):
         q.add(f"Observation?subject=Patient/{p['id']}&date=ge2020&category=vital-signs")
     q.add(f"Encounter?patient={pick(patients)[0]['id']}&date=lt2019")
+
+    # --- a code with dates (answered from idx_token_date) -------------------------------------
+    # A generator of its own, so that the queries above stay as they were.
+    q.group("a code with dates: every prefix, ranges, lists, and every precision of the data")
+    crng = random.Random(seed + 1)
+    dated = [o for o in obs if "effectiveDateTime" in o or "effectivePeriod" in o]
+    for o in crng.sample(dated, min(12, len(dated))):
+        code = o["code"]["coding"][0]["code"]
+        when = o.get("effectiveDateTime") or o["effectivePeriod"]["start"]
+        prefix = crng.choice(("", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"))
+        q.add(f"Observation?code={LOINC}|{code}&date={prefix}{when[:crng.choice((4, 7, 10))]}")
+        q.add(f"Observation?code={code}&date=ge{when[:7]}&date=le{when[:7]}")
+        q.add(f"Observation?code={LOINC}|{code}&date=ge{when[:10]}&date=lt{int(when[:4]) + 1}")
+    code = obs[0]["code"]["coding"][0]["code"]
+    q.add(f"Observation?code=|{code}&date=ge2000")  # no coding without a system
+    q.add(f"Observation?code={code}&date=lt2016,gt2021")
+    q.add(f"Observation?code={code}&date=ge2016&date=lt2016")  # matches only values that span the year's start
+    for low in [o for o in obs if len(o.get("effectiveDateTime", "")) in (4, 7)][:3]:
+        q.add(f"Observation?code={low['code']['coding'][0]['code']}&date=ge{low['effectiveDateTime']}")
+    for o in [o for o in obs if "effectivePeriod" in o][:2]:
+        q.add(f"Observation?code={o['code']['coding'][0]['code']}&date=le{o['effectivePeriod']['start']}")
+    for c in [c for c in conds if "onsetDateTime" in c][:3]:
+        q.add(f"Condition?code={c['code']['coding'][0]['code']}&onset-date=ge{c['onsetDateTime'][:7]}")
+    for m in crng.sample(meds, min(3, len(meds))):
+        code = m["medicationCodeableConcept"]["coding"][0]["code"]
+        q.add(f"MedicationRequest?code={RXNORM}|{code}&authoredon=lt{m['authoredOn'][:4]}")
+    for e in [e for e in encs if e.get("type")][:3]:
+        q.add(f"Encounter?type={e['type'][0]['coding'][0]['code']}&date=ge{e['period']['start'][:10]}")
     return q
 
 

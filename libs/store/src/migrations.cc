@@ -2,6 +2,7 @@
 
 #include "medgrid/core/strings.h"
 #include "medgrid/core/status.h"
+#include "pg_index.h"
 
 namespace medgrid::store {
 
@@ -235,6 +236,48 @@ DROP STATISTICS idx_token_stats;
 CREATE STATISTICS idx_token_stats (dependencies) ON tenant_id, res_type, param, code FROM idx_token;
 ANALYZE idx_token;
 )sql"},
+      {6, "per-resource date and reference indexes carry their values; a token and a date indexed together",
+       core::StrCat(R"sql(
+-- A large date set is probed once per id of the driving set, and a chain
+-- whose inner set is small walks the referring type's rows in res_id order:
+-- both read a resource's rows by (tenant, type, res_id). With the parameter
+-- and the values in the index these reads are index-only, so they do not
+-- visit the table, which in a large tenant is mostly not in memory. The same
+-- indexes still serve replacing a resource's rows and _include.
+DROP INDEX idx_date_res;
+CREATE INDEX idx_date_res ON idx_date (tenant_id, res_type, res_id, param) INCLUDE (lo, hi);
+DROP INDEX idx_reference_res;
+CREATE INDEX idx_reference_res ON idx_reference (tenant_id, res_type, res_id, param) INCLUDE (target_type, target_id);
+
+-- A token and a date parameter indexed together (kTokenDateCombos): one row
+-- per (code, date range) pair of a resource. `single`: the resource has one
+-- value of the date parameter, so conditions on its one row are exact; other
+-- resources are checked against idx_date. `span`: the class of the range's
+-- width (DateSpanClassSql), so that within a class lo can be bounded from
+-- both sides.
+CREATE TABLE idx_token_date (
+  tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL,
+  token_param text NOT NULL, date_param text NOT NULL,
+  system text,
+  code   text NOT NULL,
+  lo bigint NOT NULL,
+  hi bigint NOT NULL,
+  single boolean NOT NULL,
+  span smallint GENERATED ALWAYS AS ()sql", DateSpanClassSql("lo", "hi"), R"sql() STORED
+);
+CREATE INDEX idx_token_date_value ON idx_token_date (tenant_id, res_type, token_param, date_param, code, single, span, lo)
+  INCLUDE (hi, system, res_id);
+CREATE INDEX idx_token_date_res ON idx_token_date (tenant_id, res_type, res_id);
+ALTER TABLE idx_token_date SET (autovacuum_analyze_scale_factor = 0.02);
+INSERT INTO idx_token_date (tenant_id, res_type, res_id, token_param, date_param, system, code, lo, hi, single)
+SELECT t.tenant_id, t.res_type, t.res_id, k.tp, k.dp, t.system, t.code, d.lo, d.hi, n.n = 1
+FROM )sql", TokenDateComboValues("k"), R"sql(
+JOIN idx_token t ON t.res_type = k.rt AND t.param = k.tp
+JOIN idx_date d ON d.tenant_id = t.tenant_id AND d.res_type = t.res_type AND d.res_id = t.res_id AND d.param = k.dp
+JOIN (SELECT tenant_id, res_type, res_id, param, count(*) AS n FROM idx_date GROUP BY 1, 2, 3, 4) n
+  ON n.tenant_id = d.tenant_id AND n.res_type = d.res_type AND n.res_id = d.res_id AND n.param = d.param;
+ANALYZE idx_token_date;
+)sql")},
   };
   return kMigrations;
 }

@@ -117,6 +117,14 @@ std::string IndexInsertCtes(int param) {
                     t.columns, ") SELECT $1, $2, $3, x.p, x.g, ", t.select, " FROM ix, jsonb_to_recordset(ix.j->'",
                     t.key, "') AS x(p text, g int, ", t.record, "))");
   }
+  // A resource's (code, date range) pairs of each combination, and whether
+  // the resource has exactly one value of the date parameter.
+  core::StrAppend(sql, ", i_td AS (INSERT INTO idx_token_date (tenant_id, res_type, res_id, token_param, date_param, "
+                  "system, code, lo, hi, single) SELECT $1, $2, $3, k.tp, k.dp, t.s, t.c, d.l, d.h, "
+                  "(SELECT count(*) FROM jsonb_to_recordset(ix.j->'d') AS e(p text) WHERE e.p = k.dp) = 1 FROM ix, ",
+                  TokenDateComboValues("k"), ", jsonb_to_recordset(ix.j->'t') AS t(p text, s text, c text), "
+                  "jsonb_to_recordset(ix.j->'d') AS d(p text, l bigint, h bigint) "
+                  "WHERE k.rt = $2 AND t.p = k.tp AND d.p = k.dp)");
   core::StrAppend(sql,
                   ", i_text AS (INSERT INTO idx_text (tenant_id, res_type, res_id, content, narrative) "
                   "SELECT $1, $2, $3, to_tsvector('simple', ix.j->>'c'), to_tsvector('simple', ix.j->>'n') "
@@ -156,7 +164,28 @@ std::string IndexDeleteCtes() {
     core::StrAppend(sql, ", d_", t.key, " AS (DELETE FROM ", t.table,
                     " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
   }
-  core::StrAppend(sql, ", d_text AS (DELETE FROM idx_text WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
+  core::StrAppend(sql, ", d_td AS (DELETE FROM idx_token_date WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)",
+                  ", d_text AS (DELETE FROM idx_text WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
+  return sql;
+}
+
+std::string DateSpanClassSql(std::string_view lo, std::string_view hi) {
+  std::string sql = "CASE";
+  for (int i = 0; i < kDateSpanClasses; ++i) {
+    core::StrAppend(sql, " WHEN ", hi, "::numeric - ", lo, " <= ", kDateSpanWidths[i], " THEN ", i);
+  }
+  core::StrAppend(sql, " ELSE ", kDateSpanClasses, " END");
+  return sql;
+}
+
+std::string TokenDateComboValues(std::string_view alias) {
+  std::string sql = "(VALUES ";
+  bool first = true;
+  for (const TokenDateCombo& k : kTokenDateCombos) {
+    core::StrAppend(sql, first ? "" : ", ", "('", k.type, "', '", k.token_param, "', '", k.date_param, "')");
+    first = false;
+  }
+  core::StrAppend(sql, ") AS ", alias, "(rt, tp, dp)");
   return sql;
 }
 

@@ -3,7 +3,9 @@
 // statement that writes the version, so indexes commit with it.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "medgrid/search/index.h"
 #include "medgrid/store/resource_store.h"
@@ -31,5 +33,46 @@ ResourceVersion TypedRowToVersion(const pqxx::row& row);
 // CTEs (each starting with ", ") that delete every index row of the resource
 // ($1 tenant, $2 type, $3 id).
 std::string IndexDeleteCtes();
+
+// A token parameter and a date parameter of one resource type that are also
+// indexed together, in idx_token_date (migration 6): one row per pair of a
+// code and a date range of the resource. "code=X&date=ge...&date=lt..." on
+// Observation then reads one index range (the code's rows around the dates)
+// instead of intersecting a code set with date sets that each grow with the
+// data.
+struct TokenDateCombo {
+  const char* type;
+  const char* token_param;
+  const char* date_param;
+};
+inline constexpr TokenDateCombo kTokenDateCombos[] = {
+    {"Observation", "code", "date"},
+    {"Condition", "code", "onset-date"},
+    {"Procedure", "code", "date"},
+    {"DiagnosticReport", "code", "date"},
+    {"MedicationRequest", "code", "authoredon"},
+    {"MedicationAdministration", "code", "effective-time"},
+    {"Immunization", "vaccine-code", "date"},
+    {"Encounter", "type", "date"},
+};
+
+// idx_token_date keys a date range [lo, hi) by its span class: the first
+// class whose width bounds hi - lo (a dateTime or a day; a month; a year),
+// or kDateSpanClasses for wider ranges. Within a class a condition "hi > x"
+// bounds lo from below (lo > x - width), so the index range over lo has both
+// ends. Widths in microseconds.
+inline constexpr int64_t kDateSpanWidths[] = {
+    2 * 86'400'000'000LL,
+    32 * 86'400'000'000LL,
+    367 * 86'400'000'000LL,
+};
+inline constexpr int kDateSpanClasses = 3;
+
+// The span class of [lo, hi) in SQL (lo and hi are bigint expressions).
+std::string DateSpanClassSql(std::string_view lo, std::string_view hi);
+
+// The combinations as a SQL row list: "(VALUES ('Observation', 'code',
+// 'date'), ...) AS alias(rt, tp, dp)".
+std::string TokenDateComboValues(std::string_view alias);
 
 }  // namespace medgrid::store

@@ -11,7 +11,9 @@
 // statement is scoped by tenant_id = $1.
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "boost/json.hpp"
@@ -137,6 +139,11 @@ class SearchSql {
   // The ids of live resources of `type` that satisfy `c`.
   absl::StatusOr<std::string> IdSet(const Criterion& c, const std::string& type);
 
+  // The ids of live resources of `type` that satisfy a token criterion and
+  // date criteria together, from idx_token_date (see FindCombo).
+  absl::StatusOr<std::string> ComboSet(const TokenDateCombo& combo, const Criterion& token,
+                                       const std::vector<const Criterion*>& dates, const std::string& type);
+
   // All live resources of `type`.
   std::string AllOf(const std::string& type) {
     return core::StrCat("SELECT res_id FROM resources WHERE tenant_id = $1 AND res_type = ", P(type),
@@ -165,6 +172,44 @@ const char* SearchSql::TableOf(const std::string& t) {
   return nullptr;
 }
 
+// The widening of an ap (approximately) date: 10% of the distance between
+// the value and now, at least a day either side.
+int64_t ApproximateGap(const Value& v, int64_t now) {
+  const int64_t mid = v.date.lo / 2 + v.date.hi / 2;
+  return std::max<int64_t>(std::abs(now / 10 - mid / 10), 86'400'000'000LL);
+}
+
+// Bounds [min, max) that DateCondition implies for lo of a target range no
+// wider than `width` (hi - lo <= width), when it implies them: a condition
+// "hi > x" gives lo > x - width.
+struct LoBounds {
+  std::optional<int64_t> min;
+  std::optional<int64_t> max;
+};
+
+LoBounds SpanLoBounds(const Value& v, int64_t width, int64_t now) {
+  const int64_t s = v.date.lo;
+  const int64_t e = v.date.hi;
+  auto below = [width](int64_t x) {
+    return x < std::numeric_limits<int64_t>::min() + width ? std::numeric_limits<int64_t>::min() : x - width;
+  };
+  switch (v.prefix) {
+    case Prefix::kEq: return {s, e};
+    case Prefix::kNe: return {};
+    case Prefix::kGt: return {below(e), std::nullopt};
+    case Prefix::kLt: return {std::nullopt, s};
+    case Prefix::kGe: return {below(s), std::nullopt};
+    case Prefix::kLe: return {std::nullopt, e};
+    case Prefix::kSa: return {e, std::nullopt};
+    case Prefix::kEb: return {std::nullopt, s};
+    case Prefix::kAp: {
+      const int64_t gap = ApproximateGap(v, now);
+      return {below(s - gap), e + gap};
+    }
+  }
+  return {};
+}
+
 std::string SearchSql::DateCondition(const Value& v, const std::string& lo, const std::string& hi) {
   // Target [lo, hi) against the search range [s, e) (search.html#prefix).
   const int64_t s = v.date.lo;
@@ -185,10 +230,7 @@ std::string SearchSql::DateCondition(const Value& v, const std::string& lo, cons
     case Prefix::kSa: return core::StrCat("(", lo, " >= ", e, ")");
     case Prefix::kEb: return core::StrCat("(", hi, " <= ", s, ")");
     case Prefix::kAp: {
-      // Approximately: within 10% of the distance between the value and
-      // now, at least a day either side.
-      const int64_t mid = s / 2 + e / 2;
-      const int64_t gap = std::max<int64_t>(std::abs(now_ / 10 - mid / 10), 86'400'000'000LL);
+      const int64_t gap = ApproximateGap(v, now_);
       return core::StrCat("(", lo, " < ", e + gap, " AND ", hi, " > ", s - gap, ")");
     }
   }
@@ -475,6 +517,57 @@ absl::StatusOr<std::string> SearchSql::IdSet(const Criterion& c, const std::stri
   return ValueSet(c, type);
 }
 
+absl::StatusOr<std::string> SearchSql::ComboSet(const TokenDateCombo& combo, const Criterion& token,
+                                                const std::vector<const Criterion*>& dates, const std::string& type) {
+  ASSIGN_OR_RETURN(std::string code, ValueCondition(*token.param, token, token.values[0], "m"));
+  const std::string head = core::StrCat(
+      "SELECT m.res_id FROM idx_token_date m WHERE m.tenant_id = $1 AND m.res_type = ", P(type),
+      " AND m.token_param = ", P(combo.token_param), " AND m.date_param = ", P(combo.date_param), " AND ", code);
+  // The date criteria on the one row of a resource with one date value.
+  std::string conditions;
+  for (const Criterion* d : dates) {
+    std::string ors;
+    for (const Value& v : d->values) {
+      if (!ors.empty()) ors += " OR ";
+      ors += DateCondition(v, "m.lo", "m.hi");
+    }
+    core::StrAppend(conditions, " AND (", ors, ")");
+  }
+  // One index range per span class, bounded by what the criteria imply for
+  // lo at that class's width; the widest class is bounded above at most.
+  std::string out;
+  for (int span = 0; span <= kDateSpanClasses; ++span) {
+    LoBounds bounds;
+    for (const Criterion* d : dates) {
+      LoBounds any;  // the loosest over the criterion's values (OR)
+      bool all_min = true;
+      bool all_max = true;
+      for (const Value& v : d->values) {
+        const LoBounds b = span < kDateSpanClasses ? SpanLoBounds(v, kDateSpanWidths[span], now_)
+                                                   : LoBounds{std::nullopt, SpanLoBounds(v, 0, now_).max};
+        all_min = all_min && b.min.has_value();
+        all_max = all_max && b.max.has_value();
+        if (b.min) any.min = any.min ? std::min(*any.min, *b.min) : *b.min;
+        if (b.max) any.max = any.max ? std::max(*any.max, *b.max) : *b.max;
+      }
+      // Criteria are ANDed: the tightest.
+      if (all_min) bounds.min = bounds.min ? std::max(*bounds.min, *any.min) : *any.min;
+      if (all_max) bounds.max = bounds.max ? std::min(*bounds.max, *any.max) : *any.max;
+    }
+    core::StrAppend(out, span == 0 ? "" : " UNION ALL ", head, " AND m.single AND m.span = ", span);
+    if (bounds.min) core::StrAppend(out, " AND m.lo >= ", *bounds.min);
+    if (bounds.max) core::StrAppend(out, " AND m.lo < ", *bounds.max);
+    out += conditions;
+  }
+  // A resource with several values of the date parameter may meet each
+  // criterion with another value: it is checked against idx_date.
+  std::string several = core::StrCat(head, " AND NOT m.single");
+  for (const Criterion* d : dates) {
+    ASSIGN_OR_RETURN(std::string set, IdSet(*d, type));
+    core::StrAppend(several, " AND m.res_id IN (", set, ")");
+  }
+  return core::StrCat(out, " UNION ALL ", several);
+}
 
 #define MEDGRID_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
@@ -696,6 +789,45 @@ bool InIdOrder(const search::Criterion& c) {
   return false;
 }
 
+// A token criterion and the date criteria that idx_token_date answers as
+// one set: a plain token equality on one code, and every plain date
+// criterion on the combination's date parameter.
+struct ComboUse {
+  const TokenDateCombo* combo = nullptr;
+  std::size_t token = 0;
+  std::vector<std::size_t> dates;
+};
+
+std::optional<ComboUse> FindCombo(const search::SearchRequest& req) {
+  for (std::size_t i = 0; i < req.criteria.size(); ++i) {
+    const Criterion& t = req.criteria[i];
+    if (t.kind != Criterion::Kind::kValue || t.modifier != Modifier::kNone || t.param->type != "token" ||
+        t.values.size() != 1 || t.values[0].text.empty()) {
+      continue;
+    }
+    for (const TokenDateCombo& k : kTokenDateCombos) {
+      if (req.type != k.type || t.param->code != k.token_param) continue;
+      ComboUse use{&k, i, {}};
+      for (std::size_t j = 0; j < req.criteria.size(); ++j) {
+        const Criterion& d = req.criteria[j];
+        if (d.kind == Criterion::Kind::kValue && d.modifier == Modifier::kNone && d.param->type == "date" &&
+            d.param->code == k.date_param && !d.values.empty()) {
+          use.dates.push_back(j);
+        }
+      }
+      if (!use.dates.empty()) return use;
+    }
+  }
+  return std::nullopt;
+}
+
+// How many id sets a search intersects.
+std::size_t SetCount(const search::SearchRequest& req, const std::optional<Compartment>& compartment) {
+  std::size_t n = req.criteria.size() + (compartment ? 1 : 0);
+  if (std::optional<ComboUse> combo = FindCombo(req)) n -= combo->dates.size();
+  return n;
+}
+
 absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const search::SearchRequest& req,
                                              const std::optional<Compartment>& compartment, core::TimePoint now,
                                              const std::vector<int64_t>* set_sizes = nullptr) {
@@ -709,7 +841,19 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
   bool live_sets = true;
   std::vector<bool> countable;
   std::vector<bool> in_id_order;
-  for (const search::Criterion& c : req.criteria) {
+  const std::optional<ComboUse> combo = FindCombo(req);
+  for (std::size_t i = 0; i < req.criteria.size(); ++i) {
+    const search::Criterion& c = req.criteria[i];
+    if (combo && i == combo->token) {
+      std::vector<const Criterion*> dates;
+      for (std::size_t j : combo->dates) dates.push_back(&req.criteria[j]);
+      ASSIGN_OR_RETURN(std::string set, q.ComboSet(*combo->combo, c, dates, req.type));
+      sets.push_back(std::move(set));
+      countable.push_back(true);
+      in_id_order.push_back(false);
+      continue;
+    }
+    if (combo && std::find(combo->dates.begin(), combo->dates.end(), i) != combo->dates.end()) continue;
     ASSIGN_OR_RETURN(std::string set, q.IdSet(c, req.type));
     sets.push_back(std::move(set));
     countable.push_back(Countable(c));
@@ -733,11 +877,14 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     // current version of live resources), so the count needs no look-up in
     // resources: it is the size of the sets' intersection, which index-only
     // scans can answer.
+    // A set names a resource once per matching index row (two codings with
+    // the code, say); INTERSECT, or DISTINCT for one set, counts it once.
     std::string intersection;
     for (const std::string& set : sets) {
       if (!intersection.empty()) intersection += " INTERSECT ";
       core::StrAppend(intersection, "(", set, ")");
     }
+    if (sets.size() == 1) intersection = core::StrCat("SELECT DISTINCT one.res_id FROM (", sets[0], ") one");
     // (The type parameter, which only `where` uses, must still be typed.)
     st.count_sql = core::StrCat("SELECT count(*) FROM (", intersection, ") counted WHERE ", type_param,
                                 "::text IS NOT NULL");
@@ -983,7 +1130,7 @@ absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, co
     // One statement needs no transaction (BEGIN and COMMIT would double the
     // round trips of a plain search).
     const bool one_statement = req.includes.empty() && !req.total && req.summary != search::Summary::kCount &&
-                               req.count > 0 && req.criteria.size() + (compartment ? 1 : 0) <= 1;
+                               req.count > 0 && SetCount(req, compartment) <= 1;
     if (one_statement) {
       pqxx::nontransaction tx(conn);
       return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/false);
