@@ -676,6 +676,77 @@ TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {
   EXPECT_EQ(Matches("/fhir/t1/Observation?code=333-3&date=1999-09"), Ids{});
 }
 
+TEST_F(SearchTest, ChainsWithManyTargetsWalkInIdOrder) {
+  // A chain to 60 Patients named Walker (enough to walk the Conditions in
+  // res_id order rather than read all of them): their Conditions are 0h00-09,
+  // first in res_id order, and zz00-29, last, with 2,200 Conditions of other
+  // Patients in between, more than one walk reads. Paged by 10 both ways,
+  // each page is the walk's or, when the walk cannot finish it, the general
+  // query's; both must give the same pages. Tenant t5 alone.
+  auto put = [&](const std::string& type, const std::string& id, json::object r) {
+    r["resourceType"] = type;
+    r["id"] = id;
+    auto res = c().Put("/fhir/t5/" + type + "/" + id, json::serialize(r));
+    ASSERT_TRUE(res.status == 201 || res.status == 200) << res.body;
+  };
+  auto name = [](std::string prefix, int n) { return prefix.append(std::to_string(n)); };
+  auto patient = [](const char* family) { return json::object{{"name", json::array{json::object{{"family", family}}}}}; };
+  auto condition = [](const std::string& subject) {
+    return json::object{{"subject", json::object{{"reference", subject}}},
+                        {"code", json::object{{"text", "finding"}}}};
+  };
+  for (int i = 0; i < 60; ++i) put("Patient", name("w", i), patient("Walker"));
+  for (int i = 0; i < 100; ++i) put("Patient", name("o", i), patient("Other"));
+  std::vector<std::string> expected;
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = name("0h0", i);
+    put("Condition", id, condition(name("Patient/w", i)));
+    expected.push_back(id);
+  }
+  for (int i = 0; i < 2200; ++i) {
+    put("Condition", name("a", 10000 + i).erase(1, 1), condition(name("Patient/o", i % 100)));
+  }
+  for (int i = 0; i < 30; ++i) {
+    const std::string id = name(i < 10 ? "zz0" : "zz", i);
+    put("Condition", id, condition(name("Patient/w", 30 + i)));
+    expected.push_back(id);
+  }
+  EXPECT_NE(c().Get("/admin/explain/t5/Condition?subject:Patient.name=walker").body.find("-- walk in res_id order"),
+            std::string::npos);
+
+  const std::string first = "/fhir/t5/Condition?subject:Patient.name=walker&_count=10";
+  std::vector<std::string> forward;
+  std::vector<std::string> targets;
+  for (std::string target = first; !target.empty();) {
+    targets.push_back(target);
+    json::value page = Search(target);
+    for (const json::value& e : page.at("entry").as_array()) forward.emplace_back(e.at("resource").at("id").as_string());
+    std::string next = Link(page, "next");
+    target = next.empty() ? "" : Target(next);
+  }
+  EXPECT_EQ(forward, expected);
+  EXPECT_EQ(targets.size(), 4u);
+  std::vector<std::string> backward;
+  json::value page = Search(targets.back());
+  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
+    page = Search(Target(prev));
+    std::vector<std::string> ids;
+    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
+    backward.insert(backward.begin(), ids.begin(), ids.end());
+  }
+  EXPECT_EQ(backward, std::vector<std::string>(expected.begin(), expected.end() - 10));
+  // One page for all; the total; a chain to few Patients (no walk).
+  Ids all;
+  for (const std::string& id : expected) all.insert("Condition/" + id);
+  EXPECT_EQ(Matches("/fhir/t5/Condition?subject:Patient.name=walker&_count=100"), all);
+  EXPECT_EQ(Matches("/fhir/t5/Condition?patient.family=walker&_count=100"), all);
+  EXPECT_EQ(Search("/fhir/t5/Condition?subject.name=walker&_total=accurate").at("total").as_int64(), 40);
+  put("Patient", "solo", patient("Solo"));
+  put("Condition", "solo-c", condition("Patient/solo"));
+  EXPECT_EQ(Matches("/fhir/t5/Condition?subject:Patient.name=solo"), (Ids{"Condition/solo-c"}));
+  EXPECT_EQ(Matches("/fhir/t1/Condition?subject:Patient.name=walker"), Ids{});
+}
+
 TEST_F(SearchTest, TenantsNeverSeeEachOther) {
   // t2 has its own Patient/p1 (female) and an Observation about it.
   EXPECT_EQ(Matches("/fhir/t2/Patient?gender=male"), Ids{});

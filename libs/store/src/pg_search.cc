@@ -749,6 +749,10 @@ struct SearchStatements {
   std::size_t order_columns = 0;
   std::optional<Cursor> cursor;
   bool backwards = false;
+  // When set, a first try at the page (see BuildChainWalk): its rows, then
+  // how many rows it walked. walk_params are its own.
+  std::string walk_sql;
+  std::vector<std::string> walk_params;
   // When set, the page query was planned without knowing which id set is
   // small; running this (with where_params) gives each set's size up to
   // kSmallSet, and BuildSearch with those sizes gives a better page query.
@@ -787,6 +791,59 @@ bool InIdOrder(const search::Criterion& c) {
   if (c.param->type == "token") return !v.text.empty();
   if (c.param->type == "reference") return !v.text.empty() && v.text.find(':') == std::string::npos;
   return false;
+}
+
+// A chain whose inner sets are small (a name that some hundreds of Patients
+// have) matches resources that come in the order of their targets, so the
+// general page query reads every match and sorts them: work that grows with
+// the data. Walking the referring type's reference rows in res_id order and
+// testing each target against the hashed inner sets stops after the page,
+// and the walk is short whenever the matches are not rare. So the walk is
+// tried first, over at most kWalkRows rows, when every inner set has at most
+// kSmallSet ids and together at least kWalkMinInner; its page stands when it
+// is full, and otherwise the general query runs.
+constexpr int kWalkRows = 5000;
+constexpr int kWalkMinInner = 50;
+
+void BuildChainWalk(const std::string& tenant, const search::SearchRequest& req, const std::optional<Cursor>& cursor,
+                    core::TimePoint now, SearchStatements& st) {
+  if (req.criteria.size() != 1 || !req.sort.empty()) return;
+  const Criterion& c = req.criteria[0];
+  if (c.kind != Criterion::Kind::kChain || !Countable(c)) return;
+  SearchSql q(tenant, core::ToUnixMicros(now));
+  const std::string type = q.P(req.type);
+  std::string ctes;
+  std::string hit;
+  std::string gate;
+  std::string total;
+  for (std::size_t k = 0; k < c.targets.size(); ++k) {
+    const search::ChainTarget& target = c.targets[k];
+    absl::StatusOr<std::string> inner = q.IdSet(*target.next, target.type);
+    if (!inner.ok()) return;  // the general query reports the error
+    const std::string name = core::StrCat("i", k);
+    core::StrAppend(ctes, k == 0 ? "WITH " : ", ", name, " AS MATERIALIZED (", *inner, " LIMIT ", kSmallSet + 1,
+                    ")");
+    core::StrAppend(hit, k == 0 ? "" : " OR ", "(x.target_type = ", q.P(target.type), " AND x.target_id IN (SELECT ",
+                    name, ".res_id FROM ", name, "))");
+    core::StrAppend(gate, " AND (SELECT count(*) FROM ", name, ") <= ", kSmallSet);
+    core::StrAppend(total, k == 0 ? "" : " + ", "(SELECT count(*) FROM ", name, ")");
+  }
+  const bool backwards = cursor && cursor->previous;
+  // (One target, the common case: one count.)
+  if (c.targets.size() == 1) gate = core::StrCat(" AND ", total, " BETWEEN ", kWalkMinInner, " AND ", kSmallSet);
+  else core::StrAppend(gate, " AND ", total, " >= ", kWalkMinInner);
+  std::string walk = core::StrCat("SELECT x.res_id, (", hit, ") AS hit FROM idx_reference x WHERE x.tenant_id = $1 ",
+                                  "AND x.res_type = ", type, " AND x.param = ", q.P(c.param->code), gate);
+  if (cursor) core::StrAppend(walk, " AND x.res_id ", backwards ? "<" : ">", " ", q.P(cursor->values[0]), "::text");
+  const char* order = backwards ? " DESC" : "";
+  core::StrAppend(walk, " ORDER BY x.res_id", order, " LIMIT ", kWalkRows);
+  st.walk_sql = core::StrCat(
+      ctes, ", ids AS (SELECT DISTINCT w.res_id FROM (", walk, ") w WHERE w.hit ORDER BY w.res_id", order, " LIMIT ",
+      req.count + 1, "), p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM ids JOIN resources r ON "
+      "r.tenant_id = $1 AND r.res_type = ", type, " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ",
+      kVersionColumns, ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type,
+      " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", order);
+  st.walk_params = q.params();
 }
 
 // A token criterion and the date criteria that idx_token_date answers as
@@ -976,6 +1033,7 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
         " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
     st.page_params = q.params();
     st.where = std::move(where);
+    if (set_sizes == nullptr && sets.size() == 1) BuildChainWalk(tenant, req, cursor, now, st);
     return st;
   }
   std::string keyset;
@@ -1064,7 +1122,15 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     if (only_total) return page;
 
     if (one_snapshot) RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
-    pqxx::result r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
+    pqxx::result r;
+    if (!st.walk_sql.empty()) {
+      // The walk's page stands when it is full: the next match, one past
+      // the page, was found within the walk. Otherwise (a last page, rare
+      // matches, or a walk that was not made) the general query answers.
+      r = tx.exec_params(st.walk_sql, pqxx::prepare::make_dynamic_params(st.walk_params));
+      if (r.size() != static_cast<std::size_t>(req.count) + 1) r = pqxx::result();
+    }
+    if (r.empty()) r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
     const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
     std::vector<std::vector<std::string>> keys;
     for (const pqxx::row& row : r) {
@@ -1113,6 +1179,10 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
       out += "-- id set sizes\n";
       explain(st.sizes_sql, st.where_params);
       RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
+    }
+    if (!st.walk_sql.empty()) {
+      out += "-- walk in res_id order (its page is used when full)\n";
+      explain(st.walk_sql, st.walk_params);
     }
     out += "-- page query\n";
     explain(st.page_sql, st.page_params);
