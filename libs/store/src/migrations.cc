@@ -278,6 +278,37 @@ JOIN (SELECT tenant_id, res_type, res_id, param, count(*) AS n FROM idx_date GRO
   ON n.tenant_id = d.tenant_id AND n.res_type = d.res_type AND n.res_id = d.res_id AND n.param = d.param;
 ANALYZE idx_token_date;
 )sql")},
+      {7, "resource counts per code", R"sql(
+-- How many live resources of a type have a code in a token parameter (any
+-- system: by_system false, system NULL), and a system and code (by_system
+-- true; system NULL for a code without one), so that _total=accurate of a
+-- search by one code reads a count instead of counting every match. Writes
+-- append +1/-1 rows to idx_token_count_delta (no row is updated, so writers
+-- never wait on each other); the background worker folds them into
+-- idx_token_count (PgResourceStore::RefreshStatistics), and a count is the
+-- sum of both, in one snapshot.
+CREATE TABLE idx_token_count (
+  tenant_id text NOT NULL, res_type text NOT NULL, param text NOT NULL,
+  code text NOT NULL,
+  by_system boolean NOT NULL,
+  system text,
+  n bigint NOT NULL,
+  UNIQUE NULLS NOT DISTINCT (tenant_id, res_type, param, code, by_system, system)
+);
+CREATE TABLE idx_token_count_delta (
+  tenant_id text NOT NULL, res_type text NOT NULL, param text NOT NULL,
+  code text NOT NULL,
+  by_system boolean NOT NULL,
+  system text,
+  n bigint NOT NULL
+);
+CREATE INDEX idx_token_count_delta_key ON idx_token_count_delta (tenant_id, res_type, param, code, by_system, system)
+  INCLUDE (n);
+INSERT INTO idx_token_count (tenant_id, res_type, param, code, by_system, system, n)
+SELECT tenant_id, res_type, param, code, false, NULL, count(DISTINCT res_id) FROM idx_token GROUP BY 1, 2, 3, 4;
+INSERT INTO idx_token_count (tenant_id, res_type, param, code, by_system, system, n)
+SELECT tenant_id, res_type, param, code, true, system, count(DISTINCT res_id) FROM idx_token GROUP BY 1, 2, 3, 4, 6;
+)sql"},
   };
   return kMigrations;
 }

@@ -58,6 +58,17 @@ constexpr Table kTables[] = {
     {"u", "idx_uri", "uri", "u text", "x.u"},
 };
 
+constexpr const char* kCountColumns = "(tenant_id, res_type, param, code, by_system, system, n)";
+
+// The count deltas of a resource's token rows `rows` (columns param, code,
+// system): `n` for each distinct (param, code), and for each distinct
+// (param, system, code).
+std::string CountDeltas(std::string_view rows, std::string_view n) {
+  return core::StrCat("SELECT $1, $2, k.param, k.code, false, NULL, ", n, " FROM (SELECT DISTINCT param, code FROM ",
+                      rows, " r) k UNION ALL SELECT $1, $2, k.param, k.code, true, k.system, ", n,
+                      " FROM (SELECT DISTINCT param, code, system FROM ", rows, " r) k");
+}
+
 }  // namespace
 
 std::string EncodeIndex(const search::IndexEntries& e) {
@@ -125,6 +136,13 @@ std::string IndexInsertCtes(int param) {
                   TokenDateComboValues("k"), ", jsonb_to_recordset(ix.j->'t') AS t(p text, s text, c text), "
                   "jsonb_to_recordset(ix.j->'d') AS d(p text, l bigint, h bigint) "
                   "WHERE k.rt = $2 AND t.p = k.tp AND d.p = k.dp)");
+  // +1 for each code (and each system and code) the resource has, however
+  // many times: idx_token_count_delta (migration 7).
+  core::StrAppend(sql, ", i_tc AS (INSERT INTO idx_token_count_delta ", kCountColumns, " ",
+                  CountDeltas("(SELECT x.p AS param, x.c AS code, x.s AS system FROM ix, "
+                              "jsonb_to_recordset(ix.j->'t') AS x(p text, c text, s text))",
+                              "1"),
+                  ")");
   core::StrAppend(sql,
                   ", i_text AS (INSERT INTO idx_text (tenant_id, res_type, res_id, content, narrative) "
                   "SELECT $1, $2, $3, to_tsvector('simple', ix.j->>'c'), to_tsvector('simple', ix.j->>'n') "
@@ -162,8 +180,11 @@ std::string IndexDeleteCtes() {
   std::string sql;
   for (const Table& t : kTables) {
     core::StrAppend(sql, ", d_", t.key, " AS (DELETE FROM ", t.table,
-                    " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
+                    " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3",
+                    std::string_view(t.key) == "t" ? " RETURNING param, code, system)" : ")");
   }
+  core::StrAppend(sql, ", d_tc AS (INSERT INTO idx_token_count_delta ", kCountColumns, " ", CountDeltas("d_t", "-1"),
+                  ")");
   core::StrAppend(sql, ", d_td AS (DELETE FROM idx_token_date WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)",
                   ", d_text AS (DELETE FROM idx_text WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)");
   return sql;

@@ -744,6 +744,7 @@ struct SearchStatements {
   std::string where;                      // over alias r, without the cursor
   std::vector<std::string> where_params;  // the parameters `where` uses
   std::string count_sql;
+  std::vector<std::string> count_params;  // the parameters `count_sql` uses
   std::string page_sql;
   std::vector<std::string> page_params;
   std::size_t order_columns = 0;
@@ -878,6 +879,30 @@ std::optional<ComboUse> FindCombo(const search::SearchRequest& req) {
   return std::nullopt;
 }
 
+// _total=accurate of a search by one code (system|code, |code or code) is
+// the count kept per code (migration 7): the folded count plus the deltas
+// not folded yet. Parameters: $1 tenant, $2 type, $3 parameter, $4 code,
+// $5 system when there is one.
+std::optional<std::string> CodeCount(const search::SearchRequest& req, const std::optional<Compartment>& compartment) {
+  if (req.criteria.size() != 1 || compartment) return std::nullopt;
+  const Criterion& c = req.criteria[0];
+  if (c.kind != Criterion::Kind::kValue || c.modifier != Modifier::kNone || c.param->type != "token" ||
+      c.param->code.starts_with('_') || c.values.size() != 1 || c.values[0].text.empty()) {
+    return std::nullopt;
+  }
+  const std::optional<std::string>& system = c.values[0].system;
+  std::string key = "tenant_id = $1 AND res_type = $2 AND param = $3 AND code = $4 AND by_system = ";
+  if (!system) {
+    key += "false AND system IS NULL";
+  } else if (system->empty()) {
+    key += "true AND system IS NULL";
+  } else {
+    key += "true AND system = $5";
+  }
+  return core::StrCat("SELECT coalesce((SELECT n FROM idx_token_count WHERE ", key,
+                      "), 0) + coalesce((SELECT sum(n) FROM idx_token_count_delta WHERE ", key, "), 0)");
+}
+
 // How many id sets a search intersects.
 std::size_t SetCount(const search::SearchRequest& req, const std::optional<Compartment>& compartment) {
   std::size_t n = req.criteria.size() + (compartment ? 1 : 0);
@@ -945,6 +970,14 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     // (The type parameter, which only `where` uses, must still be typed.)
     st.count_sql = core::StrCat("SELECT count(*) FROM (", intersection, ") counted WHERE ", type_param,
                                 "::text IS NOT NULL");
+  }
+  st.count_params = st.where_params;
+  if (std::optional<std::string> counted = CodeCount(req, compartment)) {
+    st.count_sql = std::move(*counted);
+    st.count_params = {tenant, req.type, req.criteria[0].param->code, req.criteria[0].values[0].text};
+    if (const std::optional<std::string>& system = req.criteria[0].values[0].system; system && !system->empty()) {
+      st.count_params.push_back(*system);
+    }
   }
 
   ASSIGN_OR_RETURN(Ordering ordering, BuildOrdering(q, req));
@@ -1105,7 +1138,7 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     SearchPage page;
     const search::Total total_mode = req.total.value_or(only_total ? search::Total::kAccurate : search::Total::kNone);
     if (total_mode == search::Total::kAccurate) {
-      pqxx::result r = tx.exec_params(count_sql, pqxx::prepare::make_dynamic_params(where_params));
+      pqxx::result r = tx.exec_params(count_sql, pqxx::prepare::make_dynamic_params(st.count_params));
       page.total = r[0][0].as<int64_t>();
     } else if (total_mode == search::Total::kEstimate) {
       pqxx::result r = tx.exec_params(core::StrCat("EXPLAIN (FORMAT JSON) SELECT 1 FROM resources r WHERE ", where),
@@ -1188,7 +1221,7 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
     explain(st.page_sql, st.page_params);
     if (req.total && *req.total == search::Total::kAccurate) {
       out += "-- _total=accurate\n";
-      explain(st.count_sql, st.where_params);
+      explain(st.count_sql, st.count_params);
     }
     return out;
   });
