@@ -645,6 +645,42 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
   }
   EXPECT_EQ(found.size(), 100u);
   EXPECT_EQ(found, fifties);
+
+  // A name prefix with 120 Patients (small, not in res_id order) and the
+  // large gender set (in res_id order): the page comes from walking the
+  // gender set with the names hashed, or, for the last page, from the
+  // general query. Paged by 10 both ways.
+  std::vector<std::string> middle;
+  for (int i = 0; i < 120; ++i) {
+    std::string id = i < 10 ? "m00" : i < 100 ? "m0" : "m";
+    id.append(std::to_string(i));
+    json::object patient{{"resourceType", "Patient"}, {"id", id}, {"gender", i % 2 == 0 ? "female" : "male"}};
+    patient["name"] = json::array{json::object{{"family", "Middleton"}}};
+    ASSERT_EQ(c().Put("/fhir/t4/Patient/" + id, json::serialize(patient)).status, 201);
+    if (i % 2 == 0) middle.push_back(id);
+  }
+  std::vector<std::string> pages;
+  std::vector<std::string> walked;
+  for (target = "/fhir/t4/Patient?gender=female&family=middle&_count=10"; !target.empty();) {
+    pages.push_back(target);
+    json::value p = Search(target);
+    for (const json::value& e : p.at("entry").as_array()) walked.emplace_back(e.at("resource").at("id").as_string());
+    std::string next = Link(p, "next");
+    target = next.empty() ? "" : Target(next);
+  }
+  EXPECT_EQ(walked, middle);
+  EXPECT_EQ(pages.size(), 6u);
+  std::vector<std::string> back;
+  page = Search(pages.back());
+  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
+    page = Search(Target(prev));
+    std::vector<std::string> ids;
+    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
+    back.insert(back.begin(), ids.begin(), ids.end());
+  }
+  EXPECT_EQ(back, std::vector<std::string>(middle.begin(), middle.end() - 10));
+  EXPECT_NE(c().Get("/admin/explain/t4/Patient?gender=female&family=middle").body.find("-- walk in res_id order"),
+            std::string::npos);
 }
 
 TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {

@@ -1003,10 +1003,13 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     // not pulled up into a join becomes a hashed subplan; its LIMIT, which
     // the count shows is not reached, keeps the planner's size estimate
     // small enough to hash). The large ones are probed per id of the driver
-    // when the driver comes in res_id order, so that the page stops early
-    // whatever the data's size (a correlated EXISTS that is not pulled up,
-    // served by the set's (tenant, type, res_id) index); otherwise they are
-    // left to the planner as semi-joins.
+    // (a correlated EXISTS that is not pulled up, served by the set's value
+    // or (tenant, type, res_id) index) when the driver comes in res_id
+    // order, so that the page stops early whatever the data's size, or when
+    // the driver is small, so that at most kSmallSet probes replace reading
+    // and hashing a set that grows with the data (PostgreSQL estimates a
+    // common code at a few hundred rows and hashes all of it); otherwise
+    // they are left to the planner as semi-joins.
     std::vector<std::size_t> order(sets.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::vector<bool> hashed(sets.size(), false);
@@ -1037,34 +1040,69 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
       for (std::size_t j = 1; j < order.size(); ++j) {
         const std::size_t i = order[j];
         hashed[i] = small_driver && n[i] < kSmallSet;
-        probed[i] = !hashed[i] && ordered_driver;
+        probed[i] = !hashed[i] && (ordered_driver || small_driver);
       }
     }
-    std::string ids = core::StrCat("SELECT DISTINCT s0.res_id FROM (", sets[order[0]], ") s0");
-    for (std::size_t j = 1; j < order.size(); ++j) {
-      const std::size_t i = order[j];
-      core::StrAppend(ids, j == 1 ? " WHERE " : " AND ");
-      if (hashed[i]) {
-        core::StrAppend(ids, "(s0.res_id IN (", sets[i], " LIMIT ", kSmallSet, ")) IS TRUE");
-      } else if (probed[i]) {
-        core::StrAppend(ids, "EXISTS (SELECT 1 FROM (", sets[i], ") p", i, " WHERE p", i,
-                        ".res_id = s0.res_id OFFSET 0)");
-      } else {
-        core::StrAppend(ids, "s0.res_id IN (", sets[i], ")");
+    const std::string after =
+        cursor ? core::StrCat(" s0.res_id ", backwards ? "<" : ">", " ", q.P(cursor->values[0]), "::text") : "";
+    // The page of the sets in `order` (the first drives; when `walk_rows`,
+    // only that many of its ids after the cursor are read).
+    auto page_of = [&](const std::vector<std::size_t>& order, int walk_rows) {
+      std::string driver = sets[order[0]];
+      if (walk_rows > 0) {
+        driver = core::StrCat("SELECT s0.res_id FROM (", driver, ") s0", after.empty() ? "" : " WHERE", after,
+                              " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", walk_rows);
+      }
+      std::string ids = core::StrCat("SELECT DISTINCT s0.res_id FROM (", driver, ") s0");
+      for (std::size_t j = 1; j < order.size(); ++j) {
+        const std::size_t i = order[j];
+        core::StrAppend(ids, j == 1 ? " WHERE " : " AND ");
+        if (hashed[i]) {
+          core::StrAppend(ids, "(s0.res_id IN (", sets[i], " LIMIT ", kSmallSet, ")) IS TRUE");
+        } else if (probed[i]) {
+          core::StrAppend(ids, "EXISTS (SELECT 1 FROM (", sets[i], ") p", i, " WHERE p", i,
+                          ".res_id = s0.res_id OFFSET 0)");
+        } else {
+          core::StrAppend(ids, "s0.res_id IN (", sets[i], ")");
+        }
+      }
+      if (!after.empty() && walk_rows == 0) core::StrAppend(ids, sets.size() == 1 ? " WHERE" : " AND", after);
+      core::StrAppend(ids, " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", limit);
+      return core::StrCat(
+          "WITH p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
+          ") ids JOIN resources r ON r.tenant_id = $1 AND r.res_type = ", type_param,
+          " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ", kVersionColumns,
+          ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type_param,
+          " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
+    };
+    st.page_sql = page_of(order, 0);
+    if (set_sizes != nullptr && sets.size() > 1 && set_sizes->size() == sets.size()) {
+      // A small driver that is not in res_id order (a name prefix) reads all
+      // its ids and sorts the matches, which grow with the data. When a
+      // large set is in res_id order (a common code) and the driver has
+      // enough ids that matches are not rare, the page is first tried by
+      // walking that set, at most kWalkRows of it, with the small sets
+      // hashed: like the chain walk (BuildChainWalk), its page stands when
+      // it is full.
+      const std::vector<int64_t>& n = *set_sizes;
+      const std::size_t d = order[0];
+      if (n[d] < kSmallSet && n[d] >= kWalkMinInner && !in_id_order[d]) {
+        for (std::size_t j = 1; j < order.size(); ++j) {
+          const std::size_t w = order[j];
+          if (!in_id_order[w] || n[w] < kSmallSet) continue;
+          std::vector<std::size_t> walk_order = {w};
+          for (std::size_t i : order) {
+            if (i != w) walk_order.push_back(i);
+          }
+          hashed[d] = true;
+          st.walk_sql = page_of(walk_order, kWalkRows);
+          hashed[d] = false;
+          break;
+        }
       }
     }
-    if (cursor) {
-      core::StrAppend(ids, sets.size() == 1 ? " WHERE " : " AND ", "s0.res_id ", backwards ? "<" : ">",
-                      " ", q.P(cursor->values[0]), "::text");
-    }
-    core::StrAppend(ids, " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", limit);
-    st.page_sql = core::StrCat(
-        "WITH p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
-        ") ids JOIN resources r ON r.tenant_id = $1 AND r.res_type = ", type_param,
-        " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ", kVersionColumns,
-        ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type_param,
-        " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
     st.page_params = q.params();
+    if (!st.walk_sql.empty()) st.walk_params = st.page_params;
     st.where = std::move(where);
     if (set_sizes == nullptr && sets.size() == 1) BuildChainWalk(tenant, req, cursor, now, st);
     return st;
