@@ -750,10 +750,6 @@ struct SearchStatements {
   std::size_t order_columns = 0;
   std::optional<Cursor> cursor;
   bool backwards = false;
-  // When set, a first try at the page (see BuildChainWalk): its rows, then
-  // how many rows it walked. walk_params are its own.
-  std::string walk_sql;
-  std::vector<std::string> walk_params;
   // When set, the page query was planned without knowing which id set is
   // small; running this (with where_params) gives each set's size up to
   // kSmallSet, and BuildSearch with those sizes gives a better page query.
@@ -794,25 +790,37 @@ bool InIdOrder(const search::Criterion& c) {
   return false;
 }
 
-// A chain whose inner sets are small (a name that some hundreds of Patients
-// have) matches resources that come in the order of their targets, so the
-// general page query reads every match and sorts them: work that grows with
-// the data. Walking the referring type's reference rows in res_id order and
-// testing each target against the hashed inner sets stops after the page,
-// and the walk is short whenever the matches are not rare. So the walk is
-// tried first, over at most kWalkRows rows, when every inner set has at most
-// kSmallSet ids and together at least kWalkMinInner; its page stands when it
-// is full, and otherwise the general query runs.
+// A walk: the page tried by reading one set (or a chain's reference rows)
+// in res_id order, at most kWalkRows of it, testing each id against the
+// other sets; it is cut from matches that grow with the data only by what it
+// reads. Its page stands when it is full (the match one past the page was
+// found within the walk); otherwise the general page query answers. Both
+// are one statement (WalkOrGeneral), so a walk that was not made or could
+// not finish costs no round trip.
 constexpr int kWalkRows = 5000;
 constexpr int kWalkMinInner = 50;
 
-void BuildChainWalk(const std::string& tenant, const search::SearchRequest& req, const std::optional<Cursor>& cursor,
-                    core::TimePoint now, SearchStatements& st) {
-  if (req.criteria.size() != 1 || !req.sort.empty()) return;
+// The ids of a page: the walk's (CTE `wi`) when it found `limit` of them,
+// else the general query's.
+std::string WalkOrGeneral(const std::string& general_ids, int limit) {
+  return core::StrCat("SELECT wi.res_id FROM wi WHERE (SELECT count(*) FROM wi) = ", limit,
+                      " UNION ALL SELECT g.res_id FROM (", general_ids, ") g WHERE (SELECT count(*) FROM wi) < ", limit);
+}
+
+// A lone chain whose inner sets are small (a name that some hundreds of
+// Patients have) matches resources that come in the order of their targets,
+// so the general query reads every match and sorts them. The walk reads the
+// chain parameter's reference rows in res_id order (idx_reference_res,
+// index-only) against the hashed inner sets, when every inner set has at
+// most kSmallSet ids and together at least kWalkMinInner (fewer make matches
+// rare, and the general query cheap). Returns the CTEs (inner sets, then
+// `wi`), or nothing when the search is not such a chain. `cursor` is the
+// cursor's placeholder, or empty.
+std::optional<std::string> ChainWalk(SearchSql& q, const search::SearchRequest& req, const std::string& type_param,
+                                     const std::string& cursor, bool backwards, int limit) {
+  if (req.criteria.size() != 1 || !req.sort.empty()) return std::nullopt;
   const Criterion& c = req.criteria[0];
-  if (c.kind != Criterion::Kind::kChain || !Countable(c)) return;
-  SearchSql q(tenant, core::ToUnixMicros(now));
-  const std::string type = q.P(req.type);
+  if (c.kind != Criterion::Kind::kChain || !Countable(c)) return std::nullopt;
   std::string ctes;
   std::string hit;
   std::string gate;
@@ -820,31 +828,27 @@ void BuildChainWalk(const std::string& tenant, const search::SearchRequest& req,
   for (std::size_t k = 0; k < c.targets.size(); ++k) {
     const search::ChainTarget& target = c.targets[k];
     absl::StatusOr<std::string> inner = q.IdSet(*target.next, target.type);
-    if (!inner.ok()) return;  // the general query reports the error
+    if (!inner.ok()) return std::nullopt;  // the general query reports the error
     const std::string name = core::StrCat("i", k);
-    core::StrAppend(ctes, k == 0 ? "WITH " : ", ", name, " AS MATERIALIZED (", *inner, " LIMIT ", kSmallSet + 1,
-                    ")");
+    core::StrAppend(ctes, name, " AS MATERIALIZED (", *inner, " LIMIT ", kSmallSet + 1, "), ");
     core::StrAppend(hit, k == 0 ? "" : " OR ", "(x.target_type = ", q.P(target.type), " AND x.target_id IN (SELECT ",
                     name, ".res_id FROM ", name, "))");
     core::StrAppend(gate, " AND (SELECT count(*) FROM ", name, ") <= ", kSmallSet);
     core::StrAppend(total, k == 0 ? "" : " + ", "(SELECT count(*) FROM ", name, ")");
   }
-  const bool backwards = cursor && cursor->previous;
   // (One target, the common case: one count.)
-  if (c.targets.size() == 1) gate = core::StrCat(" AND ", total, " BETWEEN ", kWalkMinInner, " AND ", kSmallSet);
-  else core::StrAppend(gate, " AND ", total, " >= ", kWalkMinInner);
-  std::string walk = core::StrCat("SELECT x.res_id, (", hit, ") AS hit FROM idx_reference x WHERE x.tenant_id = $1 ",
-                                  "AND x.res_type = ", type, " AND x.param = ", q.P(c.param->code), gate);
-  if (cursor) core::StrAppend(walk, " AND x.res_id ", backwards ? "<" : ">", " ", q.P(cursor->values[0]), "::text");
+  if (c.targets.size() == 1) {
+    gate = core::StrCat(" AND ", total, " BETWEEN ", kWalkMinInner, " AND ", kSmallSet);
+  } else {
+    core::StrAppend(gate, " AND ", total, " >= ", kWalkMinInner);
+  }
   const char* order = backwards ? " DESC" : "";
+  std::string walk = core::StrCat("SELECT x.res_id, (", hit, ") AS hit FROM idx_reference x WHERE x.tenant_id = $1 ",
+                                  "AND x.res_type = ", type_param, " AND x.param = ", q.P(c.param->code), gate);
+  if (!cursor.empty()) core::StrAppend(walk, " AND x.res_id ", backwards ? "<" : ">", " ", cursor, "::text");
   core::StrAppend(walk, " ORDER BY x.res_id", order, " LIMIT ", kWalkRows);
-  st.walk_sql = core::StrCat(
-      ctes, ", ids AS (SELECT DISTINCT w.res_id FROM (", walk, ") w WHERE w.hit ORDER BY w.res_id", order, " LIMIT ",
-      req.count + 1, "), p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM ids JOIN resources r ON "
-      "r.tenant_id = $1 AND r.res_type = ", type, " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ",
-      kVersionColumns, ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type,
-      " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", order);
-  st.walk_params = q.params();
+  return core::StrCat(ctes, "wi AS MATERIALIZED (SELECT DISTINCT w.res_id FROM (", walk,
+                      ") w WHERE w.hit ORDER BY w.res_id", order, " LIMIT ", limit, ")");
 }
 
 // A token criterion and the date criteria that idx_token_date answers as
@@ -1043,11 +1047,12 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
         probed[i] = !hashed[i] && (ordered_driver || small_driver);
       }
     }
+    const std::string cursor_param = cursor ? q.P(cursor->values[0]) : "";
     const std::string after =
-        cursor ? core::StrCat(" s0.res_id ", backwards ? "<" : ">", " ", q.P(cursor->values[0]), "::text") : "";
-    // The page of the sets in `order` (the first drives; when `walk_rows`,
-    // only that many of its ids after the cursor are read).
-    auto page_of = [&](const std::vector<std::size_t>& order, int walk_rows) {
+        cursor ? core::StrCat(" s0.res_id ", backwards ? "<" : ">", " ", cursor_param, "::text") : "";
+    // The ids of the page of the sets in `order`: the first drives; with
+    // `walk_rows`, only that many of its ids after the cursor are read.
+    auto ids_of = [&](const std::vector<std::size_t>& order, int walk_rows) {
       std::string driver = sets[order[0]];
       if (walk_rows > 0) {
         driver = core::StrCat("SELECT s0.res_id FROM (", driver, ") s0", after.empty() ? "" : " WHERE", after,
@@ -1068,22 +1073,30 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
       }
       if (!after.empty() && walk_rows == 0) core::StrAppend(ids, sets.size() == 1 ? " WHERE" : " AND", after);
       core::StrAppend(ids, " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", limit);
+      return ids;
+    };
+    // The page: `ctes` (each followed by ", "), then the page's rows.
+    auto page = [&](const std::string& ctes, const std::string& ids) {
       return core::StrCat(
-          "WITH p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
+          "WITH ", ctes, "p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
           ") ids JOIN resources r ON r.tenant_id = $1 AND r.res_type = ", type_param,
           " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ", kVersionColumns,
           ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type_param,
           " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
     };
-    st.page_sql = page_of(order, 0);
+    const std::string general = ids_of(order, 0);
+    st.page_sql = page("", general);
+    if (set_sizes == nullptr && sets.size() == 1) {
+      if (std::optional<std::string> walk = ChainWalk(q, req, type_param, cursor_param, backwards, limit)) {
+        st.page_sql = page(*walk + ", ", WalkOrGeneral(general, limit));
+      }
+    }
     if (set_sizes != nullptr && sets.size() > 1 && set_sizes->size() == sets.size()) {
       // A small driver that is not in res_id order (a name prefix) reads all
       // its ids and sorts the matches, which grow with the data. When a
       // large set is in res_id order (a common code) and the driver has
-      // enough ids that matches are not rare, the page is first tried by
-      // walking that set, at most kWalkRows of it, with the small sets
-      // hashed: like the chain walk (BuildChainWalk), its page stands when
-      // it is full.
+      // enough ids that matches are not rare, that set is walked with the
+      // small sets hashed.
       const std::vector<int64_t>& n = *set_sizes;
       const std::size_t d = order[0];
       if (n[d] < kSmallSet && n[d] >= kWalkMinInner && !in_id_order[d]) {
@@ -1095,16 +1108,15 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
             if (i != w) walk_order.push_back(i);
           }
           hashed[d] = true;
-          st.walk_sql = page_of(walk_order, kWalkRows);
+          st.page_sql = page(core::StrCat("wi AS MATERIALIZED (", ids_of(walk_order, kWalkRows), "), "),
+                             WalkOrGeneral(general, limit));
           hashed[d] = false;
           break;
         }
       }
     }
     st.page_params = q.params();
-    if (!st.walk_sql.empty()) st.walk_params = st.page_params;
     st.where = std::move(where);
-    if (set_sizes == nullptr && sets.size() == 1) BuildChainWalk(tenant, req, cursor, now, st);
     return st;
   }
   std::string keyset;
@@ -1193,15 +1205,7 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     if (only_total) return page;
 
     if (one_snapshot) RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
-    pqxx::result r;
-    if (!st.walk_sql.empty()) {
-      // The walk's page stands when it is full: the next match, one past
-      // the page, was found within the walk. Otherwise (a last page, rare
-      // matches, or a walk that was not made) the general query answers.
-      r = tx.exec_params(st.walk_sql, pqxx::prepare::make_dynamic_params(st.walk_params));
-      if (r.size() != static_cast<std::size_t>(req.count) + 1) r = pqxx::result();
-    }
-    if (r.empty()) r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
+    pqxx::result r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
     const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
     std::vector<std::vector<std::string>> keys;
     for (const pqxx::row& row : r) {
@@ -1250,10 +1254,6 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
       out += "-- id set sizes\n";
       explain(st.sizes_sql, st.where_params);
       RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
-    }
-    if (!st.walk_sql.empty()) {
-      out += "-- walk in res_id order (its page is used when full)\n";
-      explain(st.walk_sql, st.walk_params);
     }
     out += "-- page query\n";
     explain(st.page_sql, st.page_params);
