@@ -54,7 +54,8 @@
 # Environment only: BENCH_SERVER_BIN (default build/release/services/medgrid,
 # built if missing), BENCH_DATA_DIR (keep the generated stream there and reuse
 # it), BENCH_KEEP=1 (keep the temporary directory: logs, raw wrk output, plans),
-# MEDGRID_PG_FSYNC (on), BENCH_LOG_LEVEL (info, the server default).
+# MEDGRID_PG_FSYNC (on), MEDGRID_PG_SHARED_BUFFERS (256MB), BENCH_LOG_LEVEL (info, the
+# server default).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

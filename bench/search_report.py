@@ -28,6 +28,8 @@ SCALE_TARGET = 0.8
 MEDPLUM_TARGET = 10.0
 P99_TARGET_MS = 50.0
 BIG_TABLES = ("resources", "resource_versions")
+# Index tables that stay small: the count deltas are folded away every 2 s.
+SMALL_INDEX_TABLES = ("idx_token_count_delta",)
 
 
 def read_wrk(path: str) -> dict | None:
@@ -142,7 +144,7 @@ def scans(plan: str) -> list[tuple[str, str, str]]:
 
 
 def is_big(rel: str) -> bool:
-    return rel in BIG_TABLES or rel.startswith("idx_")
+    return rel in BIG_TABLES or (rel.startswith("idx_") and rel not in SMALL_INDEX_TABLES)
 
 
 def explain_summary(plan: str) -> dict:
@@ -329,8 +331,9 @@ def report(args) -> int:
                  "`_total=accurate`; the `_include` follow-up queries are not shown). The slowest of the five is "
                  "shown.")
         e.append("")
-        e.append("Big tables: `resources`, `resource_versions` and every `idx_*` table. A Seq Scan on one of them "
-                 "is flagged. Execution times are wall-clock on a machine shared with other jobs; the buffers "
+        e.append("Big tables: `resources`, `resource_versions` and every `idx_*` table but "
+                 "`idx_token_count_delta` (folded away every 2 s). A Seq Scan on one of them is flagged. "
+                 "Execution times are wall-clock on a machine shared with other jobs; the buffers "
                  "(shared hit + read of the top node of each statement) measure the work and do not depend on "
                  "contention.")
         e.append("")
