@@ -3,8 +3,12 @@
 // subsetting, system and compartment search, POST _search, lenient
 // handling, conditional create/update/delete, and tenant isolation.
 //
-// The data set is small and hand-made so that every expected result can be
-// checked by reading it; the differential test covers generated data.
+// Tenant t1's data is small and hand-made so that every expected result can
+// be checked by reading it. Tenants t4 and t5 hold seeded or generated sets
+// large enough to reach the plans that depend on set sizes (hashing, probes,
+// walks, the code-and-date index); their expected results follow from how
+// they were made, or from the general query. The differential test compares
+// generated data with Medplum.
 #include <algorithm>
 #include <chrono>
 #include <random>

@@ -1,6 +1,7 @@
 // The background worker that carries out reindex jobs ($reindex), and
 // keeps the search tables' planner statistics fresh between autovacuum
-// runs (see ResourceStore::RefreshStatistics). It polls
+// runs and the per-code counts folded (see ResourceStore::RefreshStatistics).
+// It polls
 // every shard for a running job whose lease is free, leases it, and works
 // through it batch by batch, renewing the lease with each batch. Jobs live
 // in the shards, so a job started before a restart, or left by an instance

@@ -188,7 +188,8 @@ class ResourceStore {
   // Analyzes the search tables that changed much since their last
   // statistics (more than a fifth of their rows, and over 1,000 rows), so a
   // tenant's first bulk load is planned with real statistics even where
-  // autovacuum looks rarely. Returns the tables analyzed.
+  // autovacuum looks rarely, and folds the per-code count deltas written
+  // since the last call into the counts. Returns the tables analyzed.
   virtual absl::StatusOr<std::vector<std::string>> RefreshStatistics() = 0;
   // The EXPLAIN (ANALYZE, BUFFERS) text of the statements Search would run
   // (the page query, and the count for _total=accurate). For operators.
