@@ -134,6 +134,45 @@ class SearchTest : public ::testing::Test {
     EXPECT_EQ(link.rfind(prefix, 0), 0u) << link;
     return link.substr(prefix.size());
   }
+  // The ids of a page's matches, in order.
+  static std::vector<std::string> PageIds(const json::value& bundle) {
+    std::vector<std::string> ids;
+    if (const json::value* entries = bundle.as_object().if_contains("entry")) {
+      for (const json::value& e : entries->as_array()) {
+        if (e.at("search").at("mode").as_string() == "match") ids.emplace_back(e.at("resource").at("id").as_string());
+      }
+    }
+    return ids;
+  }
+  // The pages from `first` on, following the next links: each page's target,
+  // and the ids of all of them in order.
+  struct Pages {
+    std::vector<std::string> targets;
+    std::vector<std::string> ids;
+  };
+  Pages PagesForward(const std::string& first) {
+    Pages pages;
+    for (std::string target = first; !target.empty();) {
+      pages.targets.push_back(target);
+      json::value page = Search(target);
+      for (std::string& id : PageIds(page)) pages.ids.push_back(std::move(id));
+      std::string next = Link(page, "next");
+      target = next.empty() ? "" : Target(next);
+    }
+    return pages;
+  }
+  // The ids of the pages before the one at `target`, in order, following the
+  // previous links.
+  std::vector<std::string> IdsBefore(const std::string& target) {
+    std::vector<std::string> ids;
+    json::value page = Search(target);
+    for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
+      page = Search(Target(prev));
+      std::vector<std::string> before = PageIds(page);
+      ids.insert(ids.begin(), before.begin(), before.end());
+    }
+    return ids;
+  }
 
   static TestServer* server_;
 };
@@ -536,9 +575,10 @@ TEST_F(SearchTest, AccurateTotalsOfOneCodeAreKeptCounts) {
   check("kc2", 0, 0, 0, 0);
   ASSERT_TRUE(folded());
   check("kc1", 30, 30, 10, 6);
-  for (int i = 0; i < 5; ++i) put(i, "kc2", true, false);     // kc0-kc4 change code
+  for (int i = 0; i < 5; ++i) put(i, "kc2", true, false);              // kc0-kc4 change code
   for (int i = 5; i < 10; ++i) put(i, "kc1", i % 3 == 0, i % 5 == 0);  // kc5-kc9 keep theirs
-  for (const char* gone : {"kc10", "kc11", "kc12"}) ASSERT_EQ(c().Delete(std::string("/fhir/t3/Observation/") + gone).status, 204);
+  for (const char* gone : {"kc10", "kc11", "kc12"})
+    ASSERT_EQ(c().Delete(std::string("/fhir/t3/Observation/") + gone).status, 204);
   // kc1 left: 25 - 3 deleted; bare: kc6, kc9, kc15, kc18, ... (i % 3 == 0, i >= 5, not 12).
   check("kc1", 22, 22, 7, 4);
   check("kc2", 5, 5, 5, 0);
@@ -610,29 +650,13 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
   EXPECT_EQ(Search("/fhir/t4/Patient?gender=female&active=true&_total=accurate&_count=1").at("total").as_int64(), 1055);
 
   // Two large sets, paged forward by 400, then back from the last page.
-  std::vector<std::string> forward;
-  std::vector<std::string> targets;
-  std::string target = "/fhir/t4/Patient?gender=female&family=common&_count=400";
-  while (!target.empty()) {
-    targets.push_back(target);
-    json::value page = Search(target);
-    for (const json::value& e : page.at("entry").as_array()) forward.emplace_back(e.at("resource").at("id").as_string());
-    std::string next = Link(page, "next");
-    target = next.empty() ? "" : Target(next);
-  }
-  ASSERT_EQ(targets.size(), 3u);
+  const Pages common = PagesForward("/fhir/t4/Patient?gender=female&family=common&_count=400");
+  const std::vector<std::string>& forward = common.ids;
+  ASSERT_EQ(common.targets.size(), 3u);
   ASSERT_EQ(forward.size(), 1050u);
   EXPECT_TRUE(std::is_sorted(forward.begin(), forward.end()));
   EXPECT_EQ(std::set<std::string>(forward.begin(), forward.end()).size(), 1050u);
-  std::vector<std::string> backward;
-  json::value page = Search(targets.back());
-  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
-    page = Search(Target(prev));
-    std::vector<std::string> ids;
-    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
-    backward.insert(backward.begin(), ids.begin(), ids.end());
-  }
-  EXPECT_EQ(backward, std::vector<std::string>(forward.begin(), forward.begin() + 800));
+  EXPECT_EQ(IdsBefore(common.targets.back()), std::vector<std::string>(forward.begin(), forward.begin() + 800));
 
   // A large set in res_id order drives; two date criteria are probed per id.
   Ids fifties;
@@ -640,12 +664,9 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
     if (i % 100 >= 50 && i % 100 < 60) fifties.insert("Patient/c" + std::to_string(i));
   }
   Ids found;
-  for (target = "/fhir/t4/Patient?gender=female&birthdate=ge1950&birthdate=lt1960-01-01&_count=40"; !target.empty();) {
-    json::value dates = Search(target);
-    Ids ids = Entries(dates, "match");
-    found.insert(ids.begin(), ids.end());
-    std::string next = Link(dates, "next");
-    target = next.empty() ? "" : Target(next);
+  for (const std::string& id :
+       PagesForward("/fhir/t4/Patient?gender=female&birthdate=ge1950&birthdate=lt1960-01-01&_count=40").ids) {
+    found.insert(std::string("Patient/").append(id));
   }
   EXPECT_EQ(found.size(), 100u);
   EXPECT_EQ(found, fifties);
@@ -663,28 +684,11 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
     ASSERT_EQ(c().Put("/fhir/t4/Patient/" + id, json::serialize(patient)).status, 201);
     if (i % 2 == 0) middle.push_back(id);
   }
-  std::vector<std::string> pages;
-  std::vector<std::string> walked;
-  for (target = "/fhir/t4/Patient?gender=female&family=middle&_count=10"; !target.empty();) {
-    pages.push_back(target);
-    json::value p = Search(target);
-    for (const json::value& e : p.at("entry").as_array()) walked.emplace_back(e.at("resource").at("id").as_string());
-    std::string next = Link(p, "next");
-    target = next.empty() ? "" : Target(next);
-  }
-  EXPECT_EQ(walked, middle);
-  EXPECT_EQ(pages.size(), 6u);
-  std::vector<std::string> back;
-  page = Search(pages.back());
-  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
-    page = Search(Target(prev));
-    std::vector<std::string> ids;
-    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
-    back.insert(back.begin(), ids.begin(), ids.end());
-  }
-  EXPECT_EQ(back, std::vector<std::string>(middle.begin(), middle.end() - 10));
-  EXPECT_NE(c().Get("/admin/explain/t4/Patient?gender=female&family=middle").body.find("CTE wi"),
-            std::string::npos);
+  const Pages walked = PagesForward("/fhir/t4/Patient?gender=female&family=middle&_count=10");
+  EXPECT_EQ(walked.ids, middle);
+  EXPECT_EQ(walked.targets.size(), 6u);
+  EXPECT_EQ(IdsBefore(walked.targets.back()), std::vector<std::string>(middle.begin(), middle.end() - 10));
+  EXPECT_NE(c().Get("/admin/explain/t4/Patient?gender=female&family=middle").body.find("CTE wi"), std::string::npos);
 }
 
 TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {
@@ -707,16 +711,35 @@ TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {
     if (i % 7 == 0) coding.push_back(json::object{{"code", codes[pick(3)]}});  // a second coding, no system
     o["code"] = json::object{{"coding", coding}};
     switch (i % 10) {
-      case 0: o["effectiveDateTime"] = day + "T" + two(pick(24)) + ":15:00Z"; break;
-      case 1: o["effectiveDateTime"] = day; break;
-      case 2: o["effectiveDateTime"] = day.substr(0, 7); break;
-      case 3: o["effectiveDateTime"] = year; break;
-      case 4: o["effectivePeriod"] = json::object{{"start", day + "T08:00:00Z"}, {"end", day + "T20:00:00Z"}}; break;
-      case 5: o["effectivePeriod"] = json::object{{"start", day}, {"end", std::to_string(2020 + pick(5)) + "-06-30"}}; break;
-      case 6: o["effectivePeriod"] = json::object{{"start", day}}; break;
-      case 7: o["effectiveTiming"] = json::object{{"event", json::array{day, year + "-12-31", "2018-02-02"}}}; break;
-      case 8: o["effectiveInstant"] = day + "T23:59:59.500+05:00"; break;
-      case 9: break;  // no date
+      case 0:
+        o["effectiveDateTime"] = day + "T" + two(pick(24)) + ":15:00Z";
+        break;
+      case 1:
+        o["effectiveDateTime"] = day;
+        break;
+      case 2:
+        o["effectiveDateTime"] = day.substr(0, 7);
+        break;
+      case 3:
+        o["effectiveDateTime"] = year;
+        break;
+      case 4:
+        o["effectivePeriod"] = json::object{{"start", day + "T08:00:00Z"}, {"end", day + "T20:00:00Z"}};
+        break;
+      case 5:
+        o["effectivePeriod"] = json::object{{"start", day}, {"end", std::to_string(2020 + pick(5)) + "-06-30"}};
+        break;
+      case 6:
+        o["effectivePeriod"] = json::object{{"start", day}};
+        break;
+      case 7:
+        o["effectiveTiming"] = json::object{{"event", json::array{day, year + "-12-31", "2018-02-02"}}};
+        break;
+      case 8:
+        o["effectiveInstant"] = day + "T23:59:59.500+05:00";
+        break;
+      case 9:
+        break;  // no date
     }
     if (i % 10 != 9) ++with_dates;
     auto res = c().Put("/fhir/t5/Observation/cd" + std::to_string(i), json::serialize(o));
@@ -724,16 +747,28 @@ TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {
   }
   ASSERT_GT(with_dates, 200);
 
-  const std::vector<std::string> dates = {
-      "date=ge2021-03-01&date=lt2021-04-01", "date=ge2021&date=le2021", "date=2021", "date=2020-05",
-      "date=eq2022-07-14", "date=ne2021", "date=gt2022-06-30T12:00:00Z", "date=lt2019-08", "date=sa2021-11",
-      "date=eb2020", "date=ap2021-06-15", "date=le2018-02-02", "date=ge2023-12-31", "date=lt2020,gt2022-09",
-      "date=ge2019-06&date=lt2019-06-20&date=ne2019-06-10", "date=ge2020-01-01T00:00:00Z&date=lt2020-01-02"};
+  const std::vector<std::string> dates = {"date=ge2021-03-01&date=lt2021-04-01",
+                                          "date=ge2021&date=le2021",
+                                          "date=2021",
+                                          "date=2020-05",
+                                          "date=eq2022-07-14",
+                                          "date=ne2021",
+                                          "date=gt2022-06-30T12:00:00Z",
+                                          "date=lt2019-08",
+                                          "date=sa2021-11",
+                                          "date=eb2020",
+                                          "date=ap2021-06-15",
+                                          "date=le2018-02-02",
+                                          "date=ge2023-12-31",
+                                          "date=lt2020,gt2022-09",
+                                          "date=ge2019-06&date=lt2019-06-20&date=ne2019-06-10",
+                                          "date=ge2020-01-01T00:00:00Z&date=lt2020-01-02"};
   std::size_t found = 0;
   std::size_t empty = 0;
   for (const char* code : codes) {
     for (const std::string& d : dates) {
-      for (const std::string& token : {std::string(code), "http://loinc.org|" + std::string(code), "|" + std::string(code)}) {
+      for (const std::string& token :
+           {std::string(code), std::string("http://loinc.org|").append(code), std::string("|").append(code)}) {
         const std::string list = token + "," + token;
         const Ids combined = Matches("/fhir/t5/Observation?_count=500&code=" + token + "&" + d);
         EXPECT_EQ(combined, Matches("/fhir/t5/Observation?_count=500&code=" + list + "&" + d)) << token << " " << d;
@@ -756,24 +791,23 @@ TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {
             std::string::npos);
   const Ids all = Matches("/fhir/t5/Observation?code=222-2&date=ge2019&date=lt2024&_count=500");
   ASSERT_GT(all.size(), 40u);
-  EXPECT_EQ(static_cast<std::size_t>(
-                Search("/fhir/t5/Observation?code=222-2&date=ge2019&date=lt2024&_total=accurate").at("total").as_int64()),
-            all.size());
+  EXPECT_EQ(
+      static_cast<std::size_t>(
+          Search("/fhir/t5/Observation?code=222-2&date=ge2019&date=lt2024&_total=accurate").at("total").as_int64()),
+      all.size());
   Ids paged;
-  for (std::string target = "/fhir/t5/Observation?code=222-2&date=ge2019&date=lt2024&_count=7"; !target.empty();) {
-    json::value page = Search(target);
-    Ids ids = Entries(page, "match");
-    paged.insert(ids.begin(), ids.end());
-    std::string next = Link(page, "next");
-    target = next.empty() ? "" : Target(next);
+  for (const std::string& id : PagesForward("/fhir/t5/Observation?code=222-2&date=ge2019&date=lt2024&_count=7").ids) {
+    paged.insert(std::string("Observation/").append(id));
   }
   EXPECT_EQ(paged, all);
 
   // Writes keep it current: a new date, a deleted Observation.
-  ASSERT_EQ(c().Put("/fhir/t5/Observation/cd0", R"({"resourceType":"Observation","id":"cd0","status":"final",)"
-                    R"("code":{"coding":[{"system":"http://loinc.org","code":"333-3"}]},"effectiveDateTime":"1999-09-09"})")
-                .status,
-            200);
+  ASSERT_EQ(
+      c().Put("/fhir/t5/Observation/cd0",
+              R"({"resourceType":"Observation","id":"cd0","status":"final",)"
+              R"("code":{"coding":[{"system":"http://loinc.org","code":"333-3"}]},"effectiveDateTime":"1999-09-09"})")
+          .status,
+      200);
   EXPECT_EQ(Matches("/fhir/t5/Observation?code=333-3&date=1999-09"), (Ids{"Observation/cd0"}));
   ASSERT_EQ(c().Delete("/fhir/t5/Observation/cd0").status, 204);
   EXPECT_EQ(Matches("/fhir/t5/Observation?code=333-3&date=1999-09"), Ids{});
@@ -794,10 +828,11 @@ TEST_F(SearchTest, ChainsWithManyTargetsWalkInIdOrder) {
     ASSERT_TRUE(res.status == 201 || res.status == 200) << res.body;
   };
   auto name = [](std::string prefix, int n) { return prefix.append(std::to_string(n)); };
-  auto patient = [](const char* family) { return json::object{{"name", json::array{json::object{{"family", family}}}}}; };
+  auto patient = [](const char* family) {
+    return json::object{{"name", json::array{json::object{{"family", family}}}}};
+  };
   auto condition = [](const std::string& subject) {
-    return json::object{{"subject", json::object{{"reference", subject}}},
-                        {"code", json::object{{"text", "finding"}}}};
+    return json::object{{"subject", json::object{{"reference", subject}}}, {"code", json::object{{"text", "finding"}}}};
   };
   for (int i = 0; i < 60; ++i) put("Patient", name("w", i), patient("Walker"));
   for (int i = 0; i < 100; ++i) put("Patient", name("o", i), patient("Other"));
@@ -815,30 +850,12 @@ TEST_F(SearchTest, ChainsWithManyTargetsWalkInIdOrder) {
     put("Condition", id, condition(name("Patient/w", 30 + i)));
     expected.push_back(id);
   }
-  EXPECT_NE(c().Get("/admin/explain/t5/Condition?subject:Patient.name=walker").body.find("CTE wi"),
-            std::string::npos);
+  EXPECT_NE(c().Get("/admin/explain/t5/Condition?subject:Patient.name=walker").body.find("CTE wi"), std::string::npos);
 
-  const std::string first = "/fhir/t5/Condition?subject:Patient.name=walker&_count=10";
-  std::vector<std::string> forward;
-  std::vector<std::string> targets;
-  for (std::string target = first; !target.empty();) {
-    targets.push_back(target);
-    json::value page = Search(target);
-    for (const json::value& e : page.at("entry").as_array()) forward.emplace_back(e.at("resource").at("id").as_string());
-    std::string next = Link(page, "next");
-    target = next.empty() ? "" : Target(next);
-  }
-  EXPECT_EQ(forward, expected);
-  EXPECT_EQ(targets.size(), 4u);
-  std::vector<std::string> backward;
-  json::value page = Search(targets.back());
-  for (std::string prev = Link(page, "previous"); !prev.empty(); prev = Link(page, "previous")) {
-    page = Search(Target(prev));
-    std::vector<std::string> ids;
-    for (const json::value& e : page.at("entry").as_array()) ids.emplace_back(e.at("resource").at("id").as_string());
-    backward.insert(backward.begin(), ids.begin(), ids.end());
-  }
-  EXPECT_EQ(backward, std::vector<std::string>(expected.begin(), expected.end() - 10));
+  const Pages pages = PagesForward("/fhir/t5/Condition?subject:Patient.name=walker&_count=10");
+  EXPECT_EQ(pages.ids, expected);
+  EXPECT_EQ(pages.targets.size(), 4u);
+  EXPECT_EQ(IdsBefore(pages.targets.back()), std::vector<std::string>(expected.begin(), expected.end() - 10));
   // One page for all; the total; a chain to few Patients (no walk).
   Ids all;
   for (const std::string& id : expected) all.insert("Condition/" + id);
