@@ -885,15 +885,22 @@ std::optional<ComboUse> FindCombo(const search::SearchRequest& req) {
 
 // _total=accurate of a search by one code (system|code, |code or code) is
 // the count kept per code (migration 7): the folded count plus the deltas
-// not folded yet. Parameters: $1 tenant, $2 type, $3 parameter, $4 code,
-// $5 system when there is one.
-std::optional<std::string> CodeCount(const search::SearchRequest& req, const std::optional<Compartment>& compartment) {
+// not folded yet. The statement and its parameters.
+struct KeptCount {
+  std::string sql;
+  std::vector<std::string> params;
+};
+
+std::optional<KeptCount> CodeCount(const std::string& tenant, const search::SearchRequest& req,
+                                   const std::optional<Compartment>& compartment) {
   if (req.criteria.size() != 1 || compartment) return std::nullopt;
   const Criterion& c = req.criteria[0];
   if (c.kind != Criterion::Kind::kValue || c.modifier != Modifier::kNone || c.param->type != "token" ||
       c.param->code.starts_with('_') || c.values.size() != 1 || c.values[0].text.empty()) {
     return std::nullopt;
   }
+  KeptCount out;
+  out.params = {tenant, req.type, c.param->code, c.values[0].text};
   const std::optional<std::string>& system = c.values[0].system;
   std::string key = "tenant_id = $1 AND res_type = $2 AND param = $3 AND code = $4 AND by_system = ";
   if (!system) {
@@ -902,9 +909,11 @@ std::optional<std::string> CodeCount(const search::SearchRequest& req, const std
     key += "true AND system IS NULL";
   } else {
     key += "true AND system = $5";
+    out.params.push_back(*system);
   }
-  return core::StrCat("SELECT coalesce((SELECT n FROM idx_token_count WHERE ", key,
-                      "), 0) + coalesce((SELECT sum(n) FROM idx_token_count_delta WHERE ", key, "), 0)");
+  out.sql = core::StrCat("SELECT coalesce((SELECT n FROM idx_token_count WHERE ", key,
+                         "), 0) + coalesce((SELECT sum(n) FROM idx_token_count_delta WHERE ", key, "), 0)");
+  return out;
 }
 
 // How many id sets a search intersects.
@@ -976,12 +985,9 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
                                 "::text IS NOT NULL");
   }
   st.count_params = st.where_params;
-  if (std::optional<std::string> counted = CodeCount(req, compartment)) {
-    st.count_sql = std::move(*counted);
-    st.count_params = {tenant, req.type, req.criteria[0].param->code, req.criteria[0].values[0].text};
-    if (const std::optional<std::string>& system = req.criteria[0].values[0].system; system && !system->empty()) {
-      st.count_params.push_back(*system);
-    }
+  if (std::optional<KeptCount> kept = CodeCount(tenant, req, compartment)) {
+    st.count_sql = std::move(kept->sql);
+    st.count_params = std::move(kept->params);
   }
 
   ASSIGN_OR_RETURN(Ordering ordering, BuildOrdering(q, req));
@@ -1050,17 +1056,17 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
     const std::string cursor_param = cursor ? q.P(cursor->values[0]) : "";
     const std::string after =
         cursor ? core::StrCat(" s0.res_id ", backwards ? "<" : ">", " ", cursor_param, "::text") : "";
-    // The ids of the page of the sets in `order`: the first drives; with
+    // The ids of the page of the sets in `sequence`: the first drives; with
     // `walk_rows`, only that many of its ids after the cursor are read.
-    auto ids_of = [&](const std::vector<std::size_t>& order, int walk_rows) {
-      std::string driver = sets[order[0]];
+    auto ids_of = [&](const std::vector<std::size_t>& sequence, int walk_rows) {
+      std::string driver = sets[sequence[0]];
       if (walk_rows > 0) {
         driver = core::StrCat("SELECT s0.res_id FROM (", driver, ") s0", after.empty() ? "" : " WHERE", after,
                               " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", walk_rows);
       }
       std::string ids = core::StrCat("SELECT DISTINCT s0.res_id FROM (", driver, ") s0");
-      for (std::size_t j = 1; j < order.size(); ++j) {
-        const std::size_t i = order[j];
+      for (std::size_t j = 1; j < sequence.size(); ++j) {
+        const std::size_t i = sequence[j];
         core::StrAppend(ids, j == 1 ? " WHERE " : " AND ");
         if (hashed[i]) {
           core::StrAppend(ids, "(s0.res_id IN (", sets[i], " LIMIT ", kSmallSet, ")) IS TRUE");
