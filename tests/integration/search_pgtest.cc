@@ -79,7 +79,7 @@ const char* const kOtherTenant[] = {
 class SearchTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TestServer("search", {"t1", "t2", "t3", "t4", "t5"});
+    server_ = new TestServer("search", {"t1", "t2", "t3", "t4", "t5", "t6"});
     auto put_all = [](const std::string& tenant, auto& list) {
       for (const char* r : list) {
         json::value v = json::parse(r);
@@ -689,6 +689,57 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
   EXPECT_EQ(walked.targets.size(), 6u);
   EXPECT_EQ(IdsBefore(walked.targets.back()), std::vector<std::string>(middle.begin(), middle.end() - 10));
   EXPECT_NE(c().Get("/admin/explain/t4/Patient?gender=female&family=middle").body.find("CTE wi"), std::string::npos);
+}
+
+TEST_F(SearchTest, RememberedSetSizesNeverCutAnAnswer) {
+  // 999 Patients named Grow, 990 of them female: both sets of
+  // gender=female&family=grow are small, so the page query hashes the family
+  // set under its LIMIT (1,000). The first page counts the sets and the store
+  // remembers their sizes; the next pages are planned from them. Two more
+  // female Patients, named Growzz, then make the family set large: planned
+  // from the remembered sizes, the page would be cut from 1,000 of its 1,001
+  // ids. The page query's check stops it, and the store plans it again from
+  // fresh counts. Tenant t6 alone.
+  auto counter = [&](const std::string& plan) {
+    const std::string body = c().Get("/metrics").body;
+    double sum = 0;
+    for (std::size_t at = body.find("\nmedgrid_search_set_sizes_total{"); at != std::string::npos;
+         at = body.find("\nmedgrid_search_set_sizes_total{", at + 1)) {
+      const std::size_t end = body.find('\n', at + 1);
+      const std::string line = body.substr(at + 1, end - at - 1);
+      if (line.find("plan=\"" + plan + "\"") != std::string::npos) sum += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return sum;
+  };
+  auto put = [&](const std::string& id, const char* family, bool female) {
+    json::object patient{{"resourceType", "Patient"}, {"id", id}, {"gender", female ? "female" : "male"}};
+    patient["name"] = json::array{json::object{{"family", family}}};
+    auto res = c().Put("/fhir/t6/Patient/" + id, json::serialize(patient));
+    ASSERT_TRUE(res.status == 201 || res.status == 200) << res.body;
+  };
+  std::vector<std::string> expected;
+  for (int i = 0; i < 999; ++i) {
+    std::string id = std::to_string(1000 + i).replace(0, 1, "g");
+    put(id, "Grow", i % 100 != 99);
+    if (i % 100 != 99) expected.push_back(id);
+  }
+  const double counted = counter("counted");
+  const double remembered = counter("remembered");
+  const double changed = counter("changed");
+  const std::string query = "/fhir/t6/Patient?gender=female&family=grow&_count=400";
+  EXPECT_EQ(PagesForward(query).ids, expected);
+  EXPECT_EQ(counter("counted"), counted + 1);
+  EXPECT_EQ(counter("remembered"), remembered + 2);
+
+  put("growzz1", "Growzz", true);
+  put("growzz2", "Growzz", true);
+  expected.push_back("growzz1");
+  expected.push_back("growzz2");
+  EXPECT_EQ(PagesForward(query).ids, expected);
+  EXPECT_EQ(counter("changed"), changed + 1);
+  EXPECT_EQ(counter("counted"), counted + 2);
+  // Sizes are remembered per tenant.
+  EXPECT_EQ(Matches("/fhir/t1/Patient?gender=female&family=grow"), Ids{});
 }
 
 TEST_F(SearchTest, CodeWithDatesAgreesWithTheGeneralPath) {

@@ -209,6 +209,12 @@ struct Gateway::Impl {
                              .Name("medgrid_db_pool_connections")
                              .Help("Database connections per shard: blocking pool (open, busy, max) and "
                                    "non-blocking connections of the I/O threads (async_open)")
+                             .Register(m)),
+        search_set_sizes(prometheus::BuildCounter()
+                             .Name("medgrid_search_set_sizes_total")
+                             .Help("Searches intersecting several id sets, by how the page query was planned: "
+                                   "from remembered set sizes, from sizes counted first, or again because a "
+                                   "remembered size no longer held (changed)")
                              .Register(m)) {}
 
   GatewayConfig config;
@@ -217,6 +223,9 @@ struct Gateway::Impl {
   prometheus::Registry& metrics;
   prometheus::Family<prometheus::Histogram>& durations;
   prometheus::Family<prometheus::Gauge>& pool_connections;
+  prometheus::Family<prometheus::Counter>& search_set_sizes;
+  // The store keeps these counts; a scrape moves the counters up to them.
+  std::mutex counters_mu;
   // Histograms by "method|route|status": prometheus' own look-up builds and
   // hashes a label map on every request. The label sets are few and bounded
   // (route templates, not paths).
@@ -478,6 +487,12 @@ http::Response Gateway::Impl::Metrics() {
     pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "max"}}).Set(p.size);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "async_open"}}).Set(p.async_open);
+    std::lock_guard lock(counters_mu);
+    for (const auto& [plan, n] : {std::pair{"remembered", p.sizes_remembered}, std::pair{"counted", p.sizes_counted},
+                                  std::pair{"changed", p.sizes_changed}}) {
+      prometheus::Counter& counter = search_set_sizes.Add({{"shard", p.shard_id}, {"plan", plan}});
+      if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+    }
   }
   prometheus::TextSerializer serializer;
   return MakeResponse(bhttp::status::ok, 11, serializer.Serialize(metrics.Collect()),

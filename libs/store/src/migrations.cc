@@ -309,6 +309,20 @@ SELECT tenant_id, res_type, param, code, false, NULL, count(DISTINCT res_id) FRO
 INSERT INTO idx_token_count (tenant_id, res_type, param, code, by_system, system, n)
 SELECT tenant_id, res_type, param, code, true, system, count(DISTINCT res_id) FROM idx_token GROUP BY 1, 2, 3, 4, 6;
 )sql"},
+      {8, "a search planned from remembered set sizes can stop itself", R"sql(
+-- A search intersecting several id sets is planned from their sizes, which
+-- the server remembers for a while (pg_search.cc, SetSizeCache) instead of
+-- counting them before every page query. A set planned as small is read
+-- whole under LIMIT; the page query checks in the same snapshot that it is
+-- still small, and otherwise calls this, so the server plans it again from
+-- fresh counts rather than answer from a cut set. Declared STABLE so that
+-- PostgreSQL evaluates the check once, before any row, as a one-time filter.
+CREATE FUNCTION medgrid_set_sizes_changed() RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = 'MG001', MESSAGE = 'id set sizes changed since the search was planned';
+END
+$$;
+)sql"},
   };
   return kMigrations;
 }

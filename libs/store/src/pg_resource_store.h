@@ -6,6 +6,8 @@
 
 #include "medgrid/core/clock.h"
 #include "medgrid/store/resource_store.h"
+#include "medgrid/store/set_size_cache.h"
+#include "medgrid/store/store.h"
 #include "async_pg.h"
 #include "pg_pool.h"
 
@@ -28,6 +30,12 @@ class PgResourceStore final : public ResourceStore {
 
   // Open non-blocking connections, summed over I/O threads.
   int async_open() const { return async_open_->load(); }
+  // Fills the search planning counters of `stats`.
+  void AddSearchStats(PoolStats& stats) const {
+    stats.sizes_remembered = sizes_remembered_.load();
+    stats.sizes_counted = sizes_counted_.load();
+    stats.sizes_changed = sizes_changed_.load();
+  }
 
   // Prepares this store's statements on a new pooled connection.
   static void PrepareStatements(pqxx::connection& conn);
@@ -79,6 +87,11 @@ class PgResourceStore final : public ResourceStore {
   const int async_pool_size_;
   const std::shared_ptr<std::atomic<int>> async_open_ = std::make_shared<std::atomic<int>>(0);
   const core::Clock& clock_;
+  // Id-set sizes of recent searches, which plan their page queries (pg_search.cc).
+  const std::unique_ptr<SetSizeCache> set_sizes_ = std::make_unique<SetSizeCache>(clock_);
+  std::atomic<int64_t> sizes_remembered_{0};
+  std::atomic<int64_t> sizes_counted_{0};
+  std::atomic<int64_t> sizes_changed_{0};
 };
 
 }  // namespace medgrid::store

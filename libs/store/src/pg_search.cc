@@ -923,9 +923,13 @@ std::size_t SetCount(const search::SearchRequest& req, const std::optional<Compa
   return n;
 }
 
+// `set_sizes`: the sizes that `sizes_sql` gave, counted in the snapshot the
+// page query will read (`sizes_in_snapshot`) or remembered from an earlier
+// one (SetSizeCache), in which case the page query checks them.
 absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const search::SearchRequest& req,
                                              const std::optional<Compartment>& compartment, core::TimePoint now,
-                                             const std::vector<int64_t>* set_sizes = nullptr) {
+                                             const std::vector<int64_t>* set_sizes = nullptr,
+                                             bool sizes_in_snapshot = true) {
   SearchStatements st;
   SearchSql q(tenant, core::ToUnixMicros(now));
   const std::string type_param = q.P(req.type);
@@ -1081,14 +1085,25 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
       core::StrAppend(ids, " ORDER BY s0.res_id", backwards ? " DESC" : "", " LIMIT ", limit);
       return ids;
     };
-    // The page: `ctes` (each followed by ", "), then the page's rows.
+    // The page: `ctes` (each followed by ", "), then the page's rows. A
+    // hashed set is read under LIMIT kSmallSet, which cuts it if it is not
+    // small; with remembered sizes, a one-time filter first checks that each
+    // still is, and stops the statement otherwise (migration 8).
     auto page = [&](const std::string& ctes, const std::string& ids) {
+      std::string check;
+      for (std::size_t i = 0; i < sets.size() && set_sizes != nullptr && !sizes_in_snapshot; ++i) {
+        if (!hashed[i]) continue;
+        core::StrAppend(check, check.empty() ? " WHERE (" : " AND ", "(SELECT count(*) FROM (", sets[i], " LIMIT ",
+                        kSmallSet, ") c", i, ") < ", kSmallSet);
+      }
+      if (!check.empty()) check += ") OR medgrid_set_sizes_changed()";
       return core::StrCat(
           "WITH ", ctes, "p AS (SELECT r.res_id, r.version_id, r.res_id AS k0 FROM (", ids,
           ") ids JOIN resources r ON r.tenant_id = $1 AND r.res_type = ", type_param,
           " AND r.res_id = ids.res_id WHERE NOT r.deleted) SELECT ", kVersionColumns,
           ", p.* FROM p JOIN resource_versions v ON v.tenant_id = $1 AND v.res_type = ", type_param,
-          " AND v.res_id = p.res_id AND v.version_id = p.version_id ORDER BY p.k0", backwards ? " DESC" : "");
+          " AND v.res_id = p.res_id AND v.version_id = p.version_id", check, " ORDER BY p.k0",
+          backwards ? " DESC" : "");
     };
     const std::string general = ids_of(order, 0);
     st.page_sql = page("", general);
@@ -1167,23 +1182,32 @@ absl::StatusOr<SearchStatements> BuildSearch(const std::string& tenant, const se
 }
 
 // Counts the id sets (SearchStatements::sizes_sql) and builds the page query
-// again with their sizes. Only in a transaction whose statements share one
-// snapshot: the sizes must hold when the page query runs.
-absl::Status PlanWithSizes(pqxx::transaction_base& tx, const std::string& tenant, const search::SearchRequest& req,
-                           const std::optional<Compartment>& compartment, core::TimePoint now,
-                           SearchStatements& st) {
-  if (st.sizes_sql.empty()) return absl::OkStatus();
-  pqxx::result r = tx.exec_params(st.sizes_sql, pqxx::prepare::make_dynamic_params(st.where_params));
+// again with their sizes, which it returns (none when there was nothing to
+// count). Only in a transaction whose statements share one snapshot: the
+// sizes must hold when the page query runs.
+absl::StatusOr<std::vector<int64_t>> PlanWithSizes(pqxx::transaction_base& tx, const std::string& tenant,
+                                                   const search::SearchRequest& req,
+                                                   const std::optional<Compartment>& compartment, core::TimePoint now,
+                                                   SearchStatements& st) {
   std::vector<int64_t> sizes;
+  if (st.sizes_sql.empty()) return sizes;
+  pqxx::result r = tx.exec_params(st.sizes_sql, pqxx::prepare::make_dynamic_params(st.where_params));
   for (const pqxx::field& f : r[0]) sizes.push_back(f.as<int64_t>());
   ASSIGN_OR_RETURN(st, BuildSearch(tenant, req, compartment, now, &sizes));
-  return absl::OkStatus();
+  return sizes;
 }
 
-absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
-                                     const search::SearchRequest& req, const std::optional<Compartment>& compartment,
-                                     core::TimePoint now, bool one_snapshot) {
-  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
+// The page query stopped itself: a set planned as small from remembered
+// sizes no longer is (migration 8).
+bool SetSizesChanged(const pqxx::sql_error& e) { return e.sqlstate() == "MG001"; }
+
+// Runs the statements `st` of a search inside `tx`. With `one_snapshot`, the
+// id sets are counted first when `st` asks for it; the counts are put in
+// `counted`.
+absl::StatusOr<SearchPage> RunStatements(pqxx::transaction_base& tx, const std::string& tenant,
+                                         const search::SearchRequest& req,
+                                         const std::optional<Compartment>& compartment, core::TimePoint now,
+                                         SearchStatements st, bool one_snapshot, std::vector<int64_t>* counted) {
   const std::string& where = st.where;
   const std::vector<std::string>& where_params = st.where_params;
   const std::string& count_sql = st.count_sql;
@@ -1210,7 +1234,10 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
     }
     if (only_total) return page;
 
-    if (one_snapshot) RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
+    if (one_snapshot) {
+      ASSIGN_OR_RETURN(std::vector<int64_t> sizes, PlanWithSizes(tx, tenant, req, compartment, now, st));
+      if (counted != nullptr) *counted = std::move(sizes);
+    }
     pqxx::result r = tx.exec_params(st.page_sql, pqxx::prepare::make_dynamic_params(st.page_params));
     const std::size_t key_base = 9;  // 7 version columns, then p.res_id, p.version_id, then the keys
     std::vector<std::vector<std::string>> keys;
@@ -1244,6 +1271,13 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
   }
 }
 
+absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::string& tenant,
+                                     const search::SearchRequest& req, const std::optional<Compartment>& compartment,
+                                     core::TimePoint now, bool one_snapshot) {
+  ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
+  return RunStatements(tx, tenant, req, compartment, now, std::move(st), one_snapshot, nullptr);
+}
+
 absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& tenant,
                                                           const search::SearchRequest& req,
                                                           const std::optional<Compartment>& compartment) {
@@ -1259,7 +1293,7 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
     if (!st.sizes_sql.empty()) {
       out += "-- id set sizes\n";
       explain(st.sizes_sql, st.where_params);
-      RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st));
+      RETURN_IF_ERROR(PlanWithSizes(tx, tenant, req, compartment, now, st).status());
     }
     out += "-- page query\n";
     explain(st.page_sql, st.page_params);
@@ -1273,17 +1307,51 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
 
 absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,
                                                    const std::optional<Compartment>& compartment) {
+  const core::TimePoint now = clock_.Now();
+  ASSIGN_OR_RETURN(SearchStatements counting, BuildSearch(tenant, req, compartment, now));
+  // With remembered set sizes, the page is planned without counting them.
+  std::optional<SearchStatements> remembered;
+  const std::string key =
+      counting.sizes_sql.empty() ? "" : SetSizeCache::Key(counting.sizes_sql, counting.where_params);
+  if (!key.empty()) {
+    if (std::optional<std::vector<int64_t>> sizes = set_sizes_->Get(key)) {
+      ASSIGN_OR_RETURN(remembered, BuildSearch(tenant, req, compartment, now, &*sizes, /*sizes_in_snapshot=*/false));
+    }
+  }
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
-    // One statement needs no transaction (BEGIN and COMMIT would double the
-    // round trips of a plain search).
-    const bool one_statement = req.includes.empty() && !req.total && req.summary != search::Summary::kCount &&
-                               req.count > 0 && SetCount(req, compartment) <= 1;
-    if (one_statement) {
+    // Counting the sets, counting the matches and reading included resources
+    // share the page's snapshot; otherwise one statement needs no transaction
+    // (BEGIN and COMMIT would double the round trips of a plain search).
+    const bool page_only = req.includes.empty() && !req.total && req.summary != search::Summary::kCount &&
+                           req.count > 0;
+    if (remembered) {
+      try {
+        ++sizes_remembered_;
+        if (page_only) {
+          pqxx::nontransaction tx(conn);
+          return RunStatements(tx, tenant, req, compartment, now, *remembered, false, nullptr);
+        }
+        SearchTransaction tx(conn);
+        return RunStatements(tx, tenant, req, compartment, now, *remembered, false, nullptr);
+      } catch (const pqxx::sql_error& e) {
+        if (!SetSizesChanged(e)) throw;
+        ++sizes_changed_;
+        set_sizes_->Erase(key);
+      }
+    }
+    if (page_only && counting.sizes_sql.empty()) {
       pqxx::nontransaction tx(conn);
-      return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/false);
+      return RunStatements(tx, tenant, req, compartment, now, counting, /*one_snapshot=*/false, nullptr);
     }
     SearchTransaction tx(conn);
-    return RunSearch(tx, tenant, req, compartment, clock_.Now(), /*one_snapshot=*/true);
+    std::vector<int64_t> counted;
+    absl::StatusOr<SearchPage> page =
+        RunStatements(tx, tenant, req, compartment, now, counting, /*one_snapshot=*/true, &counted);
+    if (page.ok() && !counted.empty()) {
+      ++sizes_counted_;
+      set_sizes_->Put(key, std::move(counted));
+    }
+    return page;
   });
 }
 

@@ -321,7 +321,13 @@ std::vector<PoolStats> PgStore::Pools() const {
   std::lock_guard lock(mu_);
   std::vector<PoolStats> out;
   for (const auto& [id, shard] : shards_) {
-    out.push_back({id, shard.pool->size(), shard.pool->open(), shard.pool->busy(), shard.store->async_open()});
+    PoolStats& p = out.emplace_back();
+    p.shard_id = id;
+    p.size = shard.pool->size();
+    p.open = shard.pool->open();
+    p.busy = shard.pool->busy();
+    p.async_open = shard.store->async_open();
+    shard.store->AddSearchStats(p);
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // Injectable wall clock. Production code takes a `Clock&`; tests pass a
 // SimulatedClock and move it by hand, so nothing depends on real time.
 //
-//   core::SimulatedClock clock(core::FromUnixMillis(0));
+//   core::SimulatedClock clock(core::FromUnixMicros(0));
 //   clock.Advance(std::chrono::seconds(30));
 #pragma once
 

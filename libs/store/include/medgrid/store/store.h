@@ -41,6 +41,13 @@ struct PoolStats {
   int open = 0;  // connections currently open
   int busy = 0;  // leased to a request
   int async_open = 0;  // non-blocking connections open, over all I/O threads
+  // Searches on the shard that intersect several id sets, by how their page
+  // query was planned: from set sizes remembered from an earlier search, from
+  // sizes counted first, and again from fresh counts because a remembered
+  // size no longer held (see SetSizeCache).
+  int64_t sizes_remembered = 0;
+  int64_t sizes_counted = 0;
+  int64_t sizes_changed = 0;
 };
 
 class Store {
