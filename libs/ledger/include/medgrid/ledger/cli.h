@@ -1,0 +1,23 @@
+// The `ledger` commands of medgridctl, on streams so that tests run them
+// in-process. Leaves come on `in`, one per line, each line the hex of the
+// leaf's bytes (an empty line is an empty leaf); input ends at EOF.
+//
+//   ledger root                               the root, lowercase hex
+//   ledger inclusion --index I --size N       the audit path of leaf I (from 0) in the tree of the
+//                                             first N leaves, one hash per line
+//   ledger consistency --old M --new N        the consistency proof from size M to N, one hash per line
+//
+// Returns the exit status: 0, or 2 with a message on `err` for a bad
+// command, argument or input line, or impossible sizes (an index at or past
+// the size, M > N, a size past the leaves given).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace medgrid::ledger {
+
+int RunLedgerCommand(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err);
+
+}  // namespace medgrid::ledger
