@@ -564,6 +564,28 @@ def generate(data: Data, seed: int) -> Queries:
         q.add(f"MedicationRequest?code={RXNORM}|{code}&authoredon=lt{m['authoredOn'][:4]}")
     for e in [e for e in encs if e.get("type")][:3]:
         q.add(f"Encounter?type={e['type'][0]['coding'][0]['code']}&date=ge{e['period']['start'][:10]}")
+
+    # --- two-character name prefixes (answered from idx_string_prefix in res_id order) ---------
+    # A generator of its own, like the one above.
+    q.group("string: prefixes of exactly two characters, alone, folded, in lists and with other criteria")
+    prng = random.Random(seed + 2)
+    long_families = [f for f in families if len(f) >= 3]
+    for f in prng.sample(long_families, min(5, len(long_families))):
+        q.add(f"Patient?family={f[:2]}")
+    for f in prng.sample(accented, min(3, len(accented))):
+        q.add(f"Patient?family={f[:2]}")  # the accent inside the two characters, or not
+        q.add(f"Patient?family={fold(f)[:2].upper()}")
+    for g in prng.sample(givens, min(3, len(givens))):
+        q.add(f"Patient?given={g[:2]}&_count=5")
+    for f in prng.sample(long_families, min(3, len(long_families))):
+        q.add(f"Patient?name={f[:2].lower()}")
+        q.add(f"Patient?gender={prng.choice(('female', 'male'))}&family={f[:2]}")
+        q.add(f"Patient?family={f[:2]}&birthdate=lt1970")
+    a, b = prng.sample(long_families, 2)
+    q.add(f"Patient?family={a[:2]},{b[:2]}")
+    q.add(f"Patient?family={a[:2]},{b}")
+    q.add(f"Patient?family:exact={a[:2]}")
+    q.add(f"Practitioner?family={prng.choice(pracs)['name'][0]['family'][:2]}")
     return q
 
 

@@ -657,6 +657,10 @@ TEST_F(SearchTest, LargeAndSmallSetsIntersectAndPage) {
   EXPECT_TRUE(std::is_sorted(forward.begin(), forward.end()));
   EXPECT_EQ(std::set<std::string>(forward.begin(), forward.end()).size(), 1050u);
   EXPECT_EQ(IdsBefore(common.targets.back()), std::vector<std::string>(forward.begin(), forward.begin() + 800));
+  // A prefix of two characters is read in res_id order from its own index.
+  EXPECT_EQ(PagesForward("/fhir/t4/Patient?family=CO&_count=400").ids, forward);
+  EXPECT_EQ(PagesForward("/fhir/t4/Patient?gender=female&family=c%C3%B3&_count=400").ids, forward);
+  EXPECT_NE(c().Get("/admin/explain/t4/Patient?family=co").body.find("idx_string_prefix"), std::string::npos);
 
   // A large set in res_id order drives; two date criteria are probed per id.
   Ids fifties;

@@ -323,6 +323,17 @@ BEGIN
 END
 $$;
 )sql"},
+      {9, "string values keyed by their first two characters, then res_id", R"sql(
+-- A name prefix is read from idx_string_value in value order, so a page in
+-- res_id order reads and sorts every match, which grow with the data. A
+-- search for a prefix of exactly two characters (as typed into a patient
+-- picker) is an equality on this key instead, and comes out in res_id order:
+-- the page stops after its rows (pg_search.cc, KeyedPrefix).
+-- (folded is included so that the scan is index-only: PostgreSQL reads a
+-- column back from an index only when the column itself is in it.)
+CREATE INDEX idx_string_prefix ON idx_string (tenant_id, res_type, param, left(folded, 2), res_id) INCLUDE (folded);
+ANALYZE idx_string;
+)sql"},
   };
   return kMigrations;
 }

@@ -34,6 +34,21 @@ using search::Value;
 
 constexpr std::size_t kMaxIncluded = 5000;
 
+// Characters of a string value that idx_string_prefix is keyed by (migration 9).
+constexpr std::size_t kStringKeyChars = 2;
+
+// The number of characters (UTF-8 code points) of `s`.
+std::size_t Characters(std::string_view s) {
+  return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
+// Whether a plain string search matches values that begin with exactly the
+// characters idx_string_prefix is keyed by: then it is an equality on that
+// key, and its ids come in res_id order.
+bool KeyedPrefix(const Criterion& c, const Value& v) {
+  return c.modifier == Modifier::kNone && Characters(search::FoldText(v.text)) == kStringKeyChars;
+}
+
 absl::Status BadCursor() {
   return core::Error(absl::StatusCode::kInvalidArgument, "Parameter '_cursor': is malformed or expired")
       .Http(400)
@@ -271,6 +286,9 @@ absl::StatusOr<std::string> SearchSql::ValueCondition(const fhir::SearchParamDef
     if (c.modifier == Modifier::kContains) {
       return core::StrCat("(", a, ".folded LIKE ", P(core::StrCat("%", EscapeLike(search::FoldText(v.text)), "%")),
                           ")");
+    }
+    if (KeyedPrefix(c, v)) {
+      return core::StrCat("(left(", a, ".folded, ", kStringKeyChars, ") = ", P(search::FoldText(v.text)), ")");
     }
     return core::StrCat("(", a, ".folded LIKE ", P(EscapeLike(search::FoldText(v.text)) + "%"), ")");
   }
@@ -778,7 +796,8 @@ bool Countable(const search::Criterion& c) {
 
 // Whether a criterion's set comes out of its value index in res_id order: an
 // equality on one token code or one relative reference target, which the
-// value index is keyed by right before res_id (migration 5).
+// value index is keyed by right before res_id (migration 5), or a string
+// prefix of as many characters as idx_string_prefix is keyed by (migration 9).
 bool InIdOrder(const search::Criterion& c) {
   if (c.kind != search::Criterion::Kind::kValue || c.modifier != Modifier::kNone || c.values.size() != 1) {
     return false;
@@ -787,6 +806,7 @@ bool InIdOrder(const search::Criterion& c) {
   if (c.param->code.starts_with('_')) return false;
   if (c.param->type == "token") return !v.text.empty();
   if (c.param->type == "reference") return !v.text.empty() && v.text.find(':') == std::string::npos;
+  if (c.param->type == "string") return KeyedPrefix(c, v);
   return false;
 }
 
