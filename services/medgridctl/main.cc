@@ -1,6 +1,7 @@
 // medgridctl: the operators' command line.
 //
 //   medgridctl ledger root|inclusion|consistency ...   RFC 6962 Merkle tree arithmetic on leaves from stdin
+//   medgridctl audit verify --tenant T ...             checks a tenant's audit ledger in PostgreSQL
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,6 +14,11 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
     return medgrid::ledger::RunLedgerCommand(args, std::cin, std::cout, std::cerr);
   }
-  std::cerr << "usage: medgridctl ledger root|inclusion|consistency ...\n";
+  if (!args.empty() && args[0] == "audit") {
+    args.erase(args.begin());
+    return medgrid::ledger::RunAuditCommand(args, std::cout, std::cerr);
+  }
+  std::cerr << "usage: medgridctl ledger root|inclusion|consistency ...\n"
+               "       medgridctl audit verify --tenant T [--dsn DSN] [--public-key HEX]...\n";
   return 2;
 }

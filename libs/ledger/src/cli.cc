@@ -1,12 +1,15 @@
 #include "medgrid/ledger/cli.h"
 
 #include <charconv>
+#include <cstdlib>
 #include <istream>
 #include <map>
 #include <optional>
 #include <ostream>
 
+#include "medgrid/ledger/ledger_store.h"
 #include "medgrid/ledger/merkle.h"
+#include "medgrid/ledger/signer.h"
 
 namespace medgrid::ledger {
 namespace {
@@ -118,6 +121,64 @@ int RunLedgerCommand(const std::vector<std::string>& args, std::istream& in, std
     return fail("--new " + std::to_string(new_size) + " is past the " + std::to_string(leaves) + " leaves given");
   }
   return print(tree.ConsistencyProof(old_size, new_size));
+}
+
+}  // namespace medgrid::ledger
+
+namespace medgrid::ledger {
+
+int RunAuditCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  auto fail = [&](const std::string& message) {
+    err << "medgridctl audit: " << message << "\n";
+    return 2;
+  };
+  if (args.empty() || args[0] != "verify") {
+    return fail("usage: medgridctl audit verify --tenant T [--dsn DSN] [--public-key HEX]...");
+  }
+  std::string tenant;
+  const char* env_dsn = std::getenv("MEDGRID_AUDIT_DSN");
+  std::string dsn = env_dsn != nullptr ? env_dsn : "";
+  std::map<std::string, std::string> trusted;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    std::string name = args[i];
+    std::string value;
+    if (std::size_t eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else if (name.rfind("--", 0) == 0 && i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return fail("unexpected argument '" + name + "'");
+    }
+    if (name == "--tenant") {
+      tenant = value;
+    } else if (name == "--dsn") {
+      dsn = value;
+    } else if (name == "--public-key") {
+      std::optional<std::string> key = FromHex(value);
+      if (!key || key->size() != 32) return fail("--public-key needs 64 hex digits (a raw Ed25519 key)");
+      trusted[KeyId(*key)] = *key;
+    } else {
+      return fail("unknown flag " + name);
+    }
+  }
+  if (tenant.empty()) return fail("missing --tenant");
+  if (dsn.empty()) return fail("missing --dsn (or MEDGRID_AUDIT_DSN)");
+  absl::StatusOr<std::unique_ptr<LedgerStore>> store = LedgerStore::Open(dsn, nullptr);
+  if (!store.ok()) return fail(std::string(store.status().message()));
+  absl::StatusOr<VerifyReport> report = (*store)->Verify(tenant, trusted.empty() ? nullptr : &trusted);
+  if (!report.ok()) return fail(std::string(report.status().message()));
+  out << "tenant " << tenant << ": " << report->entries << " entries, " << report->heads << " signed tree heads\n";
+  if (trusted.empty()) out << "(trusting the signing keys recorded in the database)\n";
+  if (report->ok) {
+    out << "verified\n";
+    return 0;
+  }
+  out << "NOT VERIFIED";
+  if (report->first_altered) out << ": first altered entry " << *report->first_altered;
+  out << "\n";
+  for (const std::string& p : report->problems) out << "  " << p << "\n";
+  return 1;
 }
 
 }  // namespace medgrid::ledger

@@ -102,6 +102,19 @@ class PgStore final : public Store {
   std::map<std::string, core::TimePoint, std::less<>> unknown_tenants_;  // guarded by mu_
 };
 
+}  // namespace
+
+absl::Status MigrateDatabase(const std::string& dsn, const std::vector<Migration>& all, std::string_view name) {
+  try {
+    pqxx::connection conn(dsn);
+    return Migrate(conn, all, name);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(core::StrCat("Cannot connect to ", name, ": ", e.what()));
+  }
+}
+
+namespace {
+
 absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name) {
   pqxx::nontransaction tx(admin);
   if (tx.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", name).empty()) {

@@ -20,4 +20,13 @@ namespace medgrid::ledger {
 
 int RunLedgerCommand(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err);
 
+// `audit verify --tenant T [--dsn DSN] [--public-key HEX]...`: recomputes the
+// tenant's ledger from the stored entries and checks every signed tree head
+// (LedgerStore::Verify). The DSN defaults to $MEDGRID_AUDIT_DSN. Each
+// --public-key is a trusted raw Ed25519 key (64 hex digits); without one the
+// keys recorded in the database are trusted, and the output says so.
+// Returns 0 when the ledger verifies, 1 when it does not (naming the first
+// altered entry), 2 on a bad command or an unreachable database.
+int RunAuditCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
 }  // namespace medgrid::ledger

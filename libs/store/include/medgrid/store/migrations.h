@@ -7,6 +7,7 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,5 +29,10 @@ const std::vector<Migration>& ShardMigrations();
 // code, which must not run against it).
 absl::StatusOr<std::vector<const Migration*>> PlanMigrations(const std::vector<Migration>& all,
                                                              const std::set<int>& applied);
+
+// Applies the pending migrations of `all` on the database at `dsn` (named
+// `name` in logs and errors), as start-up does for the control database and
+// the shards. For other components' databases (the audit ledger).
+absl::Status MigrateDatabase(const std::string& dsn, const std::vector<Migration>& all, std::string_view name);
 
 }  // namespace medgrid::store
