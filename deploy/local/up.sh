@@ -50,6 +50,7 @@ else
     --http-port="$http_port" \
     --pg-admin-dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
     --fhir-package-dir="$package" \
+    --audit-spool-dir="$home/audit-spool" \
     >>"$home/medgrid.log" 2>&1 &
   echo $! >"$pidfile"
 fi

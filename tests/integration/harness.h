@@ -67,6 +67,7 @@ class TestServer {
   ~TestServer();
 
   uint16_t port() const { return app_->port(); }
+  app::App& app() { return *app_; }
   HttpClient& client() { return *client_; }
   const app::AppConfig& config() const { return config_; }
   // libpq DSN of database `db` in the test cluster.

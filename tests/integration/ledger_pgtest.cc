@@ -163,6 +163,30 @@ TEST_F(LedgerTest, EntriesAndHeadsAreAppendOnly) {
   EXPECT_TRUE(store_->Verify("c1")->ok);
 }
 
+TEST_F(LedgerTest, EventsSentAgainAreAppendedOnce) {
+  const std::vector<std::string> entries = {"event a", "event b", "event c"};
+  const std::vector<std::string> ids = {"id-a", "id-b", "id-c"};
+  auto first = store_->Append("g1", entries, &ids);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->head.size, 3u);
+  // The same batch again (a consumer that crashed before marking it handled): nothing new.
+  auto again = store_->Append("g1", entries, &ids);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->head.size, 3u);
+  EXPECT_EQ(again->head.root, first->head.root);
+  // Partly new, with a repeat inside the batch: only the new one.
+  const std::vector<std::string> more = {"event c", "event d", "event d"};
+  const std::vector<std::string> more_ids = {"id-c", "id-d", "id-d"};
+  auto third = store_->Append("g1", more, &more_ids);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->head.size, 4u);
+  EXPECT_EQ(third->first_index, 3u);
+  // Ids are per tenant.
+  EXPECT_EQ(store_->Append("g2", entries, &ids)->head.size, 3u);
+  EXPECT_EQ(store_->Append("g1", {"x"}, &more_ids).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store_->Verify("g1")->ok);
+}
+
 // Runs `medgridctl audit verify` in-process: exit status and output.
 std::pair<int, std::string> AuditVerify(const std::vector<std::string>& args) {
   std::ostringstream out;

@@ -1,9 +1,14 @@
 #include "medgrid/app/app.h"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <chrono>
 #include <map>
 
+#include "medgrid/audit/auditing_api.h"
+#include "medgrid/audit/pipeline.h"
+#include "medgrid/audit/spool.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
@@ -12,7 +17,11 @@
 #include "medgrid/fhir/compartments.h"
 #include "medgrid/fhir/search_params.h"
 #include "medgrid/fhir/structure.h"
+#include "medgrid/ledger/ledger_store.h"
+#include "medgrid/ledger/signer.h"
+#include "medgrid/store/migrations.h"
 #include "medgrid/store/store.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
 namespace medgrid::app {
@@ -64,6 +73,11 @@ Flags (all --name=value):
   --region              this instance's region (default local)
   --public-base-url     base URL for Location and links (default: from the Host header)
   --fhir-package-dir    the package/ folder of hl7.fhir.r4.examples 4.0.1 (required)
+  --audit-spool-dir     directory of the audit spool; empty (the default) audits nothing
+  --audit-dsn           DSN of the audit ledger database (default: admin DSN with dbname=medgrid_audit)
+  --audit-key-file      Ed25519 PEM key that signs ledger tree heads, created when missing
+                        (default <audit-spool-dir>/ledger-signing-key.pem)
+  --audit-spool-max-bytes  audit events waiting for the ledger at most (default 1073741824)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -119,6 +133,16 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       c.gateway.public_base_url = value;
     } else if (name == "fhir-package-dir") {
       c.fhir_package_dir = value;
+    } else if (name == "audit-spool-dir") {
+      c.audit.spool_dir = value;
+    } else if (name == "audit-dsn") {
+      c.audit.dsn = value;
+    } else if (name == "audit-key-file") {
+      c.audit.key_file = value;
+    } else if (name == "audit-spool-max-bytes") {
+      int64_t bytes = 0;
+      RETURN_IF_ERROR(ParseInt(name, value, int64_t{4096}, int64_t{1} << 40, bytes));
+      c.audit.spool_max_bytes = static_cast<uint64_t>(bytes);
     } else if (name == "log-level") {
       if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
     } else {
@@ -140,6 +164,10 @@ struct App::Impl {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<engine::FhirEngine> engine;
   std::unique_ptr<engine::Reindexer> reindexer;
+  std::unique_ptr<audit::Spool> spool;
+  std::unique_ptr<ledger::LedgerStore> ledger;
+  std::unique_ptr<audit::AuditPipeline> audit;
+  std::unique_ptr<audit::AuditingFhirApi> audited;
   prometheus::Registry metrics;
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<http::Server> server;
@@ -165,7 +193,49 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock);
   s.reindexer = std::make_unique<engine::Reindexer>(*s.engine, *s.store, config.reindex);
   s.reindexer->Start();
-  s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *s.engine, *s.store, s.metrics);
+  engine::FhirApi* api = s.engine.get();
+  if (!config.audit.spool_dir.empty()) {
+    const AuditConfig& a = config.audit;
+    std::string dsn = a.dsn;
+    if (dsn.empty()) {
+      if (config.store.admin_dsn.empty()) return BadFlag("audit-dsn", "is required without --pg-admin-dsn");
+      RETURN_IF_ERROR(store::CreateDatabase(config.store.admin_dsn, "medgrid_audit"));
+      dsn = config.store.admin_dsn + " dbname=medgrid_audit";
+    }
+    ASSIGN_OR_RETURN(s.spool, audit::Spool::Open({a.spool_dir, a.spool_max_bytes}));
+    const std::string key_file = a.key_file.empty() ? a.spool_dir + "/ledger-signing-key.pem" : a.key_file;
+    ASSIGN_OR_RETURN(std::unique_ptr<ledger::Signer> signer, ledger::Signer::FromPemFile(key_file, /*create=*/true));
+    ASSIGN_OR_RETURN(s.ledger, ledger::LedgerStore::Open(dsn, std::shared_ptr<ledger::Signer>(std::move(signer))));
+    s.audit = std::make_unique<audit::AuditPipeline>(
+        *s.spool, *s.ledger, core::StrCat("medgrid ", config.store.region, " pid ", static_cast<int64_t>(::getpid())));
+    s.audit->Start();
+    s.audited = std::make_unique<audit::AuditingFhirApi>(*s.engine, *s.audit, s.clock);
+    api = s.audited.get();
+    core::Log(core::LogLevel::kInfo, "audit.on", {{"spool", a.spool_dir}});
+  } else {
+    core::Log(core::LogLevel::kWarn, "audit.off", {{"reason", "no --audit-spool-dir"}});
+  }
+  s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *api, *s.store, s.metrics);
+  if (s.audit) {
+    auto& events = prometheus::BuildGauge()
+                       .Name("medgrid_audit_events")
+                       .Help("Audit events of this process: recorded (spooled), spool_failed (lost: the spool could "
+                             "not take them), appended (in the ledger), append_failures (batches retried)")
+                       .Register(s.metrics);
+    auto& pending = prometheus::BuildGauge()
+                        .Name("medgrid_audit_spool_pending_bytes")
+                        .Help("Bytes of audit events spooled and not yet in the ledger")
+                        .Register(s.metrics)
+                        .Add({});
+    s.gateway->SetMetricsHook([&events, &pending, audit = s.audit.get()] {
+      const audit::AuditPipeline::Stats st = audit->stats();
+      events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
+      events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
+      events.Add({{"state", "appended"}}).Set(static_cast<double>(st.appended));
+      events.Add({{"state", "append_failures"}}).Set(static_cast<double>(st.append_failures));
+      pending.Set(static_cast<double>(st.pending_bytes));
+    });
+  }
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(
       config.http, [gw](http::Request&& req, const http::Peer& peer) { return gw->Handle(std::move(req), peer); },
@@ -180,11 +250,19 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
 
 uint16_t App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
+audit::AuditPipeline* App::audit() const { return impl_->audit.get(); }
+
 void App::Stop() {
   if (!impl_->server || impl_->stopped) return;
   impl_->stopped = true;
   impl_->server->Stop();
   impl_->reindexer->Stop();
+  if (impl_->audit) {
+    // What the last requests spooled goes to the ledger now if it can;
+    // otherwise it waits in the spool for the next start.
+    impl_->audit->Drain(std::chrono::seconds(5));
+    impl_->audit->Stop();
+  }
   core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 

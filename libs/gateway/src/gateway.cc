@@ -9,6 +9,7 @@
 #include "boost/url/parse.hpp"
 #include "fmt/format.h"
 #include "medgrid/core/logging.h"
+#include "medgrid/core/request_context.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/fhir/json.h"
@@ -226,6 +227,7 @@ struct Gateway::Impl {
   prometheus::Family<prometheus::Counter>& search_set_sizes;
   // The store keeps these counts; a scrape moves the counters up to them.
   std::mutex counters_mu;
+  std::function<void()> metrics_hook;  // set before serving
   // Histograms by "method|route|status": prometheus' own look-up builds and
   // hashes a label map on every request. The label sets are few and bounded
   // (route templates, not paths).
@@ -399,7 +401,17 @@ std::shared_ptr<RequestLog> StartLog(const http::Request& req) {
 
 }  // namespace
 
+// What the layers below record about who asked (the audit trail).
+static void SetRequestContext(const http::Request& req, const http::Peer& peer) {
+  core::RequestContext& ctx = core::CurrentRequest();
+  ctx.client_address = peer.address;
+  // The purpose of use a client states (a v3-ActReason code such as TREAT),
+  // until SMART tokens carry it.
+  ctx.purpose_of_use = std::string(req["X-Purpose-Of-Use"]);
+}
+
 http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
+  SetRequestContext(req, peer);
   std::shared_ptr<RequestLog> log = StartLog(req);
   http::Response res = impl_->Route(req, peer, log->route, log->tenant, nullptr);
   impl_->Finish(*log, res);
@@ -425,6 +437,7 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   // The first request of a tenant looks it up in the control database, a
   // blocking call: leave it to a worker thread.
   if (!impl_->api.ServesWithoutBlocking(parsed->tenant)) return false;
+  SetRequestContext(req, peer);
   std::shared_ptr<RequestLog> log = StartLog(req);
   AsyncRead async;
   async.io = &io;
@@ -481,7 +494,10 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
   return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
 }
 
+void Gateway::SetMetricsHook(std::function<void()> hook) { impl_->metrics_hook = std::move(hook); }
+
 http::Response Gateway::Impl::Metrics() {
+  if (metrics_hook) metrics_hook();
   for (const store::PoolStats& p : store.Pools()) {
     pool_connections.Add({{"shard", p.shard_id}, {"state", "open"}}).Set(p.open);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);

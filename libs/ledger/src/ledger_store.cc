@@ -58,6 +58,14 @@ CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON
 CREATE TRIGGER ledger_heads_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger_heads
   FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
 )sql"},
+      {2, "entries carry the id of the event they record", R"sql(
+-- An event sent twice (a consumer that crashed after appending, before it
+-- marked the event handled) is appended once: appends skip ids present.
+ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only;
+ALTER TABLE ledger_entries ADD COLUMN event_id text;
+ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only;
+CREATE UNIQUE INDEX ledger_entries_event ON ledger_entries (tenant_id, event_id) WHERE event_id IS NOT NULL;
+)sql"},
   };
   return kMigrations;
 }
@@ -147,8 +155,12 @@ absl::StatusOr<std::unique_ptr<LedgerStore>> LedgerStore::Open(const std::string
 }
 
 absl::StatusOr<LedgerStore::Appended> LedgerStore::Append(const std::string& tenant,
-                                                          const std::vector<std::string>& entries) {
-  if (entries.empty()) return absl::InvalidArgumentError("An append needs at least one entry");
+                                                          const std::vector<std::string>& all_entries,
+                                                          const std::vector<std::string>* event_ids) {
+  if (all_entries.empty()) return absl::InvalidArgumentError("An append needs at least one entry");
+  if (event_ids != nullptr && event_ids->size() != all_entries.size()) {
+    return absl::InvalidArgumentError("An append needs one event id per entry");
+  }
   if (impl_->signer == nullptr) return absl::FailedPreconditionError("This ledger store has no signing key");
   std::lock_guard conn_lock(impl_->conn_mu);
   std::lock_guard trees_lock(impl_->trees_mu);
@@ -157,12 +169,44 @@ absl::StatusOr<LedgerStore::Appended> LedgerStore::Append(const std::string& ten
     tx.exec_params("INSERT INTO ledger_state (tenant_id, tree_size, root) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
                    tenant, pqxx::binarystring(Bytes(EmptyRoot())));
     const uint64_t size = impl_->StateSize(tx, tenant, /*lock=*/true);
+    // Under the lock: the entries whose event ids are not in the ledger yet.
+    std::vector<std::string> kept_entries;
+    std::string hex_ids;
+    const std::vector<std::string>* entries = &all_entries;
+    if (event_ids != nullptr) {
+      std::string ids;
+      for (const std::string& id : *event_ids) core::StrAppend(ids, ids.empty() ? "" : ",", id);
+      std::set<std::string> present;
+      for (const pqxx::row& row : tx.exec_params(
+               "SELECT event_id FROM ledger_entries WHERE tenant_id = $1 AND event_id = ANY(string_to_array($2, ','))",
+               tenant, ids)) {
+        present.insert(row[0].as<std::string>());
+      }
+      for (std::size_t i = 0; i < all_entries.size(); ++i) {
+        if (present.contains((*event_ids)[i]) || !present.insert((*event_ids)[i]).second) continue;
+        kept_entries.push_back(all_entries[i]);
+        core::StrAppend(hex_ids, hex_ids.empty() ? "x" : ",x", (*event_ids)[i]);
+      }
+      entries = &kept_entries;
+    }
     std::shared_ptr<MerkleTree> tree = impl_->TreeAt(tx, tenant, size);
+    if (entries->empty()) {
+      tx.commit();
+      Appended out;
+      out.first_index = size;
+      pqxx::read_transaction read(impl_->Conn());
+      pqxx::result r = read.exec_params(
+          "SELECT tree_size, root, signed_at_us, key_id, signature FROM ledger_heads WHERE tenant_id = $1 "
+          "ORDER BY tree_size DESC LIMIT 1",
+          tenant);
+      if (!r.empty()) out.head = RowToHead(tenant, r[0]);
+      return out;
+    }
     // The batch as two lists of "x"-prefixed hex (so that an empty entry is
     // an element), unnested in order.
     std::string hex_entries;
     std::string hex_hashes;
-    for (const std::string& e : entries) {
+    for (const std::string& e : *entries) {
       const Hash h = LeafHash(e);
       tree->AppendLeafHash(h);
       core::StrAppend(hex_entries, hex_entries.empty() ? "x" : ",x", ToHex(e));
@@ -180,11 +224,13 @@ absl::StatusOr<LedgerStore::Appended> LedgerStore::Append(const std::string& ten
       impl_->trees.erase(tenant);
       return signed_ok;
     }
+    // Event ids ride in the same unnest, "x"-prefixed like the rest (NULL without them).
     tx.exec_params(
-        "INSERT INTO ledger_entries (tenant_id, seq, recorded, entry, leaf_hash) "
-        "SELECT $1, $2 + t.i - 1, now(), decode(substr(t.e, 2), 'hex'), decode(substr(t.h, 2), 'hex') "
-        "FROM unnest(string_to_array($3, ','), string_to_array($4, ',')) WITH ORDINALITY AS t(e, h, i)",
-        tenant, size, hex_entries, hex_hashes);
+        "INSERT INTO ledger_entries (tenant_id, seq, recorded, entry, leaf_hash, event_id) "
+        "SELECT $1, $2 + t.i - 1, now(), decode(substr(t.e, 2), 'hex'), decode(substr(t.h, 2), 'hex'), "
+        "substr(t.v, 2) FROM unnest(string_to_array($3, ','), string_to_array($4, ','), string_to_array($5, ',')) "
+        "WITH ORDINALITY AS t(e, h, v, i)",
+        tenant, size, hex_entries, hex_hashes, hex_ids);
     tx.exec_params(
         "INSERT INTO ledger_heads (tenant_id, tree_size, root, signed_at_us, key_id, signature) "
         "VALUES ($1, $2, $3, $4, $5, $6)",

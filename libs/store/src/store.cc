@@ -115,6 +115,21 @@ absl::Status MigrateDatabase(const std::string& dsn, const std::vector<Migration
 
 namespace {
 
+absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name);
+
+}  // namespace
+
+absl::Status CreateDatabase(const std::string& admin_dsn, const std::string& name) {
+  try {
+    pqxx::connection admin(admin_dsn);
+    return CreateDatabaseIfMissing(admin, name);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(core::StrCat("Cannot create database ", name, ": ", e.what()));
+  }
+}
+
+namespace {
+
 absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name) {
   pqxx::nontransaction tx(admin);
   if (tx.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", name).empty()) {

@@ -19,10 +19,29 @@
 #include "medgrid/http/server.h"
 #include "medgrid/store/config.h"
 
+namespace medgrid::audit {
+class AuditPipeline;
+}
+
 namespace medgrid::app {
+
+// The audit trail: every FHIR interaction becomes an AuditEvent in a local
+// spool, and a thread moves them into each tenant's ledger.
+struct AuditConfig {
+  // The spool directory. Empty: interactions are not audited.
+  std::string spool_dir;
+  // The ledger database. Empty: in local mode, medgrid_audit through the
+  // admin DSN (created when missing).
+  std::string dsn;
+  // The Ed25519 key that signs tree heads (PEM); created when missing.
+  // Empty: <spool_dir>/ledger-signing-key.pem.
+  std::string key_file;
+  uint64_t spool_max_bytes = uint64_t{1} << 30;
+};
 
 struct AppConfig {
   http::ServerConfig http;
+  AuditConfig audit;
   store::StoreConfig store;
   gateway::GatewayConfig gateway;
   engine::ReindexerConfig reindex;
@@ -46,6 +65,9 @@ class App {
   ~App();
 
   uint16_t port() const;
+  // The audit pipeline, or null when auditing is off (for operations and
+  // tests: draining it, stopping and starting its consumer).
+  audit::AuditPipeline* audit() const;
   // Graceful: drains in-flight requests, then releases everything. Idempotent.
   void Stop();
 

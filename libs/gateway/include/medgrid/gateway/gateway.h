@@ -13,6 +13,7 @@
 //       [&](int s, const std::string& m, unsigned v) { return gw.ErrorResponse(s, m, v); });
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -54,6 +55,9 @@ class Gateway {
                    std::function<void(http::Response)> done);
   // Responses for requests the HTTP server rejects before routing.
   http::Response ErrorResponse(int status, const std::string& message, unsigned version) const;
+  // Called on each GET /metrics before the registry is collected, to bring
+  // other components' metrics up to date. Set before serving.
+  void SetMetricsHook(std::function<void()> hook);
 
  private:
   struct Impl;

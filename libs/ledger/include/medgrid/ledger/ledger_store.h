@@ -59,8 +59,12 @@ class LedgerStore {
     TreeHead head;             // the signed head after the batch
   };
   // Appends `entries` (each a leaf's bytes) for `tenant` and signs the new
-  // tree head. An empty batch is an error.
-  absl::StatusOr<Appended> Append(const std::string& tenant, const std::vector<std::string>& entries);
+  // tree head. An empty batch is an error. With `event_ids` (one per entry),
+  // an entry whose id the tenant's ledger already holds is skipped, so a
+  // batch sent again after a crash is appended once; when all are skipped
+  // nothing is written and `head` is the current one.
+  absl::StatusOr<Appended> Append(const std::string& tenant, const std::vector<std::string>& entries,
+                                  const std::vector<std::string>* event_ids = nullptr);
 
   // The latest signed head (size 0 and the empty root before any append,
   // unsigned).

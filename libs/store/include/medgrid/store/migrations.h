@@ -35,4 +35,8 @@ absl::StatusOr<std::vector<const Migration*>> PlanMigrations(const std::vector<M
 // the shards. For other components' databases (the audit ledger).
 absl::Status MigrateDatabase(const std::string& dsn, const std::vector<Migration>& all, std::string_view name);
 
+// Creates database `name` through the server at `admin_dsn` unless it
+// exists (local mode, for other components' databases).
+absl::Status CreateDatabase(const std::string& admin_dsn, const std::string& name);
+
 }  // namespace medgrid::store

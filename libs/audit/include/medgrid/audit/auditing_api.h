@@ -1,0 +1,68 @@
+// AuditingFhirApi: the FhirApi with an AuditEvent recorded for every
+// interaction (read, vread, search with the ids it returned, create, update,
+// patch, delete, the conditional ones, history, capabilities and $reindex),
+// successful or not. It wraps the engine behind the gateway, so whatever
+// transport reaches the API is audited the same way. The client's address
+// comes from core::CurrentRequest(). Recording spools the event
+// (AuditPipeline::Record) and never changes the interaction's answer.
+#pragma once
+
+#include "medgrid/audit/pipeline.h"
+#include "medgrid/engine/fhir_api.h"
+
+namespace medgrid::audit {
+
+class AuditingFhirApi final : public engine::FhirApi {
+ public:
+  AuditingFhirApi(engine::FhirApi& inner, AuditPipeline& pipeline, const core::Clock& clock)
+      : inner_(inner), pipeline_(pipeline), clock_(clock) {}
+
+  absl::StatusOr<engine::ResourceResult> Create(const std::string& tenant, const std::string& type,
+                                                const std::string& body) override;
+  void CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
+                   boost::asio::io_context& io, engine::ResultCallback done) override;
+  absl::StatusOr<engine::ResourceResult> Read(const std::string& tenant, const std::string& type,
+                                              const std::string& id) override;
+  absl::StatusOr<engine::ResourceResult> VRead(const std::string& tenant, const std::string& type,
+                                               const std::string& id, int64_t version) override;
+  bool ServesWithoutBlocking(const std::string& tenant) override { return inner_.ServesWithoutBlocking(tenant); }
+  void ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
+                 std::optional<int64_t> version, boost::asio::io_context& io, engine::ResultCallback done) override;
+  absl::StatusOr<engine::ResourceResult> Update(const std::string& tenant, const std::string& type,
+                                                const std::string& id, const std::string& body,
+                                                std::optional<int64_t> if_match) override;
+  absl::StatusOr<engine::ResourceResult> Patch(const std::string& tenant, const std::string& type,
+                                               const std::string& id, const std::string& patch,
+                                               std::optional<int64_t> if_match) override;
+  absl::StatusOr<engine::ResourceResult> Delete(const std::string& tenant, const std::string& type,
+                                                const std::string& id, std::optional<int64_t> if_match) override;
+  absl::StatusOr<std::string> Search(const std::string& tenant, const engine::SearchInput& input) override;
+  absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const std::string& type,
+                                            const engine::QueryParams& params) override;
+  absl::StatusOr<std::string> StartReindex(const std::string& tenant, const std::vector<std::string>& types) override;
+  absl::StatusOr<std::string> ReindexStatus(const std::string& tenant) override;
+  absl::StatusOr<engine::ResourceResult> ConditionalCreate(const std::string& tenant, const std::string& type,
+                                                           const std::string& body,
+                                                           const engine::QueryParams& criteria) override;
+  absl::StatusOr<engine::ResourceResult> ConditionalUpdate(const std::string& tenant, const std::string& type,
+                                                           const engine::QueryParams& criteria,
+                                                           const std::string& body) override;
+  absl::StatusOr<std::optional<engine::ResourceResult>> ConditionalDelete(
+      const std::string& tenant, const std::string& type, const engine::QueryParams& criteria) override;
+  absl::StatusOr<std::string> History(const std::string& tenant, const engine::HistoryRequest& request) override;
+  absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) override;
+
+ private:
+  // An interaction of `tenant`, with the caller's context and the time.
+  Interaction Start(const std::string& tenant, const char* interaction, char action, const std::string& type,
+                    const std::string& id) const;
+  // Adds a resource's entities (itself, its patients) and the outcome, and records.
+  void Finish(Interaction& in, const absl::StatusOr<engine::ResourceResult>& result);
+  void FinishStatus(Interaction& in, const absl::Status& status);
+
+  engine::FhirApi& inner_;
+  AuditPipeline& pipeline_;
+  const core::Clock& clock_;
+};
+
+}  // namespace medgrid::audit

@@ -1,0 +1,246 @@
+#include "medgrid/audit/auditing_api.h"
+
+#include <algorithm>
+
+#include "boost/json.hpp"
+#include "medgrid/core/request_context.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/gateway/http_errors.h"
+
+namespace medgrid::audit {
+namespace {
+
+namespace json = boost::json;
+
+std::string QueryString(const engine::QueryParams& params) {
+  std::string out;
+  for (const auto& [k, v] : params) core::StrAppend(out, out.empty() ? "" : "&", k, "=", v);
+  return out;
+}
+
+void AddUnique(std::vector<std::string>& to, std::string ref) {
+  if (std::find(to.begin(), to.end(), ref) == to.end()) to.push_back(std::move(ref));
+}
+
+// The resources of a Bundle's entries ("Type/id") and the patients they name.
+void AddBundle(Interaction& in, const std::string& bundle) {
+  boost::system::error_code ec;
+  json::value v = json::parse(bundle, ec);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* entries = o ? o->if_contains("entry") : nullptr;
+  if (entries == nullptr || !entries->is_array()) return;
+  for (const json::value& e : entries->get_array()) {
+    const json::value* r = e.is_object() ? e.get_object().if_contains("resource") : nullptr;
+    if (r == nullptr || !r->is_object()) continue;
+    const json::value* type = r->get_object().if_contains("resourceType");
+    const json::value* id = r->get_object().if_contains("id");
+    if (type == nullptr || id == nullptr || !type->is_string() || !id->is_string()) continue;
+    std::string ref = core::StrCat(type->get_string(), "/", id->get_string());
+    if (type->get_string() == "Patient") AddUnique(in.patients, ref);
+    AddUnique(in.resources, std::move(ref));
+  }
+  for (std::string& p : PatientReferences(bundle, 100)) AddUnique(in.patients, std::move(p));
+}
+
+}  // namespace
+
+Interaction AuditingFhirApi::Start(const std::string& tenant, const char* interaction, char action,
+                                   const std::string& type, const std::string& id) const {
+  Interaction in;
+  in.tenant = tenant;
+  in.interaction = interaction;
+  in.action = action;
+  in.type = type;
+  in.id = id;
+  in.recorded = clock_.Now();
+  const core::RequestContext& ctx = core::CurrentRequest();
+  in.agent_address = ctx.client_address;
+  if (!ctx.purpose_of_use.empty()) in.purpose_of_use.push_back(ctx.purpose_of_use);
+  if (!type.empty() && !id.empty()) {
+    in.resources.push_back(core::StrCat(type, "/", id));
+    if (type == "Patient") in.patients.push_back(core::StrCat(type, "/", id));
+  }
+  return in;
+}
+
+void AuditingFhirApi::FinishStatus(Interaction& in, const absl::Status& status) {
+  in.http_status = status.ok() ? 200 : gateway::ToHttpError(status).status;
+  pipeline_.Record(in);
+}
+
+void AuditingFhirApi::Finish(Interaction& in, const absl::StatusOr<engine::ResourceResult>& result) {
+  if (result.ok()) {
+    in.http_status = result->created ? 201 : 200;
+    const std::string ref = core::StrCat(result->type, "/", result->id);
+    AddUnique(in.resources, ref);
+    if (result->type == "Patient") AddUnique(in.patients, ref);
+    for (std::string& p : PatientReferences(result->body)) AddUnique(in.patients, std::move(p));
+    pipeline_.Record(in);
+    return;
+  }
+  FinishStatus(in, result.status());
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Create(const std::string& tenant, const std::string& type,
+                                                               const std::string& body) {
+  Interaction in = Start(tenant, "create", 'C', type, "");
+  absl::StatusOr<engine::ResourceResult> r = inner_.Create(tenant, type, body);
+  Finish(in, r);
+  return r;
+}
+
+void AuditingFhirApi::CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
+                                  boost::asio::io_context& io, engine::ResultCallback done) {
+  auto in = std::make_shared<Interaction>(Start(tenant, "create", 'C', type, ""));
+  inner_.CreateAsync(tenant, type, body, io,
+                     [this, in, done = std::move(done)](absl::StatusOr<engine::ResourceResult> r) {
+                       Finish(*in, r);
+                       done(std::move(r));
+                     });
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Read(const std::string& tenant, const std::string& type,
+                                                             const std::string& id) {
+  Interaction in = Start(tenant, "read", 'R', type, id);
+  absl::StatusOr<engine::ResourceResult> r = inner_.Read(tenant, type, id);
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::VRead(const std::string& tenant, const std::string& type,
+                                                              const std::string& id, int64_t version) {
+  Interaction in = Start(tenant, "vread", 'R', type, id);
+  absl::StatusOr<engine::ResourceResult> r = inner_.VRead(tenant, type, id, version);
+  Finish(in, r);
+  return r;
+}
+
+void AuditingFhirApi::ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
+                                std::optional<int64_t> version, boost::asio::io_context& io,
+                                engine::ResultCallback done) {
+  auto in = std::make_shared<Interaction>(Start(tenant, version ? "vread" : "read", 'R', type, id));
+  inner_.ReadAsync(tenant, type, id, version, io,
+                   [this, in, done = std::move(done)](absl::StatusOr<engine::ResourceResult> r) {
+                     Finish(*in, r);
+                     done(std::move(r));
+                   });
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Update(const std::string& tenant, const std::string& type,
+                                                               const std::string& id, const std::string& body,
+                                                               std::optional<int64_t> if_match) {
+  Interaction in = Start(tenant, "update", 'U', type, id);
+  absl::StatusOr<engine::ResourceResult> r = inner_.Update(tenant, type, id, body, if_match);
+  if (r.ok() && r->created) in.action = 'C';
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Patch(const std::string& tenant, const std::string& type,
+                                                              const std::string& id, const std::string& patch,
+                                                              std::optional<int64_t> if_match) {
+  Interaction in = Start(tenant, "patch", 'U', type, id);
+  absl::StatusOr<engine::ResourceResult> r = inner_.Patch(tenant, type, id, patch, if_match);
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Delete(const std::string& tenant, const std::string& type,
+                                                               const std::string& id,
+                                                               std::optional<int64_t> if_match) {
+  Interaction in = Start(tenant, "delete", 'D', type, id);
+  absl::StatusOr<engine::ResourceResult> r = inner_.Delete(tenant, type, id, if_match);
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::Search(const std::string& tenant, const engine::SearchInput& input) {
+  Interaction in = Start(tenant, input.type.empty() ? "search-system" : "search-type", 'E', input.type, "");
+  if (!input.compartment.empty()) {
+    const std::string ref = core::StrCat(input.compartment, "/", input.compartment_id);
+    if (input.compartment == "Patient") AddUnique(in.patients, ref);
+  }
+  in.query = QueryString(input.params);
+  absl::StatusOr<std::string> r = inner_.Search(tenant, input);
+  if (r.ok()) AddBundle(in, *r);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::ExplainSearch(const std::string& tenant, const std::string& type,
+                                                           const engine::QueryParams& params) {
+  Interaction in = Start(tenant, "search-type", 'E', type, "");
+  in.query = QueryString(params);
+  absl::StatusOr<std::string> r = inner_.ExplainSearch(tenant, type, params);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::StartReindex(const std::string& tenant,
+                                                          const std::vector<std::string>& types) {
+  Interaction in = Start(tenant, "operation", 'E', "", "");
+  in.query = "$reindex";
+  for (const std::string& t : types) core::StrAppend(in.query, in.query == "$reindex" ? "?type=" : ",", t);
+  absl::StatusOr<std::string> r = inner_.StartReindex(tenant, types);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::ReindexStatus(const std::string& tenant) {
+  return inner_.ReindexStatus(tenant);  // job progress, no resource data
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::ConditionalCreate(const std::string& tenant,
+                                                                          const std::string& type,
+                                                                          const std::string& body,
+                                                                          const engine::QueryParams& criteria) {
+  Interaction in = Start(tenant, "create", 'C', type, "");
+  in.query = QueryString(criteria);
+  absl::StatusOr<engine::ResourceResult> r = inner_.ConditionalCreate(tenant, type, body, criteria);
+  if (r.ok() && !r->created) in.action = 'R';  // an existing match was returned
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::ConditionalUpdate(const std::string& tenant,
+                                                                          const std::string& type,
+                                                                          const engine::QueryParams& criteria,
+                                                                          const std::string& body) {
+  Interaction in = Start(tenant, "update", 'U', type, "");
+  in.query = QueryString(criteria);
+  absl::StatusOr<engine::ResourceResult> r = inner_.ConditionalUpdate(tenant, type, criteria, body);
+  if (r.ok() && r->created) in.action = 'C';
+  Finish(in, r);
+  return r;
+}
+
+absl::StatusOr<std::optional<engine::ResourceResult>> AuditingFhirApi::ConditionalDelete(
+    const std::string& tenant, const std::string& type, const engine::QueryParams& criteria) {
+  Interaction in = Start(tenant, "delete", 'D', type, "");
+  in.query = QueryString(criteria);
+  absl::StatusOr<std::optional<engine::ResourceResult>> r = inner_.ConditionalDelete(tenant, type, criteria);
+  if (r.ok() && r->has_value()) {
+    Finish(in, **r);
+  } else {
+    FinishStatus(in, r.status());
+  }
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::History(const std::string& tenant, const engine::HistoryRequest& request) {
+  const char* level = request.id ? "history-instance" : request.type ? "history-type" : "history-system";
+  Interaction in = Start(tenant, level, 'R', request.type.value_or(""), request.id.value_or(""));
+  absl::StatusOr<std::string> r = inner_.History(tenant, request);
+  if (r.ok()) AddBundle(in, *r);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::Capabilities(const std::string& tenant, const std::string& base_url) {
+  Interaction in = Start(tenant, "capabilities", 'R', "", "");
+  absl::StatusOr<std::string> r = inner_.Capabilities(tenant, base_url);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+}  // namespace medgrid::audit

@@ -1,0 +1,147 @@
+#include "medgrid/audit/pipeline.h"
+
+#include <map>
+
+#include "medgrid/core/logging.h"
+#include "medgrid/core/strings.h"
+
+namespace medgrid::audit {
+namespace {
+
+constexpr std::size_t kBatch = 1000;
+
+// A spooled record: tenant, newline, event id, newline, the AuditEvent JSON.
+struct Parsed {
+  std::string_view tenant;
+  std::string_view id;
+  std::string_view event;
+};
+bool Parse(std::string_view record, Parsed& out) {
+  const std::size_t a = record.find('\n');
+  const std::size_t b = a == std::string_view::npos ? a : record.find('\n', a + 1);
+  if (b == std::string_view::npos) return false;
+  out = {record.substr(0, a), record.substr(a + 1, b - a - 1), record.substr(b + 1)};
+  return true;
+}
+
+}  // namespace
+
+AuditPipeline::AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, std::string source)
+    : spool_(spool), ledger_(ledger), source_(std::move(source)) {}
+
+AuditPipeline::~AuditPipeline() { Stop(); }
+
+void AuditPipeline::Start() {
+  std::lock_guard lock(mu_);
+  if (running_) return;
+  running_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void AuditPipeline::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (!running_) return;
+    running_ = false;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+bool AuditPipeline::Record(const Interaction& interaction) {
+  const std::string id = NewEventId();
+  const std::string record =
+      core::StrCat(interaction.tenant, "\n", id, "\n", AuditEventJson(interaction, id, source_));
+  absl::Status s = spool_.Append(record);
+  if (!s.ok()) {
+    ++spool_failures_;
+    core::Log(core::LogLevel::kError, "audit.spool_failed",
+              {{"tenant", interaction.tenant}, {"event", id}, {"error", std::string(s.message())}});
+    return false;
+  }
+  ++recorded_;
+  wake_.notify_one();
+  return true;
+}
+
+bool AuditPipeline::MoveBatch() {
+  absl::Status synced = spool_.Sync();
+  if (!synced.ok()) core::Log(core::LogLevel::kError, "audit.spool_sync_failed", {{"error", std::string(synced.message())}});
+  absl::StatusOr<Spool::Batch> batch = spool_.Read(kBatch);
+  if (!batch.ok()) {
+    core::Log(core::LogLevel::kError, "audit.spool_read_failed", {{"error", std::string(batch.status().message())}});
+    return false;
+  }
+  if (batch->records.empty()) return true;
+  // Per tenant, in spool order.
+  std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> by_tenant;
+  for (const std::string& record : batch->records) {
+    Parsed p;
+    if (!Parse(record, p)) {
+      core::Log(core::LogLevel::kError, "audit.record_malformed", {{"bytes", std::to_string(record.size())}});
+      continue;
+    }
+    auto& [entries, ids] = by_tenant[std::string(p.tenant)];
+    entries.emplace_back(p.event);
+    ids.emplace_back(p.id);
+  }
+  for (const auto& [tenant, batch_of] : by_tenant) {
+    absl::StatusOr<ledger::LedgerStore::Appended> appended = ledger_.Append(tenant, batch_of.first, &batch_of.second);
+    if (!appended.ok()) {
+      ++append_failures_;
+      core::Log(core::LogLevel::kWarn, "audit.append_failed",
+                {{"tenant", tenant}, {"events", std::to_string(batch_of.first.size())},
+                 {"error", std::string(appended.status().message())}});
+      return false;
+    }
+  }
+  absl::Status committed = spool_.Commit(batch->end);
+  if (!committed.ok()) {
+    core::Log(core::LogLevel::kError, "audit.spool_commit_failed", {{"error", std::string(committed.message())}});
+    return false;
+  }
+  appended_ += batch->records.size();
+  return true;
+}
+
+void AuditPipeline::Run() {
+  std::chrono::milliseconds pause(0);
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (!running_) return;
+      const auto wait = pause.count() > 0 ? pause : std::chrono::milliseconds(100);
+      wake_.wait_for(lock, wait, [&] { return !running_ || (pause.count() == 0 && spool_.written() > spool_.committed()); });
+      if (!running_) return;
+    }
+    if (spool_.written() == spool_.committed()) continue;
+    if (MoveBatch()) {
+      pause = std::chrono::milliseconds(0);
+    } else {
+      pause = std::min(std::chrono::milliseconds(5000), std::max(std::chrono::milliseconds(100), pause * 2));
+    }
+  }
+}
+
+bool AuditPipeline::Drain(std::chrono::milliseconds timeout) {
+  const uint64_t target = spool_.written();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (spool_.committed() < target) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    wake_.notify_one();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+AuditPipeline::Stats AuditPipeline::stats() const {
+  Stats s;
+  s.recorded = recorded_.load();
+  s.spool_failures = spool_failures_.load();
+  s.appended = appended_.load();
+  s.append_failures = append_failures_.load();
+  s.pending_bytes = spool_.written() - spool_.committed();
+  return s;
+}
+
+}  // namespace medgrid::audit

@@ -1,0 +1,19 @@
+// What the transport knows about the request being handled on this thread,
+// for layers below it that record who asked (the audit trail). The gateway
+// sets it before calling the FHIR API; a callee reads it on entry (not from
+// a callback that may run later).
+#pragma once
+
+#include <string>
+
+namespace medgrid::core {
+
+struct RequestContext {
+  std::string client_address;  // the peer's IP address
+  std::string purpose_of_use;  // a v3-ActReason code the request stated, or empty
+};
+
+// This thread's current request (empty outside one).
+RequestContext& CurrentRequest();
+
+}  // namespace medgrid::core

@@ -1,0 +1,181 @@
+// The audit trail end to end: a server with auditing on records exactly one
+// AuditEvent per FHIR interaction in the tenant's ledger (and none in
+// another tenant's), successful or not, and its spool keeps events while the
+// ledger consumer is stopped, with reads still served, until it catches up.
+#include <unistd.h>
+
+#include <filesystem>
+#include <pqxx/pqxx>
+
+#include <gtest/gtest.h>
+
+#include "integration/harness.h"
+#include "medgrid/app/app.h"
+#include "medgrid/audit/pipeline.h"
+#include "medgrid/ledger/ledger_store.h"
+
+namespace medgrid::testing {
+namespace {
+
+namespace json = boost::json;
+
+class AuditTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    db_ = "mg_audit_ledger_" + std::to_string(::getpid());
+    spool_ = std::filesystem::temp_directory_path() / ("medgrid-audit-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(spool_);
+    {
+      pqxx::connection admin(TestServer::Dsn("postgres"));
+      pqxx::nontransaction tx(admin);
+      tx.exec("DROP DATABASE IF EXISTS " + db_);
+      tx.exec("CREATE DATABASE " + db_);
+    }
+    app::AppConfig config = TestServer::BaseConfig("audit");
+    config.audit.spool_dir = spool_.string();
+    config.audit.dsn = TestServer::Dsn(db_);
+    server_ = new TestServer("audit", {"a1", "a2"}, config);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+    pqxx::connection admin(TestServer::Dsn("postgres"));
+    pqxx::nontransaction tx(admin);
+    tx.exec("DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
+    std::filesystem::remove_all(spool_);
+  }
+  HttpClient& c() { return server_->client(); }
+  audit::AuditPipeline& pipeline() { return *server_->app().audit(); }
+
+  // The AuditEvents in `tenant`'s ledger, in order, once everything spooled is there.
+  std::vector<json::value> Events(const std::string& tenant) {
+    EXPECT_TRUE(pipeline().Drain(std::chrono::seconds(20)));
+    pqxx::connection conn(TestServer::Dsn(db_));
+    pqxx::read_transaction tx(conn);
+    std::vector<json::value> out;
+    for (const pqxx::row& row : tx.exec_params(
+             "SELECT convert_from(entry, 'UTF8') FROM ledger_entries WHERE tenant_id = $1 ORDER BY seq", tenant)) {
+      out.push_back(json::parse(row[0].as<std::string>()));
+    }
+    return out;
+  }
+  static std::vector<std::string> References(const json::value& event) {
+    std::vector<std::string> out;
+    if (const json::value* entities = event.as_object().if_contains("entity")) {
+      for (const json::value& e : entities->as_array()) {
+        if (const json::value* what = e.as_object().if_contains("what")) out.emplace_back(what->at("reference").as_string());
+      }
+    }
+    return out;
+  }
+  static bool Has(const std::vector<std::string>& refs, const std::string& ref) {
+    return std::find(refs.begin(), refs.end(), ref) != refs.end();
+  }
+
+  static std::string db_;
+  static std::filesystem::path spool_;
+  static TestServer* server_;
+};
+std::string AuditTest::db_;
+std::filesystem::path AuditTest::spool_;
+TestServer* AuditTest::server_ = nullptr;
+
+TEST_F(AuditTest, EveryInteractionIsOneAuditEventInItsTenantsLedger) {
+  const std::size_t before = Events("a1").size();
+  struct Expected {
+    std::string subtype;
+    std::string action;
+    std::string outcome;
+    std::vector<std::string> references;  // among the entities
+  };
+  std::vector<Expected> expected;
+  ASSERT_EQ(c().Put("/fhir/a1/Patient/p1", R"({"resourceType":"Patient","id":"p1","gender":"female"})").status, 201);
+  expected.push_back({"update", "C", "0", {"Patient/p1"}});
+  auto created = c().Post("/fhir/a1/Observation",
+                          R"({"resourceType":"Observation","status":"final","code":{"text":"weight"},)"
+                          R"("subject":{"reference":"Patient/p1"}})");
+  ASSERT_EQ(created.status, 201);
+  const std::string obs = std::string(created.Json().at("id").as_string());
+  expected.push_back({"create", "C", "0", {"Patient/p1", "Observation/" + obs}});
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/p1").status, 200);
+  expected.push_back({"read", "R", "0", {"Patient/p1"}});
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/p1/_history/1").status, 200);
+  expected.push_back({"vread", "R", "0", {"Patient/p1"}});
+  ASSERT_EQ(c().Put("/fhir/a1/Patient/p1", R"({"resourceType":"Patient","id":"p1","gender":"male"})").status, 200);
+  expected.push_back({"update", "U", "0", {"Patient/p1"}});
+  ASSERT_EQ(c().Send("PATCH", "/fhir/a1/Observation/" + obs, R"([{"op":"replace","path":"/status","value":"amended"}])",
+                     {{"Content-Type", "application/json-patch+json"}})
+                .status,
+            200);
+  expected.push_back({"patch", "U", "0", {"Patient/p1", "Observation/" + obs}});
+  ASSERT_EQ(c().Get("/fhir/a1/Observation?subject=Patient/p1").status, 200);
+  expected.push_back({"search-type", "E", "0", {"Patient/p1", "Observation/" + obs}});
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/p1/_history").status, 200);
+  expected.push_back({"history-instance", "R", "0", {"Patient/p1"}});
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/nobody").status, 404);
+  expected.push_back({"read", "R", "4", {"Patient/nobody"}});
+  ASSERT_EQ(c().Get("/fhir/a1/Patient?bogus=1").status, 400);
+  expected.push_back({"search-type", "E", "4", {}});
+  ASSERT_EQ(c().Post("/fhir/a1/Patient", R"({"resourceType":"Patient","gender":"other"})",
+                     {{"If-None-Exist", "gender=male"}})
+                .status,
+            200);  // p1 matches: it is returned, not created
+  expected.push_back({"create", "R", "0", {"Patient/p1"}});
+  ASSERT_EQ(c().Delete("/fhir/a1/Observation/" + obs).status / 100, 2);
+  expected.push_back({"delete", "D", "0", {"Observation/" + obs}});
+  ASSERT_EQ(c().Get("/fhir/a1/metadata").status, 200);
+  expected.push_back({"capabilities", "R", "0", {}});
+
+  const std::vector<json::value> events = Events("a1");
+  ASSERT_EQ(events.size(), before + expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const json::value& e = events[before + i];
+    const Expected& want = expected[i];
+    EXPECT_EQ(e.at("subtype").at(0).at("code").as_string(), want.subtype) << i;
+    EXPECT_EQ(e.at("action").as_string(), want.action) << i << " " << want.subtype;
+    EXPECT_EQ(e.at("outcome").as_string(), want.outcome) << i << " " << want.subtype;
+    EXPECT_EQ(e.at("agent").at(0).at("network").at("address").as_string(), "127.0.0.1") << i;
+    const std::vector<std::string> refs = References(e);
+    for (const std::string& r : want.references) EXPECT_TRUE(Has(refs, r)) << i << " " << want.subtype << " lacks " << r;
+  }
+  // The other tenant's ledger holds none of them; its own read goes there.
+  const std::size_t other = Events("a2").size();
+  ASSERT_EQ(c().Get("/fhir/a2/Patient/p1").status, 404);
+  EXPECT_EQ(Events("a2").size(), other + 1);
+  EXPECT_EQ(Events("a1").size(), before + expected.size());
+  // The ledger verifies.
+  auto ledger = ledger::LedgerStore::Open(TestServer::Dsn(db_), nullptr);
+  ASSERT_TRUE(ledger.ok());
+  auto report = (*ledger)->Verify("a1");
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << (report->problems.empty() ? "" : report->problems[0]);
+}
+
+TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {
+  ASSERT_EQ(c().Put("/fhir/a1/Patient/s1", R"({"resourceType":"Patient","id":"s1"})").status / 100, 2);
+  const std::size_t before = Events("a1").size();
+  pipeline().Stop();
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(c().Get("/fhir/a1/Patient/s1").status, 200);
+  EXPECT_GT(pipeline().stats().pending_bytes, 0u);
+  {
+    pqxx::connection conn(TestServer::Dsn(db_));
+    pqxx::read_transaction tx(conn);
+    EXPECT_EQ(tx.exec("SELECT count(*) FROM ledger_entries WHERE tenant_id = 'a1'")[0][0].as<std::size_t>(),
+              before);
+  }
+  const std::string metrics = c().Get("/metrics").body;
+  EXPECT_NE(metrics.find("medgrid_audit_spool_pending_bytes"), std::string::npos);
+  EXPECT_NE(metrics.find("medgrid_audit_events{state=\"recorded\"}"), std::string::npos);
+  pipeline().Start();
+  const std::vector<json::value> events = Events("a1");
+  ASSERT_EQ(events.size(), before + 50);
+  for (std::size_t i = before; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].at("subtype").at(0).at("code").as_string(), "read");
+    EXPECT_TRUE(Has(References(events[i]), "Patient/s1"));
+  }
+  EXPECT_EQ(pipeline().stats().pending_bytes, 0u);
+  EXPECT_EQ(pipeline().stats().spool_failures, 0u);
+}
+
+}  // namespace
+}  // namespace medgrid::testing
