@@ -139,22 +139,43 @@ absl::Status Spool::Append(std::string_view record) {
 }
 
 absl::Status Spool::Sync() {
-  std::lock_guard lock(mu_);
-  if (!dirty_) return absl::OkStatus();
-  if (::fdatasync(fd_) != 0) return Errno("cannot sync", SegmentName(segments_.back()));
-  dirty_ = false;
+  // The sync waits for the disk: not under the lock appends take. A copy of
+  // the descriptor stays valid if a new segment replaces it meanwhile (that
+  // one is synced when it is closed).
+  int fd = -1;
+  std::string name;
+  {
+    std::lock_guard lock(mu_);
+    if (!dirty_) return absl::OkStatus();
+    dirty_ = false;
+    fd = ::dup(fd_);
+    name = SegmentName(segments_.back());
+  }
+  if (fd < 0) return Errno("cannot sync", name);
+  const int rc = ::fdatasync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("cannot sync", name);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Spool::Batch> Spool::Read(std::size_t max_records) {
-  std::lock_guard lock(mu_);
+  // What lies below `written` never changes, and only Commit (the consumer's,
+  // like Read) removes segments: read it without holding up appends.
+  std::vector<uint64_t> segments;
+  uint64_t written = 0;
+  uint64_t pos = 0;
+  {
+    std::lock_guard lock(mu_);
+    segments = segments_;
+    written = written_;
+    pos = committed_;
+  }
   Batch batch;
-  uint64_t pos = committed_;
-  while (batch.records.size() < max_records && pos < written_) {
+  while (batch.records.size() < max_records && pos < written) {
     // The segment holding pos.
-    auto seg = std::upper_bound(segments_.begin(), segments_.end(), pos);
+    auto seg = std::upper_bound(segments.begin(), segments.end(), pos);
     const uint64_t start = *(seg - 1);
-    const uint64_t end = seg == segments_.end() ? written_ : *seg;
+    const uint64_t end = seg == segments.end() ? written : *seg;
     if (pos >= end) {
       pos = end;
       continue;

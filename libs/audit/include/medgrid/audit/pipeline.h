@@ -7,8 +7,9 @@
 // writable) the event is lost, which is counted (`spool_failures`) and
 // logged as an error, and the interaction still gets its answer.
 //
-// The thread reads up to 1,000 records at a time, appends each tenant's
-// events to its ledger (one signed tree head per tenant per batch), and
+// The thread reads up to 1,000 records at a time (after a smaller batch it
+// waits 200 ms for more), appends each tenant's events to its ledger (one
+// signed tree head per tenant per batch), and
 // commits the spool offset only after every append of the batch succeeded.
 // A failed append leaves the batch in the spool and is retried after a
 // pause that grows to 5 s; events appended before the failure are skipped on
@@ -58,8 +59,9 @@ class AuditPipeline {
 
  private:
   void Run();
-  // One batch from the spool into the ledger; false when an append failed.
-  bool MoveBatch();
+  // One batch from the spool into the ledger: the events moved, or -1 when
+  // an append failed.
+  int64_t MoveBatch();
 
   Spool& spool_;
   ledger::LedgerStore& ledger_;
@@ -70,7 +72,8 @@ class AuditPipeline {
   std::atomic<uint64_t> append_failures_{0};
   std::mutex mu_;
   std::condition_variable wake_;
-  bool running_ = false;  // guarded by mu_
+  bool running_ = false;   // guarded by mu_
+  bool draining_ = false;  // guarded by mu_; Drain cuts the batch interval short
   std::thread thread_;
 };
 

@@ -44,7 +44,8 @@ class Spool {
   absl::Status Append(std::string_view record);
 
   // Up to `max_records` records from the committed offset on, and the offset
-  // after the last of them (to commit once they are handled).
+  // after the last of them (to commit once they are handled). Read and
+  // Commit are the consumer's: one thread calls them.
   struct Batch {
     std::vector<std::string> records;
     uint64_t end = 0;
