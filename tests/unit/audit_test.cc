@@ -1,5 +1,6 @@
 // The audit spool (framing, reading from the committed offset, recovery
 // after a crash, the size bound, segments) and the AuditEvent resources.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -68,6 +69,21 @@ TEST_F(SpoolTest, ReadsFromTheCommittedOffsetAcrossReopens) {
   EXPECT_TRUE(spool->Read(100)->records.empty());
   EXPECT_FALSE(spool->Commit(rest->end + 1).ok());
   EXPECT_FALSE(spool->Commit(0).ok());
+}
+
+TEST_F(SpoolTest, OneProcessAtATime) {
+  auto spool = Open();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    // Another process: the lock is held.
+    auto other = Spool::Open({dir_.string()});
+    ::_exit(!other.ok() && other.status().code() == absl::StatusCode::kFailedPrecondition ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  spool.reset();
+  EXPECT_TRUE(Spool::Open({dir_.string()}).ok());  // free again once closed
 }
 
 TEST_F(SpoolTest, ARecordCutShortByACrashIsDropped) {

@@ -1,6 +1,7 @@
 #include "medgrid/audit/spool.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,6 +60,7 @@ Spool::Spool(SpoolOptions options) : options_(std::move(options)) {}
 
 Spool::~Spool() {
   if (fd_ >= 0) ::close(fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(SpoolOptions options) {
@@ -72,6 +74,14 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(SpoolOptions options) {
 
 absl::Status Spool::Recover() {
   std::lock_guard lock(mu_);
+  // One process per spool: a second would interleave its records with ours.
+  const std::string lock_path = (fs::path(options_.dir) / "lock").string();
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return Errno("cannot open", lock_path);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(
+        core::StrCat("Audit spool ", options_.dir, " is in use by another process; give each its own"));
+  }
   for (const fs::directory_entry& e : fs::directory_iterator(options_.dir)) {
     const std::string name = e.path().filename().string();
     if (name.size() == 24 && name.ends_with(".seg")) segments_.push_back(std::stoull(name.substr(0, 20)));

@@ -9,6 +9,9 @@
 // replaced atomically), and segments wholly below it are deleted. On open,
 // a record cut short by a crash at the end of the last segment is dropped.
 //
+// A spool belongs to one process at a time (a lock file in the directory);
+// opening one that another process holds fails.
+//
 // Append is thread-safe and never blocks on the consumer: when the records
 // not yet committed reach `max_bytes` it fails (ResourceExhausted), and the
 // caller counts the loss. Appends reach the kernel at once (one write each);
@@ -66,6 +69,7 @@ class Spool {
   mutable std::mutex mu_;
   std::vector<uint64_t> segments_;  // start offsets, ascending; the last is written to
   int fd_ = -1;                     // the last segment, for appending
+  int lock_fd_ = -1;                // holds the directory's lock (flock) while open
   uint64_t written_ = 0;            // the offset after the last record
   uint64_t committed_ = 0;
   bool dirty_ = false;              // appended since the last Sync
