@@ -151,6 +151,29 @@ TEST_F(AuditTest, EveryInteractionIsOneAuditEventInItsTenantsLedger) {
   EXPECT_TRUE(report->ok) << (report->problems.empty() ? "" : report->problems[0]);
 }
 
+TEST_F(AuditTest, AdminActionsAreRecorded) {
+  // Creating a tenant goes to that tenant's ledger; listing shards concerns
+  // no tenant and goes to the admin ledger; an explain goes to its tenant's,
+  // once (the FHIR API call behind it is not recorded again).
+  const std::size_t admin = Events("_admin").size();
+  const std::size_t a1 = Events("a1").size();
+  ASSERT_EQ(c().Post("/admin/tenants", R"({"id":"a3","region":"local"})").status, 201);
+  ASSERT_EQ(c().Get("/admin/shards").status, 200);
+  ASSERT_EQ(c().Post("/admin/tenants", R"({"id":"Bad Id"})").status, 400);
+  ASSERT_EQ(c().Get("/admin/explain/a1/Patient?gender=female").status, 200);
+  const std::vector<json::value> created = Events("a3");
+  ASSERT_EQ(created.size(), 1u);
+  EXPECT_EQ(created[0].at("subtype").at(0).at("code").as_string(), "operation");
+  EXPECT_EQ(created[0].at("action").as_string(), "E");
+  const std::vector<json::value> system = Events("_admin");
+  ASSERT_EQ(system.size(), admin + 2);
+  EXPECT_EQ(system[admin].at("action").as_string(), "R");
+  EXPECT_EQ(system[admin + 1].at("outcome").as_string(), "4");  // the refused tenant
+  const std::vector<json::value> explained = Events("a1");
+  ASSERT_EQ(explained.size(), a1 + 1);
+  EXPECT_EQ(explained.back().at("subtype").at(0).at("code").as_string(), "operation");
+}
+
 TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {
   ASSERT_EQ(c().Put("/fhir/a1/Patient/s1", R"({"resourceType":"Patient","id":"s1"})").status / 100, 2);
   const std::size_t before = Events("a1").size();

@@ -227,6 +227,18 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
                         .Help("Bytes of audit events spooled and not yet in the ledger")
                         .Register(s.metrics)
                         .Add({});
+    // Admin API requests: in the ledger of the tenant they concern, or the admin ledger.
+    s.gateway->SetAdminHook([audit = s.audit.get(), &clock = s.clock](const gateway::AdminAction& a) {
+      audit::Interaction in;
+      in.tenant = a.tenant.empty() ? audit::AuditPipeline::kAdminLedger : a.tenant;
+      in.interaction = "operation";
+      in.action = a.method == "GET" || a.method == "HEAD" ? 'R' : 'E';
+      in.http_status = a.status;
+      in.query = core::StrCat(a.method, " ", a.target);
+      in.agent_address = a.client_address;
+      in.recorded = clock.Now();
+      audit->Record(in);
+    });
     s.gateway->SetMetricsHook([&events, &pending, audit = s.audit.get()] {
       const audit::AuditPipeline::Stats st = audit->stats();
       events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));

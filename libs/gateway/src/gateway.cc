@@ -228,6 +228,7 @@ struct Gateway::Impl {
   // The store keeps these counts; a scrape moves the counters up to them.
   std::mutex counters_mu;
   std::function<void()> metrics_hook;  // set before serving
+  std::function<void(const AdminAction&)> admin_hook;  // set before serving
   // Histograms by "method|route|status": prometheus' own look-up builds and
   // hashes a label map on every request. The label sets are few and bounded
   // (route templates, not paths).
@@ -244,8 +245,11 @@ struct Gateway::Impl {
                       std::string& tenant, AsyncRead* async);
   // Records the metric and the log line of a finished request.
   void Finish(const RequestLog& log, http::Response& res);
+  // The admin API: AdminRoute answers, Admin also tells admin_hook.
   http::Response Admin(http::Request& req, std::string_view path, const Query& query, const http::Peer& peer,
                        std::string& route);
+  http::Response AdminRoute(http::Request& req, std::string_view path, const Query& query, const http::Peer& peer,
+                            std::string& route);
   http::Response Metrics();
 
   std::string BaseUrl(const http::Request& req, const std::string& tenant) const {
@@ -496,6 +500,8 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
 
 void Gateway::SetMetricsHook(std::function<void()> hook) { impl_->metrics_hook = std::move(hook); }
 
+void Gateway::SetAdminHook(std::function<void(const AdminAction&)> hook) { impl_->admin_hook = std::move(hook); }
+
 http::Response Gateway::Impl::Metrics() {
   if (metrics_hook) metrics_hook();
   for (const store::PoolStats& p : store.Pools()) {
@@ -516,8 +522,29 @@ http::Response Gateway::Impl::Metrics() {
 }
 
 http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, const Query& query,
-                                    const http::Peer& peer,
-                                    std::string& route) {
+                                    const http::Peer& peer, std::string& route) {
+  http::Response res = AdminRoute(req, path, query, peer, route);
+  if (admin_hook) {
+    AdminAction a;
+    a.method = std::string(req.method_string());
+    a.target = std::string(req.target());
+    a.status = static_cast<int>(res.result_int());
+    a.client_address = peer.address;
+    // The tenant it concerns: the one created, or the one explained.
+    if (const auto location = res.find(bhttp::field::location);
+        location != res.end() && path == "/admin/tenants") {
+      a.tenant = std::string(location->value().substr(std::string_view("/admin/tenants/").size()));
+    } else if (path.rfind("/admin/explain/", 0) == 0) {
+      std::string_view rest = path.substr(std::string_view("/admin/explain/").size());
+      if (std::string_view t = rest.substr(0, rest.find('/')); fhir::IsValidTenantId(t)) a.tenant = std::string(t);
+    }
+    admin_hook(a);
+  }
+  return res;
+}
+
+http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view path, const Query& query,
+                                         const http::Peer& peer, std::string& route) {
   const unsigned v = req.version();
   if (config.admin_loopback_only && !peer.loopback) {
     route = "/admin";

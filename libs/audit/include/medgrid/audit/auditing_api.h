@@ -1,7 +1,8 @@
 // AuditingFhirApi: the FhirApi with an AuditEvent recorded for every
 // interaction (read, vread, search with the ids it returned, create, update,
 // patch, delete, the conditional ones, history, capabilities and $reindex),
-// successful or not. It wraps the engine behind the gateway, so whatever
+// successful or not. ExplainSearch is reached through the admin API, which
+// records its own requests (RecordAdminAction), so it is not recorded here. It wraps the engine behind the gateway, so whatever
 // transport reaches the API is audited the same way. The client's address
 // comes from core::CurrentRequest(). Recording spools the event
 // (AuditPipeline::Record) and never changes the interaction's answer.

@@ -44,6 +44,10 @@ class AuditPipeline {
   // Spools the AuditEvent of `interaction`; false when it could not.
   bool Record(const Interaction& interaction);
 
+  // The ledger of admin actions that concern no tenant (an underscore keeps
+  // it apart from every tenant id).
+  static constexpr const char* kAdminLedger = "_admin";
+
   // Waits until the ledger holds everything spooled before the call, or
   // `timeout` passes; true when it does.
   bool Drain(std::chrono::milliseconds timeout);

@@ -39,6 +39,15 @@ struct GatewayConfig {
   bool admin_loopback_only = true;
 };
 
+// An admin API request, for the audit trail.
+struct AdminAction {
+  std::string tenant;  // the tenant it concerns (created, explained), or empty
+  std::string method;
+  std::string target;  // path and query
+  int status = 0;
+  std::string client_address;
+};
+
 class Gateway {
  public:
   // All references must outlive the gateway. Thread-safe.
@@ -58,6 +67,8 @@ class Gateway {
   // Called on each GET /metrics before the registry is collected, to bring
   // other components' metrics up to date. Set before serving.
   void SetMetricsHook(std::function<void()> hook);
+  // Called after every admin API request has its answer. Set before serving.
+  void SetAdminHook(std::function<void(const AdminAction&)> hook);
 
  private:
   struct Impl;
