@@ -174,6 +174,80 @@ TEST_F(AuditTest, AdminActionsAreRecorded) {
   EXPECT_EQ(explained.back().at("subtype").at(0).at("code").as_string(), "operation");
 }
 
+TEST_F(AuditTest, AuditEventsAreReadAndSearchedFromTheLedgerAndNeverWritten) {
+  ASSERT_EQ(c().Put("/fhir/a1/Patient/q1", R"({"resourceType":"Patient","id":"q1"})").status, 201);
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/q1").status, 200);
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/q1").status, 200);
+  ASSERT_EQ(c().Get("/fhir/a1/Patient/q-missing").status, 404);
+  Events("a1");  // all in the ledger
+  auto ids = [&](const std::string& target) {
+    auto res = c().Get(target);
+    EXPECT_EQ(res.status, 200) << target << ": " << res.body;
+    std::vector<std::string> out;
+    if (res.status != 200) return out;
+    const json::value b = res.Json();
+    if (const json::value* entries = b.as_object().if_contains("entry")) {
+      for (const json::value& e : entries->as_array()) {
+        out.emplace_back(e.at("resource").at("id").as_string());
+        EXPECT_EQ(e.at("resource").at("resourceType").as_string(), "AuditEvent");
+      }
+    }
+    return out;
+  };
+  const std::vector<std::string> about_q1 = ids("/fhir/a1/AuditEvent?patient=Patient/q1");
+  ASSERT_EQ(about_q1.size(), 3u);  // the create and two reads
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&action=R").size(), 2u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&action=C").size(), 1u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&action=C,R").size(), 3u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q-missing&outcome=4&subtype=read").size(), 1u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&date=ge2020-01-01&date=lt2999").size(), 3u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&date=lt2000").size(), 0u);
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?address=127.0.0.1&patient=q1").size(), 3u);
+  EXPECT_EQ(ids("/fhir/a1/Patient/q1/AuditEvent").size(), 3u);  // the patient's compartment
+  EXPECT_EQ(ids("/fhir/a2/AuditEvent?patient=q1").size(), 0u);  // another tenant's ledger
+  // Paging, one at a time, through the next links.
+  std::vector<std::string> paged;
+  std::string target = "/fhir/a1/AuditEvent?patient=q1&_count=1";
+  for (int guard = 0; !target.empty() && guard < 10; ++guard) {
+    const json::value b = c().Get(target).Json();
+    for (const json::value& e : b.at("entry").as_array()) paged.emplace_back(e.at("resource").at("id").as_string());
+    target.clear();
+    for (const json::value& l : b.at("link").as_array()) {
+      if (l.at("relation") == "next") {
+        const std::string url(l.at("url").as_string());
+        target = url.substr(url.find("/fhir/"));
+      }
+    }
+  }
+  EXPECT_EQ(paged, about_q1);
+  // Read by id; not in another tenant; one version.
+  const auto read = c().Get("/fhir/a1/AuditEvent/" + about_q1[0]);
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_EQ(read.Json().at("id").as_string(), about_q1[0]);
+  EXPECT_EQ(c().Get("/fhir/a2/AuditEvent/" + about_q1[0]).status, 404);
+  EXPECT_EQ(c().Get("/fhir/a1/AuditEvent/" + about_q1[0] + "/_history/2").status, 404);
+  // Never written through the API.
+  const std::string event = R"({"resourceType":"AuditEvent","id":"x","type":{"code":"rest"},"recorded":"2020-01-01T00:00:00Z",)"
+                            R"("agent":[{"requestor":true}],"source":{"observer":{"display":"x"}}})";
+  EXPECT_EQ(c().Post("/fhir/a1/AuditEvent", event).status, 405);
+  EXPECT_EQ(c().Put("/fhir/a1/AuditEvent/" + about_q1[0], event).status, 405);
+  EXPECT_EQ(c().Delete("/fhir/a1/AuditEvent/" + about_q1[0]).status, 405);
+  EXPECT_EQ(c().Get("/fhir/a1/AuditEvent/" + about_q1[0]).status, 200);
+  // Parameters it does not serve are named.
+  auto refused = c().Get("/fhir/a1/AuditEvent?entity-name=x");
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("entity-name"), std::string::npos) << refused.body;
+  EXPECT_EQ(c().Get("/fhir/a1/AuditEvent?bogus=1").status, 400);
+  EXPECT_EQ(c().Get("/fhir/a1/AuditEvent?date=ap2020").status, 400);
+  // The CapabilityStatement says so.
+  const json::value cap = c().Get("/fhir/a1/metadata").Json();
+  for (const json::value& r : cap.at("rest").at(0).at("resource").as_array()) {
+    if (r.at("type") != "AuditEvent") continue;
+    EXPECT_EQ(r.at("interaction").as_array().size(), 3u);
+    EXPECT_EQ(r.at("searchParam").as_array().size(), 7u);
+  }
+}
+
 TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {
   ASSERT_EQ(c().Put("/fhir/a1/Patient/s1", R"({"resourceType":"Patient","id":"s1"})").status / 100, 2);
   const std::size_t before = Events("a1").size();

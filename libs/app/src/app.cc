@@ -166,6 +166,7 @@ struct App::Impl {
   std::unique_ptr<engine::Reindexer> reindexer;
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
+  std::unique_ptr<audit::AuditIndex> audit_index;
   std::unique_ptr<audit::AuditPipeline> audit;
   std::unique_ptr<audit::AuditingFhirApi> audited;
   prometheus::Registry metrics;
@@ -206,10 +207,13 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     const std::string key_file = a.key_file.empty() ? a.spool_dir + "/ledger-signing-key.pem" : a.key_file;
     ASSIGN_OR_RETURN(std::unique_ptr<ledger::Signer> signer, ledger::Signer::FromPemFile(key_file, /*create=*/true));
     ASSIGN_OR_RETURN(s.ledger, ledger::LedgerStore::Open(dsn, std::shared_ptr<ledger::Signer>(std::move(signer))));
+    ASSIGN_OR_RETURN(s.audit_index, audit::AuditIndex::Open(dsn));
     s.audit = std::make_unique<audit::AuditPipeline>(
-        *s.spool, *s.ledger, core::StrCat("medgrid ", config.store.region, " pid ", static_cast<int64_t>(::getpid())));
+        *s.spool, *s.ledger, s.audit_index.get(),
+        core::StrCat("medgrid ", config.store.region, " pid ", static_cast<int64_t>(::getpid())));
     s.audit->Start();
-    s.audited = std::make_unique<audit::AuditingFhirApi>(*s.engine, *s.audit, s.clock);
+    s.audited = std::make_unique<audit::AuditingFhirApi>(*s.engine, *s.audit, *s.audit_index, *s.search_params,
+                                                         *s.registry, s.clock);
     api = s.audited.get();
     core::Log(core::LogLevel::kInfo, "audit.on", {{"spool", a.spool_dir}});
   } else {

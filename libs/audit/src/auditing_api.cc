@@ -4,7 +4,9 @@
 
 #include "boost/json.hpp"
 #include "medgrid/core/request_context.h"
+#include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "medgrid/search/date_range.h"
 #include "medgrid/gateway/http_errors.h"
 
 namespace medgrid::audit {
@@ -42,7 +44,45 @@ void AddBundle(Interaction& in, const std::string& bundle) {
   for (std::string& p : PatientReferences(bundle, 100)) AddUnique(in.patients, std::move(p));
 }
 
+constexpr std::string_view kAuditEvent = "AuditEvent";
+
+absl::Status ReadOnly() {
+  return core::Error(absl::StatusCode::kFailedPrecondition,
+                     "AuditEvent resources are read-only: they are the audit ledger's, written by the server")
+      .Http(405)
+      .Issue("not-supported");
+}
+
 }  // namespace
+
+absl::StatusOr<engine::ResourceResult> AuditingFhirApi::ReadAuditEvent(const std::string& tenant,
+                                                                       const std::string& id) {
+  ASSIGN_OR_RETURN(std::string body, index_.Read(tenant, id));
+  engine::ResourceResult r;
+  r.type = std::string(kAuditEvent);
+  r.id = id;
+  r.version = 1;
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (!ec && v.is_object()) {
+    if (const json::value* recorded = v.get_object().if_contains("recorded"); recorded && recorded->is_string()) {
+      if (auto range = search::ParseDateRange(std::string_view(recorded->get_string()))) {
+        r.last_updated = core::FromUnixMicros(range->lo);
+      }
+    }
+  }
+  r.body = std::move(body);
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::SearchAuditEvents(const std::string& tenant,
+                                                               const engine::SearchInput& input) {
+  engine::QueryParams params = input.params;
+  if (input.compartment == "Patient") params.emplace_back("patient", input.compartment_id);
+  ASSIGN_OR_RETURN(search::SearchRequest req,
+                   search::ParseSearch(params, kAuditEvent, params_, structures_, input.lenient));
+  return index_.Search(tenant, req, input);
+}
 
 Interaction AuditingFhirApi::Start(const std::string& tenant, const char* interaction, char action,
                                    const std::string& type, const std::string& id) const {
@@ -84,7 +124,7 @@ void AuditingFhirApi::Finish(Interaction& in, const absl::StatusOr<engine::Resou
 absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Create(const std::string& tenant, const std::string& type,
                                                                const std::string& body) {
   Interaction in = Start(tenant, "create", 'C', type, "");
-  absl::StatusOr<engine::ResourceResult> r = inner_.Create(tenant, type, body);
+  absl::StatusOr<engine::ResourceResult> r = type == kAuditEvent ? ReadOnly() : inner_.Create(tenant, type, body);
   Finish(in, r);
   return r;
 }
@@ -92,6 +132,12 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Create(const std::string
 void AuditingFhirApi::CreateAsync(const std::string& tenant, const std::string& type, const std::string& body,
                                   boost::asio::io_context& io, engine::ResultCallback done) {
   auto in = std::make_shared<Interaction>(Start(tenant, "create", 'C', type, ""));
+  if (type == kAuditEvent) {
+    absl::StatusOr<engine::ResourceResult> r = ReadOnly();
+    Finish(*in, r);
+    done(std::move(r));
+    return;
+  }
   inner_.CreateAsync(tenant, type, body, io,
                      [this, in, done = std::move(done)](absl::StatusOr<engine::ResourceResult> r) {
                        Finish(*in, r);
@@ -102,7 +148,8 @@ void AuditingFhirApi::CreateAsync(const std::string& tenant, const std::string& 
 absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Read(const std::string& tenant, const std::string& type,
                                                              const std::string& id) {
   Interaction in = Start(tenant, "read", 'R', type, id);
-  absl::StatusOr<engine::ResourceResult> r = inner_.Read(tenant, type, id);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadAuditEvent(tenant, id) : inner_.Read(tenant, type, id);
   Finish(in, r);
   return r;
 }
@@ -110,7 +157,14 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Read(const std::string& 
 absl::StatusOr<engine::ResourceResult> AuditingFhirApi::VRead(const std::string& tenant, const std::string& type,
                                                               const std::string& id, int64_t version) {
   Interaction in = Start(tenant, "vread", 'R', type, id);
-  absl::StatusOr<engine::ResourceResult> r = inner_.VRead(tenant, type, id, version);
+  // An AuditEvent has one version.
+  absl::StatusOr<engine::ResourceResult> r =
+      type != kAuditEvent ? inner_.VRead(tenant, type, id, version)
+      : version == 1      ? ReadAuditEvent(tenant, id)
+                          : absl::StatusOr<engine::ResourceResult>(
+                           core::Error(absl::StatusCode::kNotFound, core::StrCat("AuditEvent/", id, " has version 1 only"))
+                               .Http(404)
+                               .Issue("not-found"));
   Finish(in, r);
   return r;
 }
@@ -118,6 +172,11 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::VRead(const std::string&
 void AuditingFhirApi::ReadAsync(const std::string& tenant, const std::string& type, const std::string& id,
                                 std::optional<int64_t> version, boost::asio::io_context& io,
                                 engine::ResultCallback done) {
+  if (type == kAuditEvent) {
+    // Read and VRead record it.
+    done(version ? VRead(tenant, type, id, *version) : Read(tenant, type, id));
+    return;
+  }
   auto in = std::make_shared<Interaction>(Start(tenant, version ? "vread" : "read", 'R', type, id));
   inner_.ReadAsync(tenant, type, id, version, io,
                    [this, in, done = std::move(done)](absl::StatusOr<engine::ResourceResult> r) {
@@ -130,7 +189,8 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Update(const std::string
                                                                const std::string& id, const std::string& body,
                                                                std::optional<int64_t> if_match) {
   Interaction in = Start(tenant, "update", 'U', type, id);
-  absl::StatusOr<engine::ResourceResult> r = inner_.Update(tenant, type, id, body, if_match);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadOnly() : inner_.Update(tenant, type, id, body, if_match);
   if (r.ok() && r->created) in.action = 'C';
   Finish(in, r);
   return r;
@@ -140,7 +200,8 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Patch(const std::string&
                                                               const std::string& id, const std::string& patch,
                                                               std::optional<int64_t> if_match) {
   Interaction in = Start(tenant, "patch", 'U', type, id);
-  absl::StatusOr<engine::ResourceResult> r = inner_.Patch(tenant, type, id, patch, if_match);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadOnly() : inner_.Patch(tenant, type, id, patch, if_match);
   Finish(in, r);
   return r;
 }
@@ -149,7 +210,8 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::Delete(const std::string
                                                                const std::string& id,
                                                                std::optional<int64_t> if_match) {
   Interaction in = Start(tenant, "delete", 'D', type, id);
-  absl::StatusOr<engine::ResourceResult> r = inner_.Delete(tenant, type, id, if_match);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadOnly() : inner_.Delete(tenant, type, id, if_match);
   Finish(in, r);
   return r;
 }
@@ -161,7 +223,8 @@ absl::StatusOr<std::string> AuditingFhirApi::Search(const std::string& tenant, c
     if (input.compartment == "Patient") AddUnique(in.patients, ref);
   }
   in.query = QueryString(input.params);
-  absl::StatusOr<std::string> r = inner_.Search(tenant, input);
+  absl::StatusOr<std::string> r =
+      input.type == kAuditEvent ? SearchAuditEvents(tenant, input) : inner_.Search(tenant, input);
   if (r.ok()) AddBundle(in, *r);
   FinishStatus(in, r.status());
   return r;
@@ -193,7 +256,8 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::ConditionalCreate(const 
                                                                           const engine::QueryParams& criteria) {
   Interaction in = Start(tenant, "create", 'C', type, "");
   in.query = QueryString(criteria);
-  absl::StatusOr<engine::ResourceResult> r = inner_.ConditionalCreate(tenant, type, body, criteria);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadOnly() : inner_.ConditionalCreate(tenant, type, body, criteria);
   if (r.ok() && !r->created) in.action = 'R';  // an existing match was returned
   Finish(in, r);
   return r;
@@ -205,7 +269,8 @@ absl::StatusOr<engine::ResourceResult> AuditingFhirApi::ConditionalUpdate(const 
                                                                           const std::string& body) {
   Interaction in = Start(tenant, "update", 'U', type, "");
   in.query = QueryString(criteria);
-  absl::StatusOr<engine::ResourceResult> r = inner_.ConditionalUpdate(tenant, type, criteria, body);
+  absl::StatusOr<engine::ResourceResult> r =
+      type == kAuditEvent ? ReadOnly() : inner_.ConditionalUpdate(tenant, type, criteria, body);
   if (r.ok() && r->created) in.action = 'C';
   Finish(in, r);
   return r;
@@ -215,7 +280,9 @@ absl::StatusOr<std::optional<engine::ResourceResult>> AuditingFhirApi::Condition
     const std::string& tenant, const std::string& type, const engine::QueryParams& criteria) {
   Interaction in = Start(tenant, "delete", 'D', type, "");
   in.query = QueryString(criteria);
-  absl::StatusOr<std::optional<engine::ResourceResult>> r = inner_.ConditionalDelete(tenant, type, criteria);
+  absl::StatusOr<std::optional<engine::ResourceResult>> r =
+      type == kAuditEvent ? absl::StatusOr<std::optional<engine::ResourceResult>>(ReadOnly())
+                          : inner_.ConditionalDelete(tenant, type, criteria);
   if (r.ok() && r->has_value()) {
     Finish(in, **r);
   } else {
@@ -237,7 +304,45 @@ absl::StatusOr<std::string> AuditingFhirApi::Capabilities(const std::string& ten
   Interaction in = Start(tenant, "capabilities", 'R', "", "");
   absl::StatusOr<std::string> r = inner_.Capabilities(tenant, base_url);
   FinishStatus(in, r.status());
-  return r;
+  if (!r.ok()) return r;
+  // AuditEvent as this server serves it: read and searched from the ledger, never written.
+  boost::system::error_code ec;
+  json::value cap = json::parse(*r, ec);
+  json::array* resources = nullptr;
+  if (!ec && cap.is_object()) {
+    if (json::value* rest = cap.get_object().if_contains("rest"); rest && rest->is_array() && !rest->get_array().empty()) {
+      if (json::value* res = rest->get_array()[0].as_object().if_contains("resource"); res && res->is_array()) {
+        resources = &res->get_array();
+      }
+    }
+  }
+  if (resources == nullptr) return r;
+  for (json::value& entry : *resources) {
+    json::object& o = entry.as_object();
+    const json::value* type = o.if_contains("type");
+    if (type == nullptr || !type->is_string() || type->get_string() != kAuditEvent) continue;
+    o["interaction"] = json::array{json::object{{"code", "read"}}, json::object{{"code", "vread"}},
+                                   json::object{{"code", "search-type"}}};
+    for (const char* key : {"updateCreate", "conditionalCreate", "conditionalUpdate"}) o[key] = false;
+    o["conditionalDelete"] = "not-supported";
+    o["readHistory"] = false;
+    o["searchInclude"] = json::array{};
+    o["searchRevInclude"] = json::array{};
+    json::array served;
+    if (json::value* params = o.if_contains("searchParam"); params && params->is_array()) {
+      for (const json::value& p : params->get_array()) {
+        const json::value* name = p.is_object() ? p.get_object().if_contains("name") : nullptr;
+        if (name == nullptr || !name->is_string()) continue;
+        const std::string_view n = name->get_string();
+        if (n == "patient" || n == "date" || n == "action" || n == "outcome" || n == "subtype" || n == "address" ||
+            n == "_id") {
+          served.push_back(p);
+        }
+      }
+    }
+    o["searchParam"] = std::move(served);
+  }
+  return json::serialize(cap);
 }
 
 }  // namespace medgrid::audit

@@ -14,24 +14,27 @@ constexpr std::size_t kBatch = 1000;
 // than once per handful of events.
 constexpr std::chrono::milliseconds kBatchInterval(200);
 
-// A spooled record: tenant, newline, event id, newline, the AuditEvent JSON.
+// A spooled record: tenant, event id and the event's facts (FactsLine),
+// each ended by a newline, then the AuditEvent JSON.
 struct Parsed {
   std::string_view tenant;
   std::string_view id;
+  std::string_view facts;
   std::string_view event;
 };
 bool Parse(std::string_view record, Parsed& out) {
   const std::size_t a = record.find('\n');
   const std::size_t b = a == std::string_view::npos ? a : record.find('\n', a + 1);
-  if (b == std::string_view::npos) return false;
-  out = {record.substr(0, a), record.substr(a + 1, b - a - 1), record.substr(b + 1)};
+  const std::size_t c = b == std::string_view::npos ? b : record.find('\n', b + 1);
+  if (c == std::string_view::npos) return false;
+  out = {record.substr(0, a), record.substr(a + 1, b - a - 1), record.substr(b + 1, c - b - 1), record.substr(c + 1)};
   return true;
 }
 
 }  // namespace
 
-AuditPipeline::AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, std::string source)
-    : spool_(spool), ledger_(ledger), source_(std::move(source)) {}
+AuditPipeline::AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, AuditIndex* index, std::string source)
+    : spool_(spool), ledger_(ledger), index_(index), source_(std::move(source)) {}
 
 AuditPipeline::~AuditPipeline() { Stop(); }
 
@@ -54,8 +57,8 @@ void AuditPipeline::Stop() {
 
 bool AuditPipeline::Record(const Interaction& interaction) {
   const std::string id = NewEventId();
-  const std::string record =
-      core::StrCat(interaction.tenant, "\n", id, "\n", AuditEventJson(interaction, id, source_));
+  const std::string record = core::StrCat(interaction.tenant, "\n", id, "\n", FactsLine(FactsOf(interaction, id)), "\n",
+                                          AuditEventJson(interaction, id, source_));
   absl::Status s = spool_.Append(record);
   if (!s.ok()) {
     ++spool_failures_;
@@ -78,25 +81,36 @@ int64_t AuditPipeline::MoveBatch() {
     return -1;
   }
   if (batch->records.empty()) return 0;
-  // Per tenant, in spool order.
-  std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> by_tenant;
+  // Per tenant, in spool order: the events, their ids, their facts.
+  struct Events {
+    std::vector<std::string> entries;
+    std::vector<std::string> ids;
+    std::vector<EventFacts> facts;
+  };
+  std::map<std::string, Events> by_tenant;
   for (const std::string& record : batch->records) {
     Parsed p;
     if (!Parse(record, p)) {
       core::Log(core::LogLevel::kError, "audit.record_malformed", {{"bytes", std::to_string(record.size())}});
       continue;
     }
-    auto& [entries, ids] = by_tenant[std::string(p.tenant)];
-    entries.emplace_back(p.event);
-    ids.emplace_back(p.id);
+    Events& events = by_tenant[std::string(p.tenant)];
+    events.entries.emplace_back(p.event);
+    events.ids.emplace_back(p.id);
+    EventFacts facts;
+    if (ParseFactsLine(p.facts, facts)) {
+      facts.event_id = std::string(p.id);
+      events.facts.push_back(std::move(facts));
+    }
   }
-  for (const auto& [tenant, batch_of] : by_tenant) {
-    absl::StatusOr<ledger::LedgerStore::Appended> appended = ledger_.Append(tenant, batch_of.first, &batch_of.second);
-    if (!appended.ok()) {
+  for (const auto& [tenant, events] : by_tenant) {
+    absl::StatusOr<ledger::LedgerStore::Appended> appended = ledger_.Append(tenant, events.entries, &events.ids);
+    absl::Status indexed = appended.ok() && index_ != nullptr ? index_->Put(tenant, events.facts) : appended.status();
+    if (!indexed.ok()) {
       ++append_failures_;
       core::Log(core::LogLevel::kWarn, "audit.append_failed",
-                {{"tenant", tenant}, {"events", std::to_string(batch_of.first.size())},
-                 {"error", std::string(appended.status().message())}});
+                {{"tenant", tenant}, {"events", std::to_string(events.entries.size())},
+                 {"error", std::string(indexed.message())}});
       return -1;
     }
   }

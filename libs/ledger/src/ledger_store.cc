@@ -66,6 +66,26 @@ ALTER TABLE ledger_entries ADD COLUMN event_id text;
 ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only;
 CREATE UNIQUE INDEX ledger_entries_event ON ledger_entries (tenant_id, event_id) WHERE event_id IS NOT NULL;
 )sql"},
+      {3, "the search columns of audit events", R"sql(
+-- What AuditEvent search reads (audit::AuditIndex): one row per event of
+-- the ledger, filled by the audit pipeline after each append (again when a
+-- batch is sent again: the key makes that a no-op). The event itself is
+-- read from ledger_entries by its id, so a search answers what the
+-- tamper-evident ledger holds.
+CREATE TABLE audit_event_index (
+  tenant_id text NOT NULL,
+  event_id text NOT NULL,
+  recorded_us bigint NOT NULL,
+  action text NOT NULL,
+  outcome text NOT NULL,
+  subtype text NOT NULL,
+  address text NOT NULL,
+  patients text[] NOT NULL,
+  PRIMARY KEY (tenant_id, event_id)
+);
+CREATE INDEX audit_event_index_time ON audit_event_index (tenant_id, recorded_us, event_id);
+CREATE INDEX audit_event_index_patients ON audit_event_index USING gin (patients);
+)sql"},
   };
   return kMigrations;
 }

@@ -6,17 +6,28 @@
 // transport reaches the API is audited the same way. The client's address
 // comes from core::CurrentRequest(). Recording spools the event
 // (AuditPipeline::Record) and never changes the interaction's answer.
+//
+// AuditEvent is served from the ledger (AuditIndex): read and search answer
+// what the ledger holds, and every write of an AuditEvent is refused with
+// 405. Reading an AuditEvent is itself recorded. A read by id of an
+// AuditEvent queries the database on the calling thread, even through
+// ReadAsync (auditors' reads are rare; the I/O thread waits for them).
 #pragma once
 
+#include "medgrid/audit/audit_index.h"
 #include "medgrid/audit/pipeline.h"
 #include "medgrid/engine/fhir_api.h"
+#include "medgrid/fhir/search_params.h"
+#include "medgrid/fhir/structure.h"
 
 namespace medgrid::audit {
 
 class AuditingFhirApi final : public engine::FhirApi {
  public:
-  AuditingFhirApi(engine::FhirApi& inner, AuditPipeline& pipeline, const core::Clock& clock)
-      : inner_(inner), pipeline_(pipeline), clock_(clock) {}
+  AuditingFhirApi(engine::FhirApi& inner, AuditPipeline& pipeline, AuditIndex& index,
+                  const fhir::SearchParamRegistry& params, const fhir::StructureRegistry& structures,
+                  const core::Clock& clock)
+      : inner_(inner), pipeline_(pipeline), index_(index), params_(params), structures_(structures), clock_(clock) {}
 
   absl::StatusOr<engine::ResourceResult> Create(const std::string& tenant, const std::string& type,
                                                 const std::string& body) override;
@@ -61,8 +72,15 @@ class AuditingFhirApi final : public engine::FhirApi {
   void Finish(Interaction& in, const absl::StatusOr<engine::ResourceResult>& result);
   void FinishStatus(Interaction& in, const absl::Status& status);
 
+  // AuditEvent from the ledger.
+  absl::StatusOr<engine::ResourceResult> ReadAuditEvent(const std::string& tenant, const std::string& id);
+  absl::StatusOr<std::string> SearchAuditEvents(const std::string& tenant, const engine::SearchInput& input);
+
   engine::FhirApi& inner_;
   AuditPipeline& pipeline_;
+  AuditIndex& index_;
+  const fhir::SearchParamRegistry& params_;
+  const fhir::StructureRegistry& structures_;
   const core::Clock& clock_;
 };
 

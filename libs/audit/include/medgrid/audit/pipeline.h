@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "medgrid/audit/audit_event.h"
+#include "medgrid/audit/audit_index.h"
 #include "medgrid/audit/spool.h"
 #include "medgrid/ledger/ledger_store.h"
 
@@ -32,8 +33,9 @@ namespace medgrid::audit {
 
 class AuditPipeline {
  public:
-  // `source` names this server instance in the events.
-  AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, std::string source);
+  // `source` names this server instance in the events. With `index`, each
+  // appended batch's search columns are written there too (AuditEvent search).
+  AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, AuditIndex* index, std::string source);
   ~AuditPipeline();
 
   // Starts and stops the thread that moves events into the ledger. While it
@@ -69,6 +71,7 @@ class AuditPipeline {
 
   Spool& spool_;
   ledger::LedgerStore& ledger_;
+  AuditIndex* const index_;
   const std::string source_;
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> spool_failures_{0};
