@@ -274,5 +274,39 @@ TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {
   EXPECT_EQ(pipeline().stats().spool_failures, 0u);
 }
 
+TEST_F(AuditTest, EventsSpooledBeforeAStopReachTheLedgerAfterARestart) {
+  // A server of its own, with its own spool, on the same ledger database: its
+  // consumer is stopped, it serves 20 reads, and it stops. The next server on
+  // that spool moves them into the ledger, once each.
+  const std::string spool = spool_.string() + "-restart";
+  app::AppConfig config = TestServer::BaseConfig("auditrestart");
+  config.audit.spool_dir = spool;
+  config.audit.dsn = TestServer::Dsn(db_);
+  auto in_ledger = [&] {
+    pqxx::connection conn(TestServer::Dsn(db_));
+    pqxx::read_transaction tx(conn);
+    return tx.exec("SELECT count(*) FROM ledger_entries WHERE tenant_id = 'r1'")[0][0].as<std::size_t>();
+  };
+  std::size_t before = 0;
+  {
+    TestServer first("auditrestart", {"r1"}, config);
+    ASSERT_EQ(first.client().Put("/fhir/r1/Patient/x", R"({"resourceType":"Patient","id":"x"})").status, 201);
+    ASSERT_TRUE(first.app().audit()->Drain(std::chrono::seconds(20)));
+    before = in_ledger();  // the tenant's creation and the PUT
+    EXPECT_EQ(before, 2u);
+    first.app().audit()->Stop();
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(first.client().Get("/fhir/r1/Patient/x").status, 200);
+  }
+  EXPECT_EQ(in_ledger(), before);  // spooled, not appended
+  TestServer second("auditrestart", {"r1"}, config);
+  ASSERT_TRUE(second.app().audit()->Drain(std::chrono::seconds(20)));
+  EXPECT_EQ(in_ledger(), before + 20 + 1);  // and the second server's creation of r1
+  auto ledger = ledger::LedgerStore::Open(TestServer::Dsn(db_), nullptr);
+  ASSERT_TRUE(ledger.ok());
+  EXPECT_TRUE((*ledger)->Verify("r1")->ok);
+  second.Stop();
+  std::filesystem::remove_all(spool);
+}
+
 }  // namespace
 }  // namespace medgrid::testing

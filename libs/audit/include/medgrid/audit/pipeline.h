@@ -51,7 +51,7 @@ class AuditPipeline {
   static constexpr const char* kAdminLedger = "_admin";
 
   // Waits until the ledger holds everything spooled before the call, or
-  // `timeout` passes; true when it does.
+  // `timeout` passes; true when it does. Stopped, it does not wait.
   bool Drain(std::chrono::milliseconds timeout);
 
   struct Stats {
