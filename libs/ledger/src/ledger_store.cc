@@ -146,6 +146,19 @@ struct LedgerStore::Impl {
     return tree;
   }
 
+  // `fn(tree)` with the tenant's tree at its current size, under the locks.
+  template <typename Fn>
+  absl::StatusOr<std::vector<Hash>> WithCurrentTree(const std::string& tenant, Fn&& fn) {
+    std::lock_guard conn_lock(conn_mu);
+    std::lock_guard trees_lock(trees_mu);
+    try {
+      pqxx::read_transaction tx(Conn());
+      return fn(*TreeAt(tx, tenant, StateSize(tx, tenant, /*lock=*/false)));
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(core::StrCat("Reading the audit ledger failed: ", e.what()));
+    }
+  }
+
   uint64_t StateSize(pqxx::transaction_base& tx, const std::string& tenant, bool lock) {
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT tree_size FROM ledger_state WHERE tenant_id = $1", lock ? " FOR UPDATE" : ""), tenant);
@@ -288,36 +301,24 @@ absl::StatusOr<TreeHead> LedgerStore::Head(const std::string& tenant) {
 
 absl::StatusOr<std::vector<Hash>> LedgerStore::InclusionProof(const std::string& tenant, uint64_t index,
                                                               uint64_t size) {
-  std::lock_guard conn_lock(impl_->conn_mu);
-  std::lock_guard trees_lock(impl_->trees_mu);
-  try {
-    pqxx::read_transaction tx(impl_->Conn());
-    const uint64_t current = impl_->StateSize(tx, tenant, /*lock=*/false);
-    if (index >= size || size > current) {
+  return impl_->WithCurrentTree(tenant, [&](const MerkleTree& tree) -> absl::StatusOr<std::vector<Hash>> {
+    if (index >= size || size > tree.size()) {
       return absl::InvalidArgumentError(
-          core::StrCat("No entry ", index, " in a tree of size ", size, " (the ledger holds ", current, ")"));
+          core::StrCat("No entry ", index, " in a tree of size ", size, " (the ledger holds ", tree.size(), ")"));
     }
-    return impl_->TreeAt(tx, tenant, current)->InclusionProof(index, size);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(core::StrCat("Reading the audit ledger failed: ", e.what()));
-  }
+    return tree.InclusionProof(index, size);
+  });
 }
 
 absl::StatusOr<std::vector<Hash>> LedgerStore::ConsistencyProof(const std::string& tenant, uint64_t old_size,
                                                                 uint64_t new_size) {
-  std::lock_guard conn_lock(impl_->conn_mu);
-  std::lock_guard trees_lock(impl_->trees_mu);
-  try {
-    pqxx::read_transaction tx(impl_->Conn());
-    const uint64_t current = impl_->StateSize(tx, tenant, /*lock=*/false);
-    if (old_size > new_size || new_size > current) {
+  return impl_->WithCurrentTree(tenant, [&](const MerkleTree& tree) -> absl::StatusOr<std::vector<Hash>> {
+    if (old_size > new_size || new_size > tree.size()) {
       return absl::InvalidArgumentError(core::StrCat("No consistency proof from size ", old_size, " to ", new_size,
-                                                     " (the ledger holds ", current, ")"));
+                                                     " (the ledger holds ", tree.size(), ")"));
     }
-    return impl_->TreeAt(tx, tenant, current)->ConsistencyProof(old_size, new_size);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(core::StrCat("Reading the audit ledger failed: ", e.what()));
-  }
+    return tree.ConsistencyProof(old_size, new_size);
+  });
 }
 
 absl::StatusOr<VerifyReport> LedgerStore::Verify(const std::string& tenant,
