@@ -6,6 +6,7 @@
 #include "boost/json.hpp"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "medgrid/store/sql.h"
 
 namespace medgrid::audit {
 namespace {
@@ -139,19 +140,7 @@ absl::Status AuditIndex::Put(const std::string& tenant, const std::vector<EventF
   try {
     if (!impl_->conn || !impl_->conn->is_open()) impl_->conn = std::make_unique<pqxx::connection>(dsn_);
     pqxx::work tx(*impl_->conn);
-    auto arr = [](const std::vector<std::string>& v) {  // a text[] literal
-      std::string out = "{";
-      for (std::size_t i = 0; i < v.size(); ++i) {
-        if (i > 0) out += ",";
-        out += "\"";
-        for (char c : v[i]) {
-          if (c == '"' || c == '\\') out += '\\';
-          out += c;
-        }
-        out += "\"";
-      }
-      return out + "}";
-    };
+    const auto& arr = store::TextArrayLiteral;
     tx.exec_params(
         "INSERT INTO audit_event_index (tenant_id, event_id, recorded_us, action, outcome, subtype, address, patients) "
         "SELECT $1, t.id, t.at::bigint, t.action, t.outcome, t.subtype, t.address, "

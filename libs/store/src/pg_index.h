@@ -9,6 +9,7 @@
 
 #include "medgrid/search/index.h"
 #include "medgrid/store/resource_store.h"
+#include "medgrid/store/sql.h"
 #include "pqxx/pqxx"
 
 namespace medgrid::store {
@@ -19,9 +20,6 @@ std::string EncodeIndex(const search::IndexEntries& entries);
 // CTEs (each starting with ", ") that insert the rows of the document in
 // parameter $`param` for the resource ($1 tenant, $2 type, $3 id).
 std::string IndexInsertCtes(int param);
-
-// The text form of a PostgreSQL text[] literal: {"a","b"}.
-std::string TextArrayLiteral(const std::vector<std::string>& values);
 
 // A row of kVersionColumns (res_type, res_id, version_id, deleted, last
 // updated in microseconds, method, body) as a ResourceVersion.
