@@ -8,7 +8,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libpqxx-dev libpq-dev libhiredis-dev librdkafka-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libspdlog-dev libfmt-dev prometheus-cpp-dev libssl-dev libabsl-dev libicu-dev
+  libspdlog-dev libfmt-dev prometheus-cpp-dev libssl-dev libabsl-dev libicu-dev zlib1g-dev
   libgtest-dev libgmock-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
   wrk curl ca-certificates python3

@@ -2,6 +2,8 @@
 //
 //   medgridctl ledger root|inclusion|consistency ...   RFC 6962 Merkle tree arithmetic on leaves from stdin
 //   medgridctl audit verify --tenant T ...             checks a tenant's audit ledger in PostgreSQL
+//   medgridctl audit retention|archive --tenant T ...  its hot window, and archiving what is older
+//   medgridctl audit verify-archive FILE ...           checks an archive file on its own
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +21,6 @@ int main(int argc, char** argv) {
     return medgrid::ledger::RunAuditCommand(args, std::cout, std::cerr);
   }
   std::cerr << "usage: medgridctl ledger root|inclusion|consistency ...\n"
-               "       medgridctl audit verify --tenant T [--dsn DSN] [--public-key HEX]...\n";
+               "       medgridctl audit verify|retention|archive|verify-archive ...\n";
   return 2;
 }

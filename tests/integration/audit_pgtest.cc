@@ -12,6 +12,7 @@
 #include "integration/harness.h"
 #include "medgrid/app/app.h"
 #include "medgrid/audit/pipeline.h"
+#include "medgrid/ledger/archive.h"
 #include "medgrid/ledger/ledger_store.h"
 
 namespace medgrid::testing {
@@ -246,6 +247,28 @@ TEST_F(AuditTest, AuditEventsAreReadAndSearchedFromTheLedgerAndNeverWritten) {
     EXPECT_EQ(r.at("interaction").as_array().size(), 3u);
     EXPECT_EQ(r.at("searchParam").as_array().size(), 7u);
   }
+}
+
+TEST_F(AuditTest, ArchivedEventsAreGoneFromTheHotReadAndSearch) {
+  ASSERT_EQ(c().Send("POST", "/admin/tenants", R"({"id":"a4"})", {{"Content-Type", "application/json"}}).status, 201);
+  ASSERT_EQ(c().Put("/fhir/a4/Patient/old", R"({"resourceType":"Patient","id":"old"})").status, 201);
+  Events("a4");
+  auto search = c().Get("/fhir/a4/AuditEvent?patient=old");
+  ASSERT_EQ(search.Json().at("entry").as_array().size(), 1u);
+  const std::string id(search.Json().at("entry").at(0).at("resource").at("id").as_string());
+  ASSERT_EQ(c().Get("/fhir/a4/AuditEvent/" + id).status, 200);
+
+  const std::filesystem::path dir = spool_ / "archive";
+  std::filesystem::create_directories(dir);
+  auto ledger = ledger::LedgerStore::Open(TestServer::Dsn(db_), nullptr);
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  auto archived = (*ledger)->Archive("a4", std::chrono::system_clock::now() + std::chrono::seconds(1),
+                                     ledger::DirectorySinks(dir.string()));
+  ASSERT_TRUE(archived.ok()) << archived.status();
+  EXPECT_EQ(c().Get("/fhir/a4/AuditEvent/" + id).status, 410);
+  search = c().Get("/fhir/a4/AuditEvent?patient=old");
+  ASSERT_EQ(search.status, 200);
+  EXPECT_FALSE(search.Json().as_object().contains("entry")) << search.body;
 }
 
 TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {

@@ -1,16 +1,22 @@
 // The Merkle tree against a reference written straight from RFC 6962 section
 // 2.1 (recursive, O(n) per hash, hashing with OpenSSL itself), for every size
 // from 0 to 1,000; the Certificate Transparency test vectors; the verifiers'
-// negative cases; and the `medgridctl ledger` commands.
+// negative cases; the `medgridctl ledger` commands; and archive files
+// (written, read back, and checked after tampering with each part).
 #include <openssl/sha.h>
+#include <zlib.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 
 #include <gtest/gtest.h>
 
+#include "medgrid/ledger/archive.h"
 #include "medgrid/ledger/cli.h"
 #include "medgrid/ledger/merkle.h"
+#include "medgrid/ledger/signer.h"
 
 namespace medgrid::ledger {
 namespace {
@@ -279,6 +285,279 @@ TEST(LedgerCommand, ImpossibleArgumentsAndBadInputFail) {
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("line 2 is not an even number of hex digits"), std::string::npos) << bad.err;
   EXPECT_EQ(Ledger({"root"}, "000\n").status, 2);
+}
+
+// ---- Archive files ----
+
+// A tree of 40 entries signed at its full size, and a fresh directory.
+class ArchiveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ =
+        std::filesystem::path(::testing::TempDir()) / ("ledger_archive_" + std::to_string(::getpid()) + "_" +
+                                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    signer_ = *Signer::Generate();
+    for (const std::string& leaf : MakeLeaves(40)) tree_.Append(leaf);
+    header_.tenant = "t1";
+    header_.first = 5;
+    header_.end = 30;
+    header_.head.tenant = "t1";
+    header_.head.size = 40;
+    header_.head.root = tree_.Root();
+    header_.head.timestamp_us = 1700000000000000;
+    ASSERT_TRUE(signer_->Sign(header_.head).ok());
+    header_.public_key = signer_->public_key();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  ArchiveEntry Entry(uint64_t seq) const {
+    ArchiveEntry e;
+    e.seq = seq;
+    e.recorded_us = 1600000000000000 + static_cast<int64_t>(seq);
+    if (seq % 3 != 0) e.event_id = "ev-" + std::to_string(seq);
+    e.entry = MakeLeaves(40)[seq];
+    e.leaf_hash = tree_.leaf_hash(seq);
+    e.proof = tree_.InclusionProof(seq, 40);
+    return e;
+  }
+  // Changes an entry before it is written; false leaves it out.
+  using EditEntry = std::function<bool(ArchiveEntry&)>;
+  using EditHeader = std::function<void(ArchiveHeader&)>;
+  // Writes the archive of header_ as `name`, edited; returns the file's path.
+  std::string Write(const std::string& name, const EditEntry& edit_entry = nullptr,
+                    const EditHeader& edit_header = nullptr) {
+    ArchiveHeader header = header_;
+    if (edit_header) edit_header(header);
+    auto sink = DirectorySinks(dir_.string())(name);
+    EXPECT_TRUE(sink.ok()) << sink.status();
+    auto writer = ArchiveWriter::Create(std::move(*sink), header);
+    EXPECT_TRUE(writer.ok()) << writer.status();
+    for (uint64_t seq = header.first; seq < header.end; ++seq) {
+      ArchiveEntry e = Entry(seq);
+      if (!edit_entry || edit_entry(e)) {
+        EXPECT_TRUE((*writer)->Add(e).ok());
+      }
+    }
+    auto sha = (*writer)->Finish();
+    EXPECT_TRUE(sha.ok()) << sha.status();
+    return (dir_ / name).string();
+  }
+  ArchiveReport Check(const std::string& path, bool trust = true) {
+    auto reader = ArchiveReader::Open(path);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    std::map<std::string, std::string> keys = {{signer_->key_id(), signer_->public_key()}};
+    return VerifyArchive(**reader, trust ? &keys : nullptr);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Signer> signer_;
+  MerkleTree tree_;
+  ArchiveHeader header_;
+};
+
+TEST_F(ArchiveTest, WrittenAndReadBack) {
+  const std::string path = Write("a.ndjson.gz");
+  EXPECT_EQ(std::filesystem::directory_iterator(dir_)->path(), path) << "only the file, no temporary beside it";
+  auto reader = ArchiveReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const ArchiveHeader& h = (*reader)->header();
+  EXPECT_EQ(h.tenant, "t1");
+  EXPECT_EQ(h.first, 5u);
+  EXPECT_EQ(h.end, 30u);
+  EXPECT_EQ(h.head.size, 40u);
+  EXPECT_EQ(h.head.root, tree_.Root());
+  EXPECT_EQ(h.head.signature, header_.head.signature);
+  EXPECT_EQ(h.public_key, signer_->public_key());
+  for (uint64_t seq = 5; seq < 30; ++seq) {
+    auto e = (*reader)->Next();
+    ASSERT_TRUE(e.ok() && e->has_value()) << seq;
+    const ArchiveEntry want = Entry(seq);
+    EXPECT_EQ((*e)->seq, seq);
+    EXPECT_EQ((*e)->recorded_us, want.recorded_us);
+    EXPECT_EQ((*e)->event_id, want.event_id);
+    EXPECT_EQ((*e)->entry, want.entry);
+    EXPECT_EQ((*e)->leaf_hash, want.leaf_hash);
+    EXPECT_EQ((*e)->proof, want.proof);
+  }
+  auto end = (*reader)->Next();
+  ASSERT_TRUE(end.ok());
+  EXPECT_FALSE(end->has_value());
+
+  const ArchiveReport trusted = Check(path);
+  EXPECT_TRUE(trusted.ok) << (trusted.problems.empty() ? "" : trusted.problems[0]);
+  EXPECT_EQ(trusted.entries, 25u);
+  EXPECT_FALSE(trusted.key_from_file);
+  const ArchiveReport own_key = Check(path, /*trust=*/false);
+  EXPECT_TRUE(own_key.ok);
+  EXPECT_TRUE(own_key.key_from_file);
+
+  // It is plain gzip: zlib reads the header line back.
+  gzFile f = gzopen(path.c_str(), "rb");
+  char line[64] = {};
+  ASSERT_NE(gzgets(f, line, sizeof line), nullptr);
+  gzclose(f);
+  EXPECT_EQ(std::string(line).rfind(R"({"format":"medgrid-ledger-archive-v1")", 0), 0u) << line;
+}
+
+TEST_F(ArchiveTest, EachTamperingNamesTheEntry) {
+  struct Case {
+    const char* what;
+    EditEntry edit_entry;
+    EditHeader edit_header;
+    std::optional<uint64_t> first_bad;
+    std::string problem;
+  };
+  const std::vector<Case> cases = {
+      {"a byte of an entry",
+       [](ArchiveEntry& e) {
+         if (e.seq == 17) e.entry[0] ^= 1;
+         return true;
+       },
+       nullptr, 17, "entry 17 does not hash to its leaf hash"},
+      {"an entry with its leaf hash",
+       [](ArchiveEntry& e) {
+         if (e.seq == 9) {
+           e.entry += "x";
+           e.leaf_hash = LeafHash(e.entry);
+         }
+         return true;
+       },
+       nullptr, 9, "the proof of entry 9 does not lead to the head's root"},
+      {"a byte of a proof",
+       [](ArchiveEntry& e) {
+         if (e.seq == 22) e.proof[1][5] ^= 0x10;
+         return true;
+       },
+       nullptr, 22, "the proof of entry 22 does not lead to the head's root"},
+      {"a byte of the head's signature", nullptr, [](ArchiveHeader& h) { h.head.signature[3] ^= 1; }, std::nullopt,
+       "the head at size 40 has a signature that does not verify"},
+      {"an entry left out", [](ArchiveEntry& e) { return e.seq != 12; }, nullptr, 12,
+       "entry 13 is where entry 12 should be"},
+      {"the last entry left out", [](ArchiveEntry& e) { return e.seq != 29; }, nullptr, 29,
+       "the file ends before entry 29"},
+  };
+  for (const Case& c : cases) {
+    const ArchiveReport r = Check(Write("t.ndjson.gz", c.edit_entry, c.edit_header));
+    EXPECT_FALSE(r.ok) << c.what;
+    EXPECT_EQ(r.first_bad, c.first_bad) << c.what;
+    ASSERT_FALSE(r.problems.empty()) << c.what;
+    EXPECT_EQ(r.problems[0], c.problem) << c.what;
+  }
+  // The head's root changed: every proof fails; the report keeps ten and counts the rest.
+  const ArchiveReport root = Check(Write("r.ndjson.gz", nullptr, [](ArchiveHeader& h) { h.head.root[0] ^= 1; }));
+  EXPECT_EQ(root.first_bad, 5u);
+  EXPECT_EQ(root.problems.size(), 10u);
+  EXPECT_EQ(root.more_problems, 16u);  // the signature, then 25 proofs
+  // A key that is not trusted, and a file whose key is not the head's.
+  auto other = Signer::Generate();
+  const std::string path = Write("k.ndjson.gz");
+  auto reader = ArchiveReader::Open(path);
+  std::map<std::string, std::string> keys = {{(*other)->key_id(), (*other)->public_key()}};
+  const ArchiveReport untrusted = VerifyArchive(**reader, &keys);
+  EXPECT_FALSE(untrusted.ok);
+  EXPECT_EQ(untrusted.problems.at(0), "the head is signed by key " + signer_->key_id() + ", which is not trusted");
+  const std::string swapped =
+      Write("s.ndjson.gz", nullptr, [&](ArchiveHeader& h) { h.public_key = (*other)->public_key(); });
+  EXPECT_EQ(Check(swapped, /*trust=*/false).problems.at(0),
+            "the file's public key is not key " + signer_->key_id() + ", which signed the head");
+}
+
+TEST_F(ArchiveTest, DamagedAndForeignFiles) {
+  const std::string path = Write("a.ndjson.gz");
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto write = [&](const std::string& name, const std::string& content) {
+    std::ofstream((dir_ / name).string(), std::ios::binary) << content;
+    return (dir_ / name).string();
+  };
+  // Cut short: the entries read up to there check, the next is named.
+  auto cut = ArchiveReader::Open(write("cut.gz", bytes.substr(0, bytes.size() * 2 / 3)));
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  const ArchiveReport r = VerifyArchive(**cut, nullptr);
+  EXPECT_FALSE(r.ok);
+  ASSERT_TRUE(r.first_bad.has_value());
+  EXPECT_GT(*r.first_bad, 5u);
+  EXPECT_EQ(*r.first_bad, 5 + r.entries);
+
+  EXPECT_EQ(ArchiveReader::Open((dir_ / "missing.gz").string()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ArchiveReader::Open(write("plain", "{\"format\":\"medgrid-ledger-archive-v1\"}\n")).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ArchiveReader::Open(write("empty", "")).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ArchiveReader::Open(write("header", bytes.substr(0, 12))).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ArchiveTest, NothingShowsUntilCommit) {
+  auto sink = DirectorySinks(dir_.string())("x.gz");
+  ASSERT_TRUE(sink.ok());
+  ASSERT_TRUE((*sink)->Write("partial").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "x.gz"));
+  sink->reset();  // a crash before the commit, as far as the directory goes
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
+  EXPECT_EQ(DirectorySinks(dir_.string())("../x.gz").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DirectorySinks((dir_ / "none").string())("x.gz").status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Runs `medgridctl audit ARGS` in-process.
+Outcome Audit(const std::vector<std::string>& args) {
+  std::ostringstream out;
+  std::ostringstream err;
+  const int status = RunAuditCommand(args, out, err);
+  return {status, out.str(), err.str()};
+}
+
+TEST_F(ArchiveTest, VerifyArchiveCommand) {
+  const std::string good = Write("good.ndjson.gz");
+  const std::string key = "--public-key=" + ToHex(signer_->public_key());
+  const Outcome trusted = Audit({"verify-archive", good, key});
+  EXPECT_EQ(trusted.status, 0) << trusted.out << trusted.err;
+  EXPECT_NE(trusted.out.find("tenant t1, entries 5 to 29, head at size 40 signed by key " + signer_->key_id()),
+            std::string::npos)
+      << trusted.out;
+  EXPECT_NE(trusted.out.find("25 entries read\nverified\n"), std::string::npos) << trusted.out;
+  EXPECT_EQ(trusted.out.find("no --public-key"), std::string::npos);
+  const Outcome own = Audit({"verify-archive", good});
+  EXPECT_EQ(own.status, 0);
+  EXPECT_NE(own.out.find("checked with the key the file carries"), std::string::npos) << own.out;
+
+  const std::string bad = Write("bad.ndjson.gz", [](ArchiveEntry& e) {
+    if (e.seq == 11) e.proof.back()[0] ^= 1;
+    return true;
+  });
+  const Outcome failed = Audit({"verify-archive", bad, key});
+  EXPECT_EQ(failed.status, 1);
+  EXPECT_NE(failed.out.find("NOT VERIFIED: first bad entry 11\n  the proof of entry 11"), std::string::npos)
+      << failed.out;
+
+  EXPECT_EQ(Audit({"verify-archive", (dir_ / "none.gz").string()}).status, 2);
+  EXPECT_EQ(Audit({"verify-archive"}).status, 2);
+  EXPECT_EQ(Audit({"verify-archive", good, good}).status, 2);
+  EXPECT_EQ(Audit({"verify-archive", good, "--public-key", "abcd"}).status, 2);
+}
+
+TEST(AuditCommand, BadCommandsNeedNoDatabase) {
+  for (const auto& [args, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{}, "missing subcommand"},
+           {{"purge"}, "unknown subcommand 'purge'"},
+           {{"verify", "--dsn", "x"}, "missing --tenant"},
+           {{"verify", "--tenant", "a", "--tenant", "b"}, "flag --tenant given twice"},
+           {{"verify", "--tenant", "a", "--out", "d"}, "unknown flag --out for 'verify'"},
+           {{"archive", "--tenant", "a", "--dsn", "x"}, "missing --out"},
+           {{"archive", "--tenant", "a", "--out", "d", "--before", "2024-13-01"}, "--before needs an RFC 3339 time"},
+           {{"archive", "--tenant", "a", "--out", "d", "--before", "2024-01-01T10:00Z"}, "--before needs"},
+           {{"retention", "--tenant", "a", "--hot-days", "0"}, "--hot-days needs a whole number of days, at least 1"},
+           {{"retention", "--tenant", "a", "--hot-days", "9x"}, "--hot-days needs"},
+           {{"retention", "--tenant", "a", "stray"}, "unexpected argument 'stray'"},
+           {{"retention", "--tenant"}, "flag --tenant needs a value"},
+       }) {
+    const Outcome r = Audit(args);
+    EXPECT_EQ(r.status, 2) << message;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

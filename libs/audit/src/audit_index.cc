@@ -162,10 +162,19 @@ absl::StatusOr<std::string> AuditIndex::Read(const std::string& tenant, const st
     if (!impl_->conn || !impl_->conn->is_open()) impl_->conn = std::make_unique<pqxx::connection>(dsn_);
     pqxx::read_transaction tx(*impl_->conn);
     pqxx::result r = tx.exec_params(
-        "SELECT convert_from(entry, 'UTF8') FROM ledger_entries WHERE tenant_id = $1 AND event_id = $2", tenant, id);
+        "SELECT convert_from(entry, 'UTF8'), archived FROM ledger_entries WHERE tenant_id = $1 AND event_id = $2",
+        tenant, id);
     if (r.empty()) {
       return core::Error(absl::StatusCode::kNotFound, core::StrCat("AuditEvent/", id, " is not in this ledger"))
           .Http(404)
+          .Issue("not-found");
+    }
+    if (r[0][1].as<bool>()) {
+      // Past the tenant's hot-retention window: its bytes are in an archive
+      // file (medgridctl audit archive), not here.
+      return core::Error(absl::StatusCode::kNotFound,
+                         core::StrCat("AuditEvent/", id, " has been moved to the ledger's archive"))
+          .Http(410)
           .Issue("not-found");
     }
     return r[0][0].as<std::string>();
@@ -238,7 +247,8 @@ absl::StatusOr<std::string> AuditIndex::Search(const std::string& tenant, const 
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT i.recorded_us, i.event_id, convert_from(e.entry, 'UTF8') FROM (SELECT recorded_us, event_id "
                      "FROM audit_event_index WHERE ", where, after, " ORDER BY recorded_us, event_id LIMIT ", count + 1,
-                     ") i JOIN ledger_entries e ON e.tenant_id = $1 AND e.event_id = i.event_id ORDER BY i.recorded_us, "
+                     ") i JOIN ledger_entries e ON e.tenant_id = $1 AND e.event_id = i.event_id AND NOT e.archived "
+                     "ORDER BY i.recorded_us, "
                      "i.event_id"),
         pqxx::prepare::make_dynamic_params(params));
     json::array entries;
@@ -264,7 +274,7 @@ absl::StatusOr<std::string> AuditIndex::Search(const std::string& tenant, const 
     }
     json::object bundle{{"resourceType", "Bundle"}, {"type", "searchset"}, {"link", std::move(links)}};
     if (!more && req.cursor.empty()) bundle["total"] = entries.size();
-    bundle["entry"] = std::move(entries);
+    if (!entries.empty()) bundle["entry"] = std::move(entries);  // FHIR JSON has no empty arrays
     return json::serialize(bundle);
   } catch (const std::exception& e) {
     impl_->conn.reset();

@@ -11,6 +11,10 @@
 // with a next link. The other AuditEvent parameters of R4 are refused with
 // 400 naming them (lenient handling drops them instead).
 //
+// Read and search answer the ledger's hot window: an event archived past the
+// tenant's retention (LedgerStore::Archive) reads as 410 Gone and is not
+// found by search; its bytes and proofs are in the archive file.
+//
 // One connection, shared under a lock: searches wait for each other.
 #pragma once
 

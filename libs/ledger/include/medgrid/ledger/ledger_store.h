@@ -11,8 +11,23 @@
 // O(log n). Entries and heads are append-only: triggers reject UPDATE and
 // DELETE, and Verify finds what a database administrator did past them.
 //
-// Not yet here: the audit-event pipeline that feeds Append (spool, Kafka),
-// retention and archives, and AuditEvent search.
+// Retention: each tenant has a hot window (SetRetention, 90 days by
+// default). Archive moves the entries recorded before it, a prefix of the
+// tree, into a compressed archive file with their proofs (archive.h) and
+// then empties their bytes in the database; the one UPDATE the triggers let
+// through is that, for rows inside a range recorded in ledger_archives. An
+// archived entry keeps its row, seq, leaf hash and event id, so the tree,
+// the signed heads, proofs and skipping events sent again all work as
+// before, and Verify checks archived entries against their files when given.
+// Archived events leave audit_event_index: AuditEvent search answers the
+// hot window only.
+//
+//   auto store = LedgerStore::Open(dsn, signer);
+//   (*store)->Append("t1", {event_json}, &event_ids);
+//   (*store)->Archive("t1", std::nullopt, DirectorySinks("/var/lib/medgrid/archive"));
+//
+// Elsewhere: the pipeline that feeds Append and AuditEvent read and search
+// (libs/audit). Not yet: archives in object storage (an ArchiveSink for it).
 #pragma once
 
 #include <map>
@@ -23,6 +38,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "medgrid/core/clock.h"
+#include "medgrid/ledger/archive.h"
 #include "medgrid/ledger/merkle.h"
 #include "medgrid/ledger/signer.h"
 #include "medgrid/store/migrations.h"
@@ -44,14 +61,36 @@ struct VerifyReport {
   // head covers beyond the previous one.
   std::optional<uint64_t> first_altered;
   std::vector<std::string> problems;  // in the order found, each naming what it is about
+  uint64_t archived = 0;              // entries whose bytes are in archive files
+  uint64_t archived_unchecked = 0;    // of those, checked by their stored leaf hash only (no file given)
+};
+
+inline constexpr int kDefaultHotDays = 90;
+
+struct Retention {
+  int hot_days = kDefaultHotDays;
+  bool is_default = true;  // none was set for the tenant
+};
+
+// What Archive did: entries first to end - 1 went into `file_name`.
+struct Archived {
+  uint64_t first = 0;
+  uint64_t end = 0;  // == first: nothing was old enough
+  std::string file_name;
+  Hash file_sha256{};
+  uint64_t head_size = 0;  // of the head in the file
 };
 
 class LedgerStore {
  public:
   // Applies the ledger migrations on `dsn` and connects. `signer` signs the
   // tree heads and is recorded in ledger_keys; without one the store only
-  // reads (Append fails).
+  // reads and archives (Append fails). `clock` (which must outlive the
+  // store) stamps entries and heads and places the hot window; the system
+  // clock without one.
   static absl::StatusOr<std::unique_ptr<LedgerStore>> Open(const std::string& dsn, std::shared_ptr<Signer> signer);
+  static absl::StatusOr<std::unique_ptr<LedgerStore>> Open(const std::string& dsn, std::shared_ptr<Signer> signer,
+                                                           const core::Clock& clock);
   ~LedgerStore();
 
   struct Appended {
@@ -78,8 +117,36 @@ class LedgerStore {
   // Recomputes the tenant's tree from the stored entries and checks every
   // head. Heads are checked against `trusted_keys` (key id -> raw public
   // key) when given, else against the keys recorded in the database.
+  // An archived entry is checked against its copy in `archives` when one
+  // covers it (the copy must hash to the stored leaf hash and pass
+  // CheckArchiveEntry; each file's head passes CheckArchiveHead), else by
+  // its stored leaf hash alone (counted in archived_unchecked).
   absl::StatusOr<VerifyReport> Verify(const std::string& tenant,
-                                      const std::map<std::string, std::string>* trusted_keys = nullptr);
+                                      const std::map<std::string, std::string>* trusted_keys = nullptr,
+                                      std::vector<std::unique_ptr<ArchiveReader>> archives = {});
+
+  // The tenant's hot window, and setting it (`hot_days` >= 1; InvalidArgument
+  // otherwise). Unavailable when the database is.
+  absl::StatusOr<Retention> GetRetention(const std::string& tenant);
+  absl::Status SetRetention(const std::string& tenant, int hot_days);
+
+  // Archives the tenant's entries recorded before `before` (default: the
+  // clock's now less the hot window): from the first entry not archived yet
+  // up to, not including, the first entry recorded at or after it (so a
+  // younger entry is never archived, even when clocks disagreed). Writes one
+  // archive file through `sinks` (named ledger-<tenant>-<first>-<end>.ndjson.gz,
+  // zero-padded), with the tenant's latest signed head, then records it in
+  // ledger_archives, empties the entries' bytes and drops their
+  // audit_event_index rows in one transaction: after a crash either nothing
+  // is archived or the file and its record both are (a file written but not
+  // recorded is left over and not used). Archives of one tenant run one at a
+  // time (an advisory lock), beside appends, on a connection of their own.
+  // Errors: InvalidArgument for a tenant that cannot name a file;
+  // FailedPrecondition when an entry to archive does not hash to its leaf
+  // hash or the tree does not give the head's root (run Verify); the sink's
+  // errors; Unavailable for the database.
+  absl::StatusOr<Archived> Archive(const std::string& tenant, std::optional<core::TimePoint> before,
+                                   const ArchiveSinkFactory& sinks);
 
  private:
   struct Impl;
