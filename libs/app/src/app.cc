@@ -8,7 +8,9 @@
 
 #include "medgrid/audit/auditing_api.h"
 #include "medgrid/audit/pipeline.h"
+#include "medgrid/audit/sink.h"
 #include "medgrid/audit/spool.h"
+#include "change_events.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
@@ -78,6 +80,9 @@ Flags (all --name=value):
   --audit-key-file      Ed25519 PEM key that signs ledger tree heads, created when missing
                         (default <audit-spool-dir>/ledger-signing-key.pem)
   --audit-spool-max-bytes  audit events waiting for the ledger at most (default 1073741824)
+  --kafka-brokers       Kafka bootstrap servers; empty (the default) delivers events in-process
+  --kafka-property      name=value, a librdkafka property for every producer and consumer (repeatable)
+  --instance-id         this instance's name, for its Kafka consumer group (default: the host name)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -133,6 +138,14 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       c.gateway.public_base_url = value;
     } else if (name == "fhir-package-dir") {
       c.fhir_package_dir = value;
+    } else if (name == "kafka-brokers") {
+      c.kafka.brokers = value;
+    } else if (name == "kafka-property") {
+      const std::size_t split = value.find('=');
+      if (split == 0 || split == std::string::npos) return BadFlag(name, "must be name=value");
+      c.kafka.properties[value.substr(0, split)] = value.substr(split + 1);
+    } else if (name == "instance-id") {
+      c.instance_id = value;
     } else if (name == "audit-spool-dir") {
       c.audit.spool_dir = value;
     } else if (name == "audit-dsn") {
@@ -164,12 +177,16 @@ struct App::Impl {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<engine::FhirEngine> engine;
   std::unique_ptr<engine::Reindexer> reindexer;
+  prometheus::Registry metrics;
+  std::unique_ptr<ChangeEvents> changes;
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
   std::unique_ptr<audit::AuditIndex> audit_index;
+  std::unique_ptr<audit::LedgerSink> ledger_sink;
+  std::unique_ptr<audit::AuditSink> kafka_audit_sink;  // with brokers: the pipeline's sink
+  std::unique_ptr<events::ConsumerLoop> audit_consumer;  // with brokers: Kafka into ledger_sink
   std::unique_ptr<audit::AuditPipeline> audit;
   std::unique_ptr<audit::AuditingFhirApi> audited;
-  prometheus::Registry metrics;
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<http::Server> server;
   bool stopped = false;
@@ -194,6 +211,14 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock);
   s.reindexer = std::make_unique<engine::Reindexer>(*s.engine, *s.store, config.reindex);
   s.reindexer->Start();
+  std::string instance = config.instance_id;
+  if (instance.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    instance = host;
+  }
+  ASSIGN_OR_RETURN(s.changes, ChangeEvents::Start(config.kafka, *s.store, s.clock,
+                                                  core::StrCat("medgrid-changes-", instance), s.metrics));
   engine::FhirApi* api = s.engine.get();
   if (!config.audit.spool_dir.empty()) {
     const AuditConfig& a = config.audit;
@@ -208,8 +233,21 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     ASSIGN_OR_RETURN(std::unique_ptr<ledger::Signer> signer, ledger::Signer::FromPemFile(key_file, /*create=*/true));
     ASSIGN_OR_RETURN(s.ledger, ledger::LedgerStore::Open(dsn, std::shared_ptr<ledger::Signer>(std::move(signer))));
     ASSIGN_OR_RETURN(s.audit_index, audit::AuditIndex::Open(dsn));
+    s.ledger_sink = std::make_unique<audit::LedgerSink>(*s.ledger, s.audit_index.get());
+    audit::AuditSink* sink = s.ledger_sink.get();
+    if (!config.kafka.brokers.empty()) {
+      ASSIGN_OR_RETURN(s.kafka_audit_sink, audit::KafkaAuditSink::Create(config.kafka));
+      sink = s.kafka_audit_sink.get();
+      ASSIGN_OR_RETURN(std::unique_ptr<events::Consumer> consumer,
+                       events::Consumer::Create(config.kafka, "medgrid-audit"));
+      RETURN_IF_ERROR(consumer->Subscribe({audit::kAuditTopic}));
+      s.audit_consumer = std::make_unique<events::ConsumerLoop>("audit", std::move(consumer),
+                                                                audit::AuditMessageHandler(*s.ledger_sink), 1000);
+      s.audit_consumer->Start();
+      s.changes->Watch(s.audit_consumer.get());
+    }
     s.audit = std::make_unique<audit::AuditPipeline>(
-        *s.spool, *s.ledger, s.audit_index.get(),
+        *s.spool, *sink,
         core::StrCat("medgrid ", config.store.region, " pid ", static_cast<int64_t>(::getpid())));
     s.audit->Start();
     s.audited = std::make_unique<audit::AuditingFhirApi>(*s.engine, *s.audit, *s.audit_index, *s.search_params,
@@ -221,14 +259,14 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   }
   s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *api, *s.store, s.metrics);
   if (s.audit) {
-    auto& events = prometheus::BuildGauge()
+    auto& audit_events = prometheus::BuildGauge()
                        .Name("medgrid_audit_events")
                        .Help("Audit events of this process: recorded (spooled), spool_failed (lost: the spool could "
-                             "not take them), appended (in the ledger), append_failures (batches retried)")
+                             "not take them), appended (delivered to the ledger, or to Kafka on its way there), append_failures (batches retried)")
                        .Register(s.metrics);
     auto& pending = prometheus::BuildGauge()
                         .Name("medgrid_audit_spool_pending_bytes")
-                        .Help("Bytes of audit events spooled and not yet in the ledger")
+                        .Help("Bytes of audit events spooled and not yet delivered")
                         .Register(s.metrics)
                         .Add({});
     // Admin API requests: in the ledger of the tenant they concern, or the admin ledger.
@@ -243,14 +281,17 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       in.recorded = clock.Now();
       audit->Record(in);
     });
-    s.gateway->SetMetricsHook([&events, &pending, audit = s.audit.get()] {
+    s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get()] {
+      changes->UpdateMetrics();
       const audit::AuditPipeline::Stats st = audit->stats();
-      events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
-      events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
-      events.Add({{"state", "appended"}}).Set(static_cast<double>(st.appended));
-      events.Add({{"state", "append_failures"}}).Set(static_cast<double>(st.append_failures));
+      audit_events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
+      audit_events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
+      audit_events.Add({{"state", "appended"}}).Set(static_cast<double>(st.appended));
+      audit_events.Add({{"state", "append_failures"}}).Set(static_cast<double>(st.append_failures));
       pending.Set(static_cast<double>(st.pending_bytes));
     });
+  } else {
+    s.gateway->SetMetricsHook([changes = s.changes.get()] { changes->UpdateMetrics(); });
   }
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(
@@ -268,6 +309,8 @@ uint16_t App::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 audit::AuditPipeline* App::audit() const { return impl_->audit.get(); }
 
+events::ChangeBus& App::changes() const { return impl_->changes->bus(); }
+
 void App::Stop() {
   if (!impl_->server || impl_->stopped) return;
   impl_->stopped = true;
@@ -279,6 +322,8 @@ void App::Stop() {
     impl_->audit->Drain(std::chrono::seconds(5));
     impl_->audit->Stop();
   }
+  if (impl_->audit_consumer) impl_->audit_consumer->Stop();
+  impl_->changes->Stop();
   core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 

@@ -1,7 +1,5 @@
 #include "medgrid/audit/pipeline.h"
 
-#include <map>
-
 #include "medgrid/core/logging.h"
 #include "medgrid/core/strings.h"
 
@@ -33,8 +31,8 @@ bool Parse(std::string_view record, Parsed& out) {
 
 }  // namespace
 
-AuditPipeline::AuditPipeline(Spool& spool, ledger::LedgerStore& ledger, AuditIndex* index, std::string source)
-    : spool_(spool), ledger_(ledger), index_(index), source_(std::move(source)) {}
+AuditPipeline::AuditPipeline(Spool& spool, AuditSink& sink, std::string source)
+    : spool_(spool), sink_(sink), source_(std::move(source)) {}
 
 AuditPipeline::~AuditPipeline() { Stop(); }
 
@@ -81,38 +79,21 @@ int64_t AuditPipeline::MoveBatch() {
     return -1;
   }
   if (batch->records.empty()) return 0;
-  // Per tenant, in spool order: the events, their ids, their facts.
-  struct Events {
-    std::vector<std::string> entries;
-    std::vector<std::string> ids;
-    std::vector<EventFacts> facts;
-  };
-  std::map<std::string, Events> by_tenant;
+  std::vector<PendingEvent> events;
+  events.reserve(batch->records.size());
   for (const std::string& record : batch->records) {
     Parsed p;
     if (!Parse(record, p)) {
       core::Log(core::LogLevel::kError, "audit.record_malformed", {{"bytes", std::to_string(record.size())}});
       continue;
     }
-    Events& events = by_tenant[std::string(p.tenant)];
-    events.entries.emplace_back(p.event);
-    events.ids.emplace_back(p.id);
-    EventFacts facts;
-    if (ParseFactsLine(p.facts, facts)) {
-      facts.event_id = std::string(p.id);
-      events.facts.push_back(std::move(facts));
-    }
+    events.push_back({std::string(p.tenant), std::string(p.id), std::string(p.facts), std::string(p.event)});
   }
-  for (const auto& [tenant, events] : by_tenant) {
-    absl::StatusOr<ledger::LedgerStore::Appended> appended = ledger_.Append(tenant, events.entries, &events.ids);
-    absl::Status indexed = appended.ok() && index_ != nullptr ? index_->Put(tenant, events.facts) : appended.status();
-    if (!indexed.ok()) {
-      ++append_failures_;
-      core::Log(core::LogLevel::kWarn, "audit.append_failed",
-                {{"tenant", tenant}, {"events", std::to_string(events.entries.size())},
-                 {"error", std::string(indexed.message())}});
-      return -1;
-    }
+  if (absl::Status delivered = sink_.Deliver(events); !delivered.ok()) {
+    ++append_failures_;
+    core::Log(core::LogLevel::kWarn, "audit.delivery_failed",
+              {{"events", std::to_string(events.size())}, {"error", std::string(delivered.message())}});
+    return -1;
   }
   absl::Status committed = spool_.Commit(batch->end);
   if (!committed.ok()) {

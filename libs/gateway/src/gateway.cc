@@ -556,6 +556,7 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
     o["region"] = t.region;
     o["shard"] = t.shard_id;
     o["status"] = t.status;
+    o["eventsIncludeBody"] = t.events_include_body;
     o["created"] = core::FormatInstant(t.created_at);
     return o;
   };
@@ -574,19 +575,23 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
       const json::object* o = body->if_object();
       const json::value* id = o ? o->if_contains("id") : nullptr;
       const json::value* region = o ? o->if_contains("region") : nullptr;
+      const json::value* with_body = o ? o->if_contains("eventsIncludeBody") : nullptr;
       if (id == nullptr || !id->is_string() || !fhir::IsValidTenantId(std::string_view(id->get_string()))) {
         return Error(400, "Body must be {\"id\": \"<tenant>\", \"region\": \"<region>\"} with id matching [a-z0-9][a-z0-9-]{0,62}", v);
       }
       if (region != nullptr && (!region->is_string() || !IsSafeToken(std::string_view(region->get_string()), 63))) {
         return Error(400, "region must be a short token such as \"us\"", v);
       }
+      if (with_body != nullptr && !with_body->is_bool()) return Error(400, "eventsIncludeBody must be true or false", v);
       for (const auto& kv : *o) {
-        if (kv.key() != "id" && kv.key() != "region") {
+        if (kv.key() != "id" && kv.key() != "region" && kv.key() != "eventsIncludeBody") {
           return Error(400, core::StrCat("Unknown field '", std::string_view(kv.key()), "'"), v);
         }
       }
-      auto t = store.CreateTenant(std::string_view(id->get_string()),
-                                  region ? std::string_view(region->get_string()) : std::string_view());
+      store::TenantOptions options;
+      if (region != nullptr) options.region = std::string(region->get_string());
+      options.events_include_body = with_body != nullptr && with_body->get_bool();
+      auto t = store.CreateTenant(std::string_view(id->get_string()), options);
       if (!t.ok()) return ErrorOf(t.status(), v);
       auto res = MakeResponse(bhttp::status::created, v, json::serialize(tenant_json(*t)), "application/json");
       res.set(bhttp::field::location, core::StrCat("/admin/tenants/", t->id));

@@ -33,6 +33,10 @@ CREATE TABLE shard_map (
 );
 INSERT INTO shard_map VALUES (true, 1);
 )sql"},
+      {2, "tenants' event policy", R"sql(
+-- Whether a tenant's change events carry the resource body.
+ALTER TABLE tenants ADD COLUMN events_include_body boolean NOT NULL DEFAULT false;
+)sql"},
   };
   return kMigrations;
 }
@@ -333,6 +337,20 @@ $$;
 -- column back from an index only when the column itself is in it.)
 CREATE INDEX idx_string_prefix ON idx_string (tenant_id, res_type, param, left(folded, 2), res_id) INCLUDE (folded);
 ANALYZE idx_string;
+)sql"},
+      {10, "the transactional outbox", R"sql(
+-- One row per written version, inserted by the write's own statement (so in
+-- its transaction) and removed by the outbox relay once the change has been
+-- delivered (medgrid/store/outbox.h). The relay reads in seq order.
+CREATE TABLE outbox (
+  seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id  text NOT NULL,
+  res_type   text NOT NULL,
+  res_id     text NOT NULL,
+  version_id bigint NOT NULL,
+  method     text NOT NULL CHECK (method IN ('POST', 'PUT', 'PATCH', 'DELETE')),
+  changed_at timestamptz NOT NULL
+);
 )sql"},
   };
   return kMigrations;

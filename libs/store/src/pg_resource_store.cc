@@ -25,13 +25,21 @@ constexpr const char* kVreadSql =
     "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", method, body FROM resource_versions "
     "WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 AND version_id = $4";
 
+// The outbox row of the version being written (medgrid/store/outbox.h), as
+// a data-modifying CTE of the write statement: $1-$3 are the key.
+std::string OutboxCte(std::string_view version, std::string_view method, std::string_view micros) {
+  return core::StrCat(", ob AS (INSERT INTO outbox (tenant_id, res_type, res_id, version_id, method, changed_at) "
+                      "VALUES ($1, $2, $3, ", version, ", ", method, ", ", "('epoch'::timestamptz + ", micros,
+                      " * interval '1 microsecond')))");
+}
+
 // One statement writes the current pointer, the version row and the search
 // index rows of a new resource: one round trip per create.
 const std::string& InsertNewSql() {
   static const std::string sql = core::StrCat(
       "WITH cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
       "VALUES ($1, $2, $3, 1, false, " MEDGRID_TS("$4") "))",
-      IndexInsertCtes(6),
+      IndexInsertCtes(6), OutboxCte("1", "'POST'", "$4"),
       " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
       "last_updated, body) VALUES ($1, $2, $3, 1, 'POST', false, " MEDGRID_TS("$4") ", $5)");
   return sql;
@@ -45,7 +53,7 @@ const std::string& WriteSql() {
       "VALUES ($1, $2, $3, $4, false, " MEDGRID_TS("$5") ") "
       "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
       "deleted = false, last_updated = EXCLUDED.last_updated)",
-      IndexDeleteCtes(), IndexInsertCtes(8),
+      IndexDeleteCtes(), IndexInsertCtes(8), OutboxCte("$4", "$6", "$5"),
       " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
       "last_updated, body) VALUES ($1, $2, $3, $4, $6, false, " MEDGRID_TS("$5") ", $7)");
   return sql;
@@ -56,7 +64,7 @@ const std::string& TombstoneSql() {
   static const std::string sql = core::StrCat(
       "WITH cur AS (UPDATE resources SET version_id = $4, deleted = true, last_updated = " MEDGRID_TS("$5")
       " WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3)",
-      IndexDeleteCtes(),
+      IndexDeleteCtes(), OutboxCte("$4", "'DELETE'", "$5"),
       " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, "
       "last_updated, body) VALUES ($1, $2, $3, $4, 'DELETE', true, " MEDGRID_TS("$5") ", NULL)");
   return sql;

@@ -68,6 +68,7 @@ class PgResourceStore final : public ResourceStore {
                                                              const search::SearchRequest& match,
                                                              const std::string& lock_key,
                                                              const DecideFn& decide) override;
+  absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() override;  // pg_outbox.cc
 
  private:
   // Runs `fn(tx)` in a read-committed transaction, retrying on a unique

@@ -81,7 +81,7 @@ class PgStore final : public Store {
   absl::StatusOr<TenantInfo> Tenant(std::string_view id) override;
   bool TenantCached(std::string_view id) override;
   absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) override;
-  absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, std::string_view region) override;
+  absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, const TenantOptions& options) override;
   absl::StatusOr<std::vector<TenantInfo>> ListTenants() override;
   absl::StatusOr<std::vector<ShardInfo>> ListShards() override;
   std::vector<PoolStats> Pools() const override;
@@ -217,11 +217,12 @@ TenantInfo PgStore::RowToTenant(const pqxx::row& row) {
   t.shard_id = row[2].as<std::string>();
   t.status = row[3].as<std::string>();
   t.created_at = core::FromUnixMicros(row[4].as<int64_t>());
+  t.events_include_body = row[5].as<bool>();
   return t;
 }
 
 constexpr const char* kTenantColumns =
-    "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint";
+    "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint, events_include_body";
 
 absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
   {
@@ -282,7 +283,7 @@ absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {
   return it->second.store.get();
 }
 
-absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, std::string_view region) {
+absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, const TenantOptions& options) {
   return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
     pqxx::work tx(conn);
     // Serialize placement so two concurrent creations balance correctly.
@@ -299,10 +300,11 @@ absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, std::strin
       return core::Error(absl::StatusCode::kFailedPrecondition, "No shard accepts new tenants").Http(503);
     }
     pqxx::result r = tx.exec_params(
-        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id) VALUES ($1, $2, $3) RETURNING ",
+        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id, events_include_body) VALUES ($1, $2, $3, $4) "
+                     "RETURNING ",
                      kTenantColumns),
-        std::string(id), std::string(region.empty() ? std::string_view(config_.region) : region),
-        pick[0][0].as<std::string>());
+        std::string(id), options.region.empty() ? config_.region : options.region, pick[0][0].as<std::string>(),
+        options.events_include_body);
     tx.exec("UPDATE shard_map SET version = version + 1");
     tx.commit();
     TenantInfo t = RowToTenant(r[0]);

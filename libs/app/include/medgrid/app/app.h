@@ -15,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/engine/reindexer.h"
+#include "medgrid/events/change.h"
+#include "medgrid/events/kafka.h"
 #include "medgrid/gateway/gateway.h"
 #include "medgrid/http/server.h"
 #include "medgrid/store/config.h"
@@ -42,6 +44,15 @@ struct AuditConfig {
 struct AppConfig {
   http::ServerConfig http;
   AuditConfig audit;
+  // Kafka. Without brokers (local mode), committed changes go from the
+  // outbox to in-process consumers, and audit events from the spool straight
+  // into the ledger. With brokers, both go through Kafka, and this process
+  // consumes them: changes for its own consumers, audit events into the
+  // ledger (the audit service's part).
+  events::KafkaConfig kafka;
+  // Names this instance: its Kafka consumer group on the change topic is
+  // medgrid-changes-<instance_id>. Empty: the host name.
+  std::string instance_id;
   store::StoreConfig store;
   gateway::GatewayConfig gateway;
   engine::ReindexerConfig reindex;
@@ -68,6 +79,9 @@ class App {
   // The audit pipeline, or null when auditing is off (for operations and
   // tests: draining it, stopping and starting its consumer).
   audit::AuditPipeline* audit() const;
+  // Where committed changes arrive in this process: register consumers here
+  // (before writes they must see).
+  events::ChangeBus& changes() const;
   // Graceful: drains in-flight requests, then releases everything. Idempotent.
   void Stop();
 

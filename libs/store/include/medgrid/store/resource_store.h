@@ -10,12 +10,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
+#include "medgrid/store/outbox.h"
 #include "medgrid/search/index.h"
 #include "medgrid/search/query.h"
 
@@ -197,6 +199,9 @@ class ResourceStore {
                                                     const std::optional<Compartment>& compartment) = 0;
   virtual absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
                                             const std::optional<Compartment>& compartment) = 0;
+  // A reader of this shard's outbox on a new connection of its own.
+  // Errors: Unavailable.
+  virtual absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() = 0;
 };
 
 }  // namespace medgrid::store

@@ -26,7 +26,16 @@ struct TenantInfo {
   std::string region;    // home region
   std::string shard_id;  // the one shard holding all of the tenant's data
   std::string status;    // "active" or "suspended"
+  // Whether the tenant's change events (medgrid.resource.changed) carry the
+  // resource body; by default they carry its key, version and operation only.
+  bool events_include_body = false;
   core::TimePoint created_at;
+};
+
+// What a new tenant is created with.
+struct TenantOptions {
+  std::string region;  // empty: the server's region
+  bool events_include_body = false;
 };
 
 struct ShardInfo {
@@ -68,7 +77,7 @@ class Store {
   virtual absl::StatusOr<ResourceStore*> ForTenant(std::string_view id) = 0;
   // Creates a tenant on the shard with the fewest tenants. Errors:
   // AlreadyExists (409), InvalidArgument (400) for a bad id.
-  virtual absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, std::string_view region) = 0;
+  virtual absl::StatusOr<TenantInfo> CreateTenant(std::string_view id, const TenantOptions& options) = 0;
   virtual absl::StatusOr<std::vector<TenantInfo>> ListTenants() = 0;
   virtual absl::StatusOr<std::vector<ShardInfo>> ListShards() = 0;
   virtual std::vector<PoolStats> Pools() const = 0;

@@ -1,0 +1,455 @@
+// Change events end to end, against the test PostgreSQL and librdkafka's
+// mock cluster (three brokers speaking the Kafka protocol on loopback):
+// every committed write reaches consumers, in version order per resource,
+// through broker errors and outages, and a relay that dies between
+// publishing and removing its rows resends what consumers then drop as
+// repeats. In local mode the relay delivers in-process.
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <pqxx/pqxx>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "integration/harness.h"
+#include "medgrid/app/app.h"
+#include "medgrid/audit/pipeline.h"
+#include "medgrid/audit/sink.h"
+#include "medgrid/core/clock.h"
+#include "medgrid/core/strings.h"
+#include "medgrid/events/change.h"
+#include "medgrid/events/consumer_loop.h"
+#include "medgrid/events/dedupe.h"
+#include "medgrid/events/kafka.h"
+#include "medgrid/events/relay.h"
+#include "medgrid/store/store.h"
+
+namespace medgrid::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// A mock Kafka cluster of three brokers, hosted by a client handle of its own.
+class MockKafka {
+ public:
+  MockKafka() {
+    char err[256];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    host_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    cluster_ = rd_kafka_mock_cluster_new(host_, 3);
+  }
+  ~MockKafka() {
+    rd_kafka_mock_cluster_destroy(cluster_);
+    rd_kafka_destroy(host_);
+  }
+  void CreateTopic(const std::string& name, int partitions) {
+    ASSERT_EQ(rd_kafka_mock_topic_create(cluster_, name.c_str(), partitions, 3), RD_KAFKA_RESP_ERR_NO_ERROR);
+  }
+  events::KafkaConfig Config() const {
+    events::KafkaConfig c;
+    c.brokers = rd_kafka_mock_cluster_bootstraps(cluster_);
+    // An outage fails deliveries in 3 s rather than 30, so the test sees the
+    // relay hold and resend them.
+    c.properties["message.timeout.ms"] = "3000";
+    c.properties["log_level"] = "3";
+    return c;
+  }
+  rd_kafka_mock_cluster_t* cluster() { return cluster_; }
+
+ private:
+  rd_kafka_t* host_ = nullptr;
+  rd_kafka_mock_cluster_t* cluster_ = nullptr;
+};
+
+// Everything a consumer of the change topic read, in order, as first seen.
+struct Observed {
+  uint64_t raw = 0;                                  // messages, repeats included
+  std::map<std::string, std::vector<int64_t>> versions;  // per key, first deliveries in arrival order
+  std::map<std::string, std::string> operations;     // event id -> operation
+  std::map<std::string, bool> has_body;              // event id -> the event carried a body
+};
+
+// Reads `topic` from its beginning until `want` distinct events arrived or
+// `timeout` passed.
+Observed Observe(const events::KafkaConfig& kafka, const std::string& topic, std::size_t want, seconds timeout,
+                 const std::string& group) {
+  Observed seen;
+  auto consumer = events::Consumer::Create(kafka, group);
+  EXPECT_TRUE(consumer.ok()) << consumer.status();
+  if (!consumer.ok()) return seen;
+  EXPECT_TRUE((*consumer)->Assign(topic).ok());
+  events::IdDeduper ids;
+  std::size_t distinct = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (distinct < want && std::chrono::steady_clock::now() < deadline) {
+    auto polled = (*consumer)->Poll(
+        [&](const std::vector<events::InMessage>& batch) {
+          for (const events::InMessage& m : batch) {
+            ++seen.raw;
+            auto e = events::DecodeChange(m.value);
+            EXPECT_TRUE(e.ok()) << e.status();
+            if (!e.ok()) continue;
+            EXPECT_EQ(m.key, e->Key());
+            if (!ids.Accept(e->EventId())) continue;
+            ++distinct;
+            seen.versions[e->Key()].push_back(e->version);
+            seen.operations[e->EventId()] = e->operation;
+            seen.has_body[e->EventId()] = e->body.has_value();
+          }
+          return absl::OkStatus();
+        },
+        1000, milliseconds(200));
+    EXPECT_TRUE(polled.ok()) << polled.status();
+  }
+  return seen;
+}
+
+// Records what the bus hands it; fails each event's first delivery when
+// `fail_first` is set (so the relay must deliver it again).
+class Recorder final : public events::ChangeHandler {
+ public:
+  explicit Recorder(bool fail_first = false) : fail_first_(fail_first) {}
+  absl::Status Handle(const events::ChangeEvent& e) override {
+    std::lock_guard lock(mu_);
+    ++calls_;
+    if (fail_first_ && failed_once_.insert(e.EventId()).second) {
+      return absl::UnavailableError("first delivery refused by the test");
+    }
+    events_.push_back(e);
+    return absl::OkStatus();
+  }
+  std::vector<events::ChangeEvent> Of(const std::string& key) {
+    std::lock_guard lock(mu_);
+    std::vector<events::ChangeEvent> out;
+    for (const auto& e : events_) {
+      if (e.Key() == key) out.push_back(e);
+    }
+    return out;
+  }
+  std::size_t size() {
+    std::lock_guard lock(mu_);
+    return events_.size();
+  }
+  uint64_t calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  const bool fail_first_;
+  std::mutex mu_;
+  std::vector<events::ChangeEvent> events_;
+  std::set<std::string> failed_once_;
+  uint64_t calls_ = 0;
+};
+
+template <typename Pred>
+bool WaitFor(Pred pred, seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return true;
+}
+
+// The value of a /metrics sample, or -1.
+double Metric(HttpClient& c, const std::string& sample) {
+  const std::string body = c.Get("/metrics").body;
+  const std::size_t at = body.find(core::StrCat(sample, " "));
+  return at == std::string::npos ? -1 : std::stod(body.substr(at + sample.size() + 1));
+}
+
+// The Kafka protocol's ApiKey of Produce requests.
+constexpr int16_t kProduceApiKey = 0;
+
+const char* kPatient = R"({"resourceType":"Patient","active":true,"name":[{"family":"Event"}]})";
+
+TEST(LocalEvents, EveryCommittedChangeReachesTheBusInOrderAndNothingElse) {
+  TestServer server("events_local", {"e1"});
+  Recorder recorder(/*fail_first=*/true);
+  server.app().changes().Register(&recorder);
+  HttpClient& c = server.client();
+  auto created = c.Post("/fhir/e1/Patient", kPatient);
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string id = created.Json().at("id").as_string().c_str();
+  ASSERT_EQ(c.Put(core::StrCat("/fhir/e1/Patient/", id), core::StrCat(R"({"resourceType":"Patient","id":")", id, R"(","active":false})"))
+                .status,
+            200);
+  ASSERT_EQ(c.Send("PATCH", core::StrCat("/fhir/e1/Patient/", id), R"([{"op":"replace","path":"/active","value":true}])",
+                   {{"Content-Type", "application/json-patch+json"}})
+                .status,
+            200);
+  // A write that fails commits nothing, so it has no event.
+  ASSERT_EQ(c.Put(core::StrCat("/fhir/e1/Patient/", id), R"({"resourceType":"Patient","id":"other"})").status, 400);
+  ASSERT_EQ(c.Delete(core::StrCat("/fhir/e1/Patient/", id)).status, 204);
+  // Another tenant, created to carry bodies in its events.
+  ASSERT_EQ(c.Send("POST", "/admin/tenants", R"({"id":"e2","eventsIncludeBody":true})",
+                   {{"Content-Type", "application/json"}})
+                .status,
+            201);
+  auto other = c.Post("/fhir/e2/Patient", kPatient);
+  ASSERT_EQ(other.status, 201);
+  const std::string other_id = other.Json().at("id").as_string().c_str();
+
+  const std::string key = core::StrCat("e1/Patient/", id);
+  ASSERT_TRUE(WaitFor([&] { return recorder.size() >= 5; }, seconds(20))) << recorder.size();
+  std::vector<events::ChangeEvent> mine = recorder.Of(key);
+  ASSERT_EQ(mine.size(), 4u);
+  const std::vector<std::string> operations = {"create", "update", "patch", "delete"};
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    EXPECT_EQ(mine[i].version, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(mine[i].operation, operations[i]);
+    EXPECT_FALSE(mine[i].body.has_value()) << "tenant e1 does not include bodies";
+    EXPECT_EQ(mine[i].tenant, "e1");
+  }
+  std::vector<events::ChangeEvent> theirs = recorder.Of(core::StrCat("e2/Patient/", other_id));
+  ASSERT_EQ(theirs.size(), 1u);
+  ASSERT_TRUE(theirs[0].body.has_value());
+  EXPECT_NE(theirs[0].body->find("\"family\":\"Event\""), std::string::npos);
+  // Each event was refused once and delivered again.
+  EXPECT_GE(recorder.calls(), 2 * recorder.size());
+  EXPECT_GT(Metric(c, core::StrCat("medgrid_outbox_relay{shard=\"", server.config().store.bootstrap_shards[0],
+                                 "\",state=\"leading\"}")),
+            0.5);
+}
+
+// A store of the test's own (no server), for driving relays by hand.
+class RelayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.admin_dsn = TestServer::Dsn("postgres");
+    const std::string prefix = core::StrCat("mg_relay_", static_cast<int64_t>(::getpid()));
+    config_.control_db = core::StrCat(prefix, "_control");
+    config_.bootstrap_shards = {core::StrCat(prefix, "_s0")};
+    auto store = store::Store::Open(config_, clock_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    ASSERT_TRUE(store_->CreateTenant("r1", {}).ok());
+  }
+  void TearDown() override {
+    store_.reset();
+    pqxx::connection admin(config_.admin_dsn);
+    pqxx::nontransaction tx(admin);
+    for (const std::string& db : {config_.bootstrap_shards[0], config_.control_db}) {
+      tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(db) + " WITH (FORCE)");
+    }
+  }
+  store::ResourceStore& shard() { return **store_->ForTenant("r1"); }
+  std::unique_ptr<store::Outbox> Outbox() {
+    auto outbox = shard().OpenOutbox();
+    EXPECT_TRUE(outbox.ok());
+    return std::move(*outbox);
+  }
+  int64_t Backlog() { return *Outbox()->Backlog(); }
+  void Create(const std::string& id) {
+    auto v = shard().Create({"r1", "Patient", id}, [&](const auto&, int64_t, core::TimePoint) {
+      return absl::StatusOr<store::StoredBody>(store::StoredBody{kPatient, {}});
+    });
+    ASSERT_TRUE(v.ok()) << v.status();
+  }
+
+  core::RealClock clock_;
+  store::StoreConfig config_;
+  std::unique_ptr<store::Store> store_;
+};
+
+TEST_F(RelayTest, ARelayKilledBetweenPublishAndRemoveIsResentAndDroppedDownstream) {
+  MockKafka kafka;
+  const std::string topic = "medgrid.resource.changed.resend";
+  kafka.CreateTopic(topic, 4);
+  for (int i = 0; i < 100; ++i) Create(core::StrCat("p", i));
+  ASSERT_EQ(Backlog(), 100);
+
+  auto sink = events::KafkaSink::Create(kafka.Config(), topic);
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  {
+    events::RelayOptions dies;
+    dies.before_remove = [](const std::vector<int64_t>& delivered) {
+      EXPECT_EQ(delivered.size(), 100u);
+      return false;  // the process dies here
+    };
+    events::OutboxRelay first(Outbox(), **sink, clock_, dies);
+    EXPECT_EQ(first.RunOnce().status().code(), absl::StatusCode::kAborted);
+    // While it holds the shard's lead, no other relay sends anything.
+    events::OutboxRelay second(Outbox(), **sink, clock_);
+    EXPECT_EQ(*second.RunOnce(), 0);
+    EXPECT_FALSE(second.stats().leading);
+  }
+  EXPECT_EQ(Backlog(), 100) << "nothing was removed before the relay died";
+  events::OutboxRelay restarted(Outbox(), **sink, clock_);
+  ASSERT_TRUE(WaitFor([&] { return restarted.RunOnce().ok() && Backlog() == 0; }, seconds(30)));
+
+  Observed seen = Observe(kafka.Config(), topic, 100, seconds(30), "resend-observer");
+  EXPECT_EQ(seen.raw, 200u) << "every change went out twice";
+  EXPECT_EQ(seen.versions.size(), 100u) << "and each is one change after dedupe";
+  // The consumer library's handler drops the repeats by version.
+  Recorder recorder;
+  events::VersionDeduper versions;
+  auto consumer = events::Consumer::Create(kafka.Config(), "resend-handler");
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign(topic).ok());
+  const events::Consumer::Handler handle = events::ChangeMessageHandler(recorder, versions);
+  int handled = 0;
+  ASSERT_TRUE(WaitFor([&] { handled += (*consumer)->Poll(handle, 500, milliseconds(100)).value_or(0);
+                            return handled >= 200; },
+                      seconds(30)));
+  EXPECT_EQ(recorder.size(), 100u);
+}
+
+TEST_F(RelayTest, HandlerFailuresHoldLaterVersionsOfTheResourceBack) {
+  Create("held");
+  auto update = [&](int n) {
+    auto v = shard().Update({"r1", "Patient", "held"}, "PUT", [&](const auto&, int64_t, core::TimePoint) {
+      return absl::StatusOr<store::StoredBody>(store::StoredBody{kPatient, {}});
+    });
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(v->version, n);
+  };
+  update(2);
+  update(3);
+  Recorder refuses(/*fail_first=*/true);
+  events::HandlerSink sink(refuses);
+  events::OutboxRelay relay(Outbox(), sink, clock_);
+  // Round 1: version 1 only (the oldest of the resource), refused.
+  EXPECT_FALSE(relay.RunOnce().ok());
+  EXPECT_EQ(refuses.size(), 0u);
+  EXPECT_EQ(Backlog(), 3);
+  // Then one version per round, in order, each refused once first.
+  for (int round = 0; round < 5 && Backlog() > 0; ++round) (void)relay.RunOnce();
+  std::vector<events::ChangeEvent> got = refuses.Of("r1/Patient/held");
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i].version, i + 1);
+  EXPECT_EQ(Backlog(), 0);
+}
+
+TEST(KafkaEvents, TenThousandChangesSurviveProduceErrorsAndABrokerOutageInOrderOnce) {
+  MockKafka kafka;
+  kafka.CreateTopic(events::kResourceChangedTopic, 6);
+  app::AppConfig config = TestServer::BaseConfig("events_kafka");
+  config.kafka = kafka.Config();
+  TestServer server("events_kafka", {"k1"}, config);
+
+  constexpr int kWriters = 4, kKeysPerWriter = 50, kVersions = 50;
+  std::atomic<int> written{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      HttpClient c(server.port());
+      for (int v = 1; v <= kVersions && !failed; ++v) {
+        for (int k = 0; k < kKeysPerWriter; ++k) {
+          const std::string id = core::StrCat("w", w, "-", k);
+          auto res = c.Put(core::StrCat("/fhir/k1/Patient/", id),
+                           core::StrCat(R"({"resourceType":"Patient","id":")", id, R"(","birthDate":"19)", 10 + v,
+                                        R"(-01-01"})"));
+          if (res.status != (v == 1 ? 201 : 200)) {
+            ADD_FAILURE() << res.status << " " << res.body;
+            failed = true;
+            return;
+          }
+          ++written;
+        }
+      }
+    });
+  }
+  // Faults while the writes go on: produce requests refused with retriable
+  // errors, then one broker down for longer than a message may wait.
+  ASSERT_TRUE(WaitFor([&] { return written >= 1000 || failed; }, seconds(60)));
+  rd_kafka_mock_push_request_errors(kafka.cluster(), kProduceApiKey, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                    RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                                    RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+  ASSERT_TRUE(WaitFor([&] { return written >= 3000 || failed; }, seconds(60)));
+  ASSERT_EQ(rd_kafka_mock_broker_set_down(kafka.cluster(), 2), RD_KAFKA_RESP_ERR_NO_ERROR);
+  std::this_thread::sleep_for(seconds(5));
+  ASSERT_EQ(rd_kafka_mock_broker_set_up(kafka.cluster(), 2), RD_KAFKA_RESP_ERR_NO_ERROR);
+  for (auto& t : writers) t.join();
+  ASSERT_FALSE(failed);
+  constexpr std::size_t kTotal = kWriters * kKeysPerWriter * kVersions;
+
+  Observed seen = Observe(kafka.Config(), events::kResourceChangedTopic, kTotal, seconds(120), "observer");
+  std::size_t distinct = 0;
+  for (const auto& [key, versions] : seen.versions) {
+    distinct += versions.size();
+    for (std::size_t i = 0; i < versions.size(); ++i) {
+      ASSERT_EQ(versions[i], static_cast<int64_t>(i + 1)) << key << ": versions out of order or missing";
+    }
+  }
+  EXPECT_EQ(seen.versions.size(), static_cast<std::size_t>(kWriters * kKeysPerWriter));
+  EXPECT_EQ(distinct, kTotal) << "every committed change arrives";
+  EXPECT_GE(seen.raw, kTotal);
+  // The outage made deliveries fail, and the relay held and resent them.
+  const std::string shard_metric = core::StrCat("medgrid_outbox_relay{shard=\"", config.store.bootstrap_shards[0], "\",state=");
+  const std::string other_shard = core::StrCat("medgrid_outbox_relay{shard=\"", config.store.bootstrap_shards[1], "\",state=");
+  EXPECT_GT(std::max(Metric(server.client(), core::StrCat(shard_metric, "\"failed\"}")),
+                     Metric(server.client(), core::StrCat(other_shard, "\"failed\"}"))),
+            0);
+  // The server's own consumer of the topic feeds its ChangeBus, once the
+  // group has given it partitions (a group whose coordinator was down
+  // takes a while to settle).
+  Recorder recorder;
+  server.app().changes().Register(&recorder);
+  ASSERT_TRUE(WaitFor([&] { return Metric(server.client(), R"(medgrid_events_consumer{consumer="changes",state="lag"})") >= 0; },
+                      seconds(120)));
+  ASSERT_EQ(server.client().Put("/fhir/k1/Patient/w0-0", R"({"resourceType":"Patient","id":"w0-0"})").status, 200);
+  EXPECT_TRUE(WaitFor([&] { return !recorder.Of("k1/Patient/w0-0").empty(); }, seconds(60)))
+      << server.client().Get("/metrics").body;
+}
+
+TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
+  MockKafka kafka;
+  kafka.CreateTopic(events::kResourceChangedTopic, 2);
+  kafka.CreateTopic(audit::kAuditTopic, 3);
+  const std::string db = core::StrCat("mg_events_audit_", static_cast<int64_t>(::getpid()));
+  const std::filesystem::path spool =
+      std::filesystem::temp_directory_path() / core::StrCat("medgrid-events-audit-", static_cast<int64_t>(::getpid()));
+  std::filesystem::remove_all(spool);
+  {
+    pqxx::connection admin(TestServer::Dsn("postgres"));
+    pqxx::nontransaction tx(admin);
+    tx.exec("DROP DATABASE IF EXISTS " + db);
+    tx.exec("CREATE DATABASE " + db);
+  }
+  {
+    app::AppConfig config = TestServer::BaseConfig("events_audit");
+    config.kafka = kafka.Config();
+    config.audit.spool_dir = spool.string();
+    config.audit.dsn = TestServer::Dsn(db);
+    TestServer server("events_audit", {"a1"}, config);
+    auto created = server.client().Post("/fhir/a1/Patient", kPatient);
+    ASSERT_EQ(created.status, 201);
+    const std::string id = created.Json().at("id").as_string().c_str();
+    ASSERT_EQ(server.client().Get(core::StrCat("/fhir/a1/Patient/", id)).status, 200);
+    // Spooled, then published: the spool is empty once Kafka has them.
+    ASSERT_TRUE(server.app().audit()->Drain(seconds(30)));
+    // The audit consumer appends them to the ledger: the tenant's creation
+    // (an admin action), the create and the read.
+    pqxx::connection conn(TestServer::Dsn(db));
+    auto count = [&] {
+      pqxx::nontransaction tx(conn);
+      return tx.exec_params1("SELECT count(*) FROM ledger_entries WHERE tenant_id = 'a1'")[0].as<int>();
+    };
+    ASSERT_TRUE(WaitFor([&] { return count() >= 3; }, seconds(120))) << count();
+    std::this_thread::sleep_for(milliseconds(500));
+    EXPECT_EQ(count(), 3) << "each event once";
+    // And AuditEvent search answers from there: the two about the patient.
+    auto found = server.client().Get(core::StrCat("/fhir/a1/AuditEvent?patient=Patient/", id));
+    ASSERT_EQ(found.status, 200) << found.body;
+    EXPECT_EQ(found.Json().at("entry").as_array().size(), 2u);
+  }
+  pqxx::connection admin(TestServer::Dsn("postgres"));
+  pqxx::nontransaction tx(admin);
+  tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+  std::filesystem::remove_all(spool);
+}
+
+}  // namespace
+}  // namespace medgrid::testing
