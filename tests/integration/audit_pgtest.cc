@@ -245,7 +245,7 @@ TEST_F(AuditTest, AuditEventsAreReadAndSearchedFromTheLedgerAndNeverWritten) {
   for (const json::value& r : cap.at("rest").at(0).at("resource").as_array()) {
     if (r.at("type") != "AuditEvent") continue;
     EXPECT_EQ(r.at("interaction").as_array().size(), 3u);
-    EXPECT_EQ(r.at("searchParam").as_array().size(), 7u);
+    EXPECT_EQ(r.at("searchParam").as_array().size(), 8u);
   }
 }
 
@@ -269,6 +269,36 @@ TEST_F(AuditTest, ArchivedEventsAreGoneFromTheHotReadAndSearch) {
   search = c().Get("/fhir/a4/AuditEvent?patient=old");
   ASSERT_EQ(search.status, 200);
   EXPECT_FALSE(search.Json().as_object().contains("entry")) << search.body;
+}
+
+TEST_F(AuditTest, EventsRecordedWithAnAgentAreFoundByAgent) {
+  // How the auth layer records an access (a denied one here): through the
+  // pipeline's Record, with the verified agent.
+  audit::Interaction in;
+  in.tenant = "a2";
+  in.interaction = "read";
+  in.http_status = 403;
+  in.type = "Patient";
+  in.id = "secret";
+  in.patients = {"Patient/secret"};
+  in.agent = "Practitioner/dr-1";
+  in.recorded = std::chrono::system_clock::now();
+  ASSERT_TRUE(pipeline().Record(in));
+  in.agent = "Practitioner/dr-2";
+  ASSERT_TRUE(pipeline().Record(in));
+  Events("a2");
+  auto count = [&](const std::string& query) {
+    auto res = c().Get("/fhir/a2/AuditEvent?" + query);
+    EXPECT_EQ(res.status, 200) << query << ": " << res.body;
+    const json::value b = res.Json();
+    const json::value* entries = b.as_object().if_contains("entry");
+    return entries ? entries->as_array().size() : 0u;
+  };
+  EXPECT_EQ(count("agent=Practitioner/dr-1"), 1u);
+  EXPECT_EQ(count("agent=dr-2&outcome=4"), 1u);
+  EXPECT_EQ(count("agent=Practitioner/dr-1,Practitioner/dr-2&patient=secret"), 2u);
+  EXPECT_EQ(count("agent=Patient/dr-1"), 0u);
+  EXPECT_EQ(c().Get("/fhir/a2/AuditEvent?agent=not%20an%20id").status, 400);
 }
 
 TEST_F(AuditTest, TheSpoolKeepsEventsWhileTheConsumerIsStopped) {

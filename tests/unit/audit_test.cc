@@ -10,6 +10,7 @@
 
 #include "boost/json.hpp"
 #include "medgrid/audit/audit_event.h"
+#include "medgrid/audit/audit_index.h"
 #include "medgrid/audit/spool.h"
 
 namespace medgrid::audit {
@@ -184,6 +185,34 @@ TEST(AuditEvent, FailedSearchKeepsItsQuery) {
   EXPECT_EQ(query.at("query"), "bmFtZT1zbWl0aCZib2d1cz0x");  // base64 of the query string
   EXPECT_NE(NewEventId(), NewEventId());
   EXPECT_EQ(NewEventId().size(), 36u);
+}
+
+TEST(AuditEvent, AnAgentThatIsAReferenceIsRecordedAndIndexedAsOne) {
+  EXPECT_TRUE(IsReference("Practitioner/p-1"));
+  EXPECT_TRUE(IsReference("Device/app.7"));
+  EXPECT_FALSE(IsReference("practitioner/p1"));
+  EXPECT_FALSE(IsReference("Practitioner/"));
+  EXPECT_FALSE(IsReference("/p1"));
+  EXPECT_FALSE(IsReference("Practitioner/p 1"));
+  EXPECT_FALSE(IsReference("Dr. Who"));
+  Interaction in;
+  in.tenant = "t1";
+  in.interaction = "read";
+  in.agent = "Practitioner/p-1";
+  in.patients = {"Patient/a", "Patient/b"};
+  in.recorded = core::FromUnixMicros(1'700'000'000'000'000);
+  const json::value e = json::parse(AuditEventJson(in, NewEventId(), "medgrid test"));
+  EXPECT_EQ(e.at("agent").at(0).at("who").at("reference"), "Practitioner/p-1");
+  EventFacts back;
+  ASSERT_TRUE(ParseFactsLine(FactsLine(FactsOf(in, "e1")), back));
+  EXPECT_EQ(back.agent, "Practitioner/p-1");
+  EXPECT_EQ(back.patients, in.patients);
+  EXPECT_EQ(back.recorded_us, 1'700'000'000'000'000);
+  // A line from a spool written before agents were indexed still reads.
+  ASSERT_TRUE(ParseFactsLine("17\tR\t0\tread\t10.0.0.1\tPatient/a", back));
+  EXPECT_EQ(back.agent, "");
+  EXPECT_EQ(back.address, "10.0.0.1");
+  EXPECT_FALSE(ParseFactsLine("17\tR\t0\tread", back));
 }
 
 }  // namespace

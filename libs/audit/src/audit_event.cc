@@ -3,9 +3,11 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "boost/json.hpp"
 #include "medgrid/core/strings.h"
+#include "medgrid/fhir/validator.h"
 
 namespace medgrid::audit {
 namespace {
@@ -80,6 +82,15 @@ std::vector<std::string> PatientReferences(std::string_view text, std::size_t li
   return out;
 }
 
+bool IsReference(std::string_view text) {
+  const std::size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || text[0] < 'A' || text[0] > 'Z') return false;
+  for (char c : text.substr(0, slash)) {
+    if (!std::isalpha(static_cast<unsigned char>(c))) return false;
+  }
+  return fhir::IsValidId(text.substr(slash + 1));
+}
+
 std::string AuditEventJson(const Interaction& in, const std::string& event_id, const std::string& source) {
   // Outcome (http://hl7.org/fhir/audit-event-outcome): 0 success, 4 minor
   // failure (the client's), 8 serious failure (the server's).
@@ -87,7 +98,8 @@ std::string AuditEventJson(const Interaction& in, const std::string& event_id, c
   json::object agent{
       {"type", json::object{{"coding", json::array{Coding("http://dicom.nema.org/resources/ontology/DCM", "110153",
                                                           "Source Role ID")}}}},
-      {"who", json::object{{"display", in.agent.empty() ? "anonymous" : in.agent}}},
+      {"who", IsReference(in.agent) ? json::object{{"reference", in.agent}}
+                                    : json::object{{"display", in.agent.empty() ? "anonymous" : in.agent}}},
       {"requestor", true}};
   if (!in.agent_address.empty()) agent["network"] = json::object{{"address", in.agent_address}, {"type", "2"}};
   if (!in.purpose_of_use.empty()) {

@@ -5,6 +5,7 @@
 
 #include "boost/json.hpp"
 #include "medgrid/core/status.h"
+#include "medgrid/fhir/validator.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/store/sql.h"
 
@@ -74,19 +75,22 @@ EventFacts FactsOf(const Interaction& in, const std::string& event_id) {
   f.outcome = in.http_status < 400 ? "0" : in.http_status < 500 ? "4" : "8";
   f.subtype = in.interaction;
   f.address = in.agent_address;
+  if (IsReference(in.agent)) f.agent = in.agent;
   f.patients = in.patients;
   return f;
 }
 
 std::string FactsLine(const EventFacts& f) {
   return core::StrCat(f.recorded_us, "\t", f.action, "\t", f.outcome, "\t", f.subtype, "\t", f.address, "\t",
-                      Join(f.patients, ','));
+                      Join(f.patients, ','), "\t", f.agent);
 }
 
 bool ParseFactsLine(std::string_view line, EventFacts& f) {
   std::vector<std::string_view> parts;
   for (std::string_view p : core::StrSplit(line, '\t')) parts.push_back(p);
-  if (parts.size() != 6) return false;
+  // Six fields before agents were indexed (a spool written by an older
+  // server), seven since.
+  if (parts.size() != 6 && parts.size() != 7) return false;
   f.recorded_us = 0;
   for (char c : parts[0]) {
     if (c < '0' || c > '9') return false;
@@ -100,6 +104,7 @@ bool ParseFactsLine(std::string_view line, EventFacts& f) {
   if (!parts[5].empty()) {
     for (std::string_view p : core::StrSplit(parts[5], ',')) f.patients.emplace_back(p);
   }
+  f.agent = parts.size() == 7 ? std::string(parts[6]) : "";
   return true;
 }
 
@@ -126,7 +131,7 @@ absl::Status AuditIndex::Put(const std::string& tenant, const std::vector<EventF
   if (facts.empty()) return absl::OkStatus();
   // One statement: the facts as parallel arrays, unnested. Patients travel
   // as one text per event ("a,b"), split in SQL; references hold no commas.
-  std::vector<std::string> ids, times, actions, outcomes, subtypes, addresses, patients;
+  std::vector<std::string> ids, times, actions, outcomes, subtypes, addresses, patients, agents;
   for (const EventFacts& f : facts) {
     ids.push_back(f.event_id);
     times.push_back(std::to_string(f.recorded_us));
@@ -135,6 +140,7 @@ absl::Status AuditIndex::Put(const std::string& tenant, const std::vector<EventF
     subtypes.push_back(f.subtype);
     addresses.push_back(f.address);
     patients.push_back(Join(f.patients, ','));
+    agents.push_back(f.agent);
   }
   std::lock_guard lock(mu_);
   try {
@@ -142,12 +148,13 @@ absl::Status AuditIndex::Put(const std::string& tenant, const std::vector<EventF
     pqxx::work tx(*impl_->conn);
     const auto& arr = store::TextArrayLiteral;
     tx.exec_params(
-        "INSERT INTO audit_event_index (tenant_id, event_id, recorded_us, action, outcome, subtype, address, patients) "
-        "SELECT $1, t.id, t.at::bigint, t.action, t.outcome, t.subtype, t.address, "
-        "CASE WHEN t.patients = '' THEN '{}'::text[] ELSE string_to_array(t.patients, ',') END "
-        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) "
-        "AS t(id, at, action, outcome, subtype, address, patients) ON CONFLICT DO NOTHING",
-        tenant, arr(ids), arr(times), arr(actions), arr(outcomes), arr(subtypes), arr(addresses), arr(patients));
+        "INSERT INTO audit_event_index (tenant_id, event_id, recorded_us, action, outcome, subtype, address, patients, "
+        "agent) SELECT $1, t.id, t.at::bigint, t.action, t.outcome, t.subtype, t.address, "
+        "CASE WHEN t.patients = '' THEN '{}'::text[] ELSE string_to_array(t.patients, ',') END, t.agent "
+        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) "
+        "AS t(id, at, action, outcome, subtype, address, patients, agent) ON CONFLICT DO NOTHING",
+        tenant, arr(ids), arr(times), arr(actions), arr(outcomes), arr(subtypes), arr(addresses), arr(patients),
+        arr(agents));
     tx.commit();
     return absl::OkStatus();
   } catch (const std::exception& e) {
@@ -209,13 +216,23 @@ absl::StatusOr<std::string> AuditIndex::Search(const std::string& tenant, const 
         ASSIGN_OR_RETURN(one, DateSql(v, c.key));
       } else if (code == "action" || code == "outcome" || code == "subtype") {
         one = core::StrCat(code, " = ", p(v.text));
+      } else if (code == "agent") {
+        // The parser splits "Practitioner/1" into ref_type and the id.
+        const std::string ref = v.ref_type.empty() ? v.text : core::StrCat(v.ref_type, "/", v.text);
+        if (IsReference(ref)) {
+          one = core::StrCat("agent = ", p(ref));
+        } else if (v.ref_type.empty() && fhir::IsValidId(v.text)) {
+          one = core::StrCat("agent LIKE '%/' || ", p(v.text));  // ids hold no LIKE wildcards
+        } else {
+          return Refused(c.key, "must be a reference (Practitioner/123) or an id");
+        }
       } else if (code == "address") {
         one = core::StrCat("address = ", p(v.text));
       } else if (code == "_id") {
         one = core::StrCat("event_id = ", p(v.text));
       } else {
-        return Refused(c.key, "is not supported on AuditEvent here: use patient, date, action, outcome, subtype, "
-                              "address or _id");
+        return Refused(c.key, "is not supported on AuditEvent here: use patient, agent, date, action, outcome, "
+                              "subtype, address or _id");
       }
       core::StrAppend(ors, ors.empty() ? "" : " OR ", one);
     }

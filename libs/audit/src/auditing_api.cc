@@ -326,16 +326,17 @@ absl::StatusOr<std::string> AuditingFhirApi::Capabilities(const std::string& ten
     for (const char* key : {"updateCreate", "conditionalCreate", "conditionalUpdate"}) o[key] = false;
     o["conditionalDelete"] = "not-supported";
     o["readHistory"] = false;
-    o["searchInclude"] = json::array{};
-    o["searchRevInclude"] = json::array{};
+    // None served (and FHIR JSON has no empty arrays).
+    o.erase("searchInclude");
+    o.erase("searchRevInclude");
     json::array served;
     if (json::value* params = o.if_contains("searchParam"); params && params->is_array()) {
       for (const json::value& p : params->get_array()) {
         const json::value* name = p.is_object() ? p.get_object().if_contains("name") : nullptr;
         if (name == nullptr || !name->is_string()) continue;
         const std::string_view n = name->get_string();
-        if (n == "patient" || n == "date" || n == "action" || n == "outcome" || n == "subtype" || n == "address" ||
-            n == "_id") {
+        if (n == "patient" || n == "agent" || n == "date" || n == "action" || n == "outcome" || n == "subtype" ||
+            n == "address" || n == "_id") {
           served.push_back(p);
         }
       }

@@ -134,6 +134,12 @@ $$;
 CREATE TRIGGER ledger_entries_archive_only BEFORE UPDATE ON ledger_entries
   FOR EACH ROW EXECUTE FUNCTION ledger_entry_archived();
 )sql"},
+      {5, "the agent of audit events, for search", R"sql(
+-- Who asked (AuditEvent.agent.who): a reference such as Practitioner/123
+-- once requests carry verified identities, empty for anonymous requests.
+ALTER TABLE audit_event_index ADD COLUMN agent text NOT NULL DEFAULT '';
+CREATE INDEX audit_event_index_agent ON audit_event_index (tenant_id, agent, recorded_us) WHERE agent <> '';
+)sql"},
   };
   return kMigrations;
 }

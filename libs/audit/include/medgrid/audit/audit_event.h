@@ -27,7 +27,9 @@ struct Interaction {
   std::vector<std::string> resources;  // "Observation/o1", read, written or returned
   std::string query;                   // a search's query string
   std::string agent_address;           // the client's network address
-  std::string agent;                   // who asked; "anonymous" until tokens are checked
+  // Who asked: a reference (Practitioner/123, Patient/9, Device/app) once
+  // requests carry verified identities; empty for an anonymous request.
+  std::string agent;
   std::vector<std::string> purpose_of_use;  // v3-PurposeOfUse codes, when the request states them
   core::TimePoint recorded;
 };
@@ -35,6 +37,10 @@ struct Interaction {
 // The AuditEvent resource (JSON text) for `interaction`, with id `event_id`;
 // `source` names this server instance.
 std::string AuditEventJson(const Interaction& interaction, const std::string& event_id, const std::string& source);
+
+// Whether `text` is a relative reference "Type/id" (a capitalized type
+// name, a valid FHIR id): how agents are named.
+bool IsReference(std::string_view text);
 
 // A random UUID (v4), as AuditEvent ids.
 std::string NewEventId();

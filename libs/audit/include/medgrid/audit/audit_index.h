@@ -3,7 +3,8 @@
 // asks, "who saw this patient's data, when", answered from the events the
 // tamper-evident ledger holds.
 //
-// Search parameters: patient (a Patient reference or id), date (the
+// Search parameters: patient (a Patient reference or id), agent (who asked,
+// a reference or an id: Practitioner/123 or 123), date (the
 // recorded time, with eq, ne, gt, lt, ge, le, sa and eb), action (C, R, U, D,
 // E), outcome (0, 4, 8, 12), subtype (the interaction), address (the
 // agent's network address) and _id; OR within one, AND across repeats.
@@ -38,6 +39,7 @@ struct EventFacts {
   std::string outcome;
   std::string subtype;
   std::string address;
+  std::string agent;  // Interaction::agent when it is a reference, else empty
   std::vector<std::string> patients;
 };
 
