@@ -32,6 +32,7 @@
 namespace medgrid::testing {
 namespace {
 
+namespace json = boost::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
@@ -59,6 +60,10 @@ class MockKafka {
     // relay hold and resend them.
     c.properties["message.timeout.ms"] = "3000";
     c.properties["log_level"] = "3";
+    // A group whose coordinator went down settles in seconds, not the
+    // default 45 s session.
+    c.properties["session.timeout.ms"] = "6000";
+    c.properties["heartbeat.interval.ms"] = "1000";
     return c;
   }
   rd_kafka_mock_cluster_t* cluster() { return cluster_; }
@@ -76,7 +81,8 @@ struct Observed {
   std::map<std::string, bool> has_body;              // event id -> the event carried a body
 };
 
-// Reads `topic` from its beginning until `want` distinct events arrived or
+// Reads `topic` from its beginning until `want` distinct events arrived and
+// then nothing more for a second (so repeats behind them are counted), or
 // `timeout` passed.
 Observed Observe(const events::KafkaConfig& kafka, const std::string& topic, std::size_t want, seconds timeout,
                  const std::string& group) {
@@ -88,7 +94,9 @@ Observed Observe(const events::KafkaConfig& kafka, const std::string& topic, std
   events::IdDeduper ids;
   std::size_t distinct = 0;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (distinct < want && std::chrono::steady_clock::now() < deadline) {
+  auto quiet_since = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (distinct >= want && std::chrono::steady_clock::now() - quiet_since > seconds(1)) break;
     auto polled = (*consumer)->Poll(
         [&](const std::vector<events::InMessage>& batch) {
           for (const events::InMessage& m : batch) {
@@ -107,6 +115,7 @@ Observed Observe(const events::KafkaConfig& kafka, const std::string& topic, std
         },
         1000, milliseconds(200));
     EXPECT_TRUE(polled.ok()) << polled.status();
+    if (polled.value_or(0) > 0) quiet_since = std::chrono::steady_clock::now();
   }
   return seen;
 }
@@ -173,8 +182,8 @@ constexpr int16_t kProduceApiKey = 0;
 const char* kPatient = R"({"resourceType":"Patient","active":true,"name":[{"family":"Event"}]})";
 
 TEST(LocalEvents, EveryCommittedChangeReachesTheBusInOrderAndNothingElse) {
+  Recorder recorder(/*fail_first=*/true);  // outlives the server that calls it
   TestServer server("events_local", {"e1"});
-  Recorder recorder(/*fail_first=*/true);
   server.app().changes().Register(&recorder);
   HttpClient& c = server.client();
   auto created = c.Post("/fhir/e1/Patient", kPatient);
@@ -335,6 +344,7 @@ TEST(KafkaEvents, TenThousandChangesSurviveProduceErrorsAndABrokerOutageInOrderO
   kafka.CreateTopic(events::kResourceChangedTopic, 6);
   app::AppConfig config = TestServer::BaseConfig("events_kafka");
   config.kafka = kafka.Config();
+  Recorder recorder;  // outlives the server that calls it
   TestServer server("events_kafka", {"k1"}, config);
 
   constexpr int kWriters = 4, kKeysPerWriter = 50, kVersions = 50;
@@ -392,13 +402,9 @@ TEST(KafkaEvents, TenThousandChangesSurviveProduceErrorsAndABrokerOutageInOrderO
   EXPECT_GT(std::max(Metric(server.client(), core::StrCat(shard_metric, "\"failed\"}")),
                      Metric(server.client(), core::StrCat(other_shard, "\"failed\"}"))),
             0);
-  // The server's own consumer of the topic feeds its ChangeBus, once the
-  // group has given it partitions (a group whose coordinator was down
-  // takes a while to settle).
-  Recorder recorder;
+  // The server's own consumer of the topic (everything since the server
+  // started) feeds its ChangeBus.
   server.app().changes().Register(&recorder);
-  ASSERT_TRUE(WaitFor([&] { return Metric(server.client(), R"(medgrid_events_consumer{consumer="changes",state="lag"})") >= 0; },
-                      seconds(120)));
   ASSERT_EQ(server.client().Put("/fhir/k1/Patient/w0-0", R"({"resourceType":"Patient","id":"w0-0"})").status, 200);
   EXPECT_TRUE(WaitFor([&] { return !recorder.Of("k1/Patient/w0-0").empty(); }, seconds(60)))
       << server.client().Get("/metrics").body;
@@ -427,23 +433,39 @@ TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
     auto created = server.client().Post("/fhir/a1/Patient", kPatient);
     ASSERT_EQ(created.status, 201);
     const std::string id = created.Json().at("id").as_string().c_str();
-    ASSERT_EQ(server.client().Get(core::StrCat("/fhir/a1/Patient/", id)).status, 200);
+    // With every broker down, reads are still served at once; their events
+    // wait in the spool.
+    for (int b = 1; b <= 3; ++b) ASSERT_EQ(rd_kafka_mock_broker_set_down(kafka.cluster(), b), RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int i = 0; i < 20; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      ASSERT_EQ(server.client().Get(core::StrCat("/fhir/a1/Patient/", id)).status, 200);
+      EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(1)) << "a read waited on Kafka";
+    }
+    EXPECT_FALSE(server.app().audit()->Drain(milliseconds(500))) << "nothing can reach Kafka";
+    EXPECT_GT(server.app().audit()->stats().pending_bytes, 0u);
+    for (int b = 1; b <= 3; ++b) ASSERT_EQ(rd_kafka_mock_broker_set_up(kafka.cluster(), b), RD_KAFKA_RESP_ERR_NO_ERROR);
     // Spooled, then published: the spool is empty once Kafka has them.
-    ASSERT_TRUE(server.app().audit()->Drain(seconds(30)));
+    ASSERT_TRUE(server.app().audit()->Drain(seconds(60)));
     // The audit consumer appends them to the ledger: the tenant's creation
-    // (an admin action), the create and the read.
+    // (an admin action), the create and the 20 reads.
     pqxx::connection conn(TestServer::Dsn(db));
     auto count = [&] {
       pqxx::nontransaction tx(conn);
       return tx.exec_params1("SELECT count(*) FROM ledger_entries WHERE tenant_id = 'a1'")[0].as<int>();
     };
-    ASSERT_TRUE(WaitFor([&] { return count() >= 3; }, seconds(120))) << count();
-    std::this_thread::sleep_for(milliseconds(500));
-    EXPECT_EQ(count(), 3) << "each event once";
-    // And AuditEvent search answers from there: the two about the patient.
-    auto found = server.client().Get(core::StrCat("/fhir/a1/AuditEvent?patient=Patient/", id));
-    ASSERT_EQ(found.status, 200) << found.body;
-    EXPECT_EQ(found.Json().at("entry").as_array().size(), 2u);
+    ASSERT_TRUE(WaitFor([&] { return count() >= 22; }, seconds(120))) << count();
+    std::this_thread::sleep_for(seconds(1));
+    EXPECT_EQ(count(), 22) << "each event once";
+    // AuditEvent search answers from there (indexed just after each append).
+    // (Each search is audited too, so count the reads only.)
+    auto reads = [&] {
+      auto found = server.client().Get(core::StrCat("/fhir/a1/AuditEvent?subtype=read&patient=Patient/", id));
+      EXPECT_EQ(found.status, 200) << found.body;
+      const json::value bundle = found.Json();
+      const json::value* entries = bundle.as_object().if_contains("entry");
+      return entries ? entries->as_array().size() : std::size_t{0};
+    };
+    EXPECT_TRUE(WaitFor([&] { return reads() == 20u; }, seconds(30))) << reads();
   }
   pqxx::connection admin(TestServer::Dsn("postgres"));
   pqxx::nontransaction tx(admin);

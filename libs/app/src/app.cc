@@ -82,7 +82,7 @@ Flags (all --name=value):
   --audit-spool-max-bytes  audit events waiting for the ledger at most (default 1073741824)
   --kafka-brokers       Kafka bootstrap servers; empty (the default) delivers events in-process
   --kafka-property      name=value, a librdkafka property for every producer and consumer (repeatable)
-  --instance-id         this instance's name, for its Kafka consumer group (default: the host name)
+  --instance-id         this instance's name in Kafka consumer groups (default: the host name)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }

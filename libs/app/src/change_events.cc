@@ -30,15 +30,15 @@ absl::StatusOr<std::unique_ptr<ChangeEvents>> ChangeEvents::Start(const events::
     c->sink_ = std::make_unique<events::HandlerSink>(c->bus_);
   } else {
     ASSIGN_OR_RETURN(c->sink_, events::KafkaSink::Create(kafka));
-    // A new instance starts from the newest change: what it caches it reads
-    // after it started.
-    events::KafkaConfig from_latest = kafka;
-    from_latest.properties.try_emplace("auto.offset.reset", "latest");
-    ASSIGN_OR_RETURN(std::unique_ptr<events::Consumer> consumer,
-                     events::Consumer::Create(from_latest, consumer_group));
-    RETURN_IF_ERROR(consumer->Subscribe({events::kResourceChangedTopic}));
-    c->consumer_ = std::make_unique<events::ConsumerLoop>("changes", std::move(consumer),
-                                                          events::ChangeMessageHandler(c->bus_, c->seen_));
+    // This process's consumers want the changes made since it started:
+    // what it caches, it caches after that (no group, no history).
+    ASSIGN_OR_RETURN(std::unique_ptr<events::Consumer> consumer, events::Consumer::Create(kafka, consumer_group));
+    const core::TimePoint started = clock.Now();
+    c->consumer_ = std::make_unique<events::ConsumerLoop>(
+        "changes", std::move(consumer), events::ChangeMessageHandler(c->bus_, c->seen_), 500,
+        [started](events::Consumer& consumer) {
+          return consumer.AssignFromTime(events::kResourceChangedTopic, started, std::chrono::seconds(10));
+        });
     c->consumer_->Start();
     c->watched_.push_back(c->consumer_.get());
   }

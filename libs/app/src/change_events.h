@@ -25,8 +25,8 @@ namespace medgrid::app {
 class ChangeEvents {
  public:
   // Relays the outbox of every shard `store` knows at start-up. With
-  // brokers, `consumer_group` is this instance's group on the change topic
-  // (each instance gets every change).
+  // brokers, a consumer reads the change topic from this start on, and
+  // commits as `consumer_group`.
   static absl::StatusOr<std::unique_ptr<ChangeEvents>> Start(const events::KafkaConfig& kafka, store::Store& store,
                                                              const core::Clock& clock,
                                                              const std::string& consumer_group,

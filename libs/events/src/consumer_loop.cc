@@ -7,8 +7,13 @@
 
 namespace medgrid::events {
 
-ConsumerLoop::ConsumerLoop(std::string name, std::unique_ptr<Consumer> consumer, Consumer::Handler handle, int batch)
-    : name_(std::move(name)), consumer_(std::move(consumer)), handle_(std::move(handle)), batch_(batch) {}
+ConsumerLoop::ConsumerLoop(std::string name, std::unique_ptr<Consumer> consumer, Consumer::Handler handle, int batch,
+                           Setup setup)
+    : name_(std::move(name)),
+      consumer_(std::move(consumer)),
+      handle_(std::move(handle)),
+      batch_(batch),
+      setup_(std::move(setup)) {}
 
 ConsumerLoop::~ConsumerLoop() { Stop(); }
 
@@ -33,11 +38,21 @@ void ConsumerLoop::Run() {
   using Ms = std::chrono::milliseconds;
   Ms pause(0);
   auto next_lag = std::chrono::steady_clock::now();
+  bool set_up = !setup_;
   for (;;) {
     {
       std::unique_lock lock(mu_);
       if (pause.count() > 0) wake_.wait_for(lock, pause, [&] { return !running_; });
       if (!running_) return;
+    }
+    if (!set_up) {
+      absl::Status s = setup_(*consumer_);
+      set_up = s.ok();
+      pause = set_up ? Ms(0) : std::min(Ms(5000), std::max(Ms(100), pause * 2));
+      if (!set_up) {
+        core::Log(core::LogLevel::kWarn, "kafka.setup_failed", {{"consumer", name_}, {"error", std::string(s.message())}});
+      }
+      continue;
     }
     absl::StatusOr<int> handled = consumer_->Poll(handle_, batch_, Ms(100));
     if (handled.ok()) {

@@ -180,6 +180,29 @@ absl::Status Consumer::Assign(const std::string& topic, std::vector<int32_t> par
   return err == RD_KAFKA_RESP_ERR_NO_ERROR ? absl::OkStatus() : KafkaError("Assign failed", err);
 }
 
+absl::Status Consumer::AssignFromTime(const std::string& topic, std::chrono::system_clock::time_point since,
+                                      Ms timeout) {
+  absl::StatusOr<int> count = PartitionCount(rk_, topic, timeout);
+  if (!count.ok()) return count.status();
+  const int64_t since_ms = std::chrono::duration_cast<Ms>(since.time_since_epoch()).count();
+  std::map<std::pair<std::string, int32_t>, int64_t> times;
+  for (int32_t p = 0; p < *count; ++p) times[{topic, p}] = since_ms;
+  rd_kafka_topic_partition_list_t* list = ListOf(times);
+  // Each partition's offset becomes that of its first message at or after
+  // the time (or its end, when there is none yet).
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_, list, static_cast<int>(timeout.count()));
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < list->cnt; ++i) {
+      if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) err = list->elems[i].err;
+      if (list->elems[i].offset < 0) list->elems[i].offset = RD_KAFKA_OFFSET_END;
+    }
+  }
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_assign(rk_, list);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) commits_ = false;
+  rd_kafka_topic_partition_list_destroy(list);
+  return err == RD_KAFKA_RESP_ERR_NO_ERROR ? absl::OkStatus() : KafkaError("Assign by time failed", err);
+}
+
 absl::Status Consumer::Subscribe(const std::vector<std::string>& topics) {
   std::map<std::pair<std::string, int32_t>, int64_t> names;
   for (const std::string& t : topics) names[{t, RD_KAFKA_PARTITION_UA}] = 0;
@@ -222,12 +245,14 @@ absl::StatusOr<int> Consumer::Poll(const Handler& handle, int max, Ms timeout) {
   }
   absl::Status handled = handle(messages);
   rd_kafka_topic_partition_list_t* list = ListOf(handled.ok() ? next : first);
-  if (handled.ok()) {
+  if (!handled.ok()) {
+    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_, list, 10000); e != nullptr) {
+      core::Log(core::LogLevel::kWarn, "kafka.seek_failed", {{"error", rd_kafka_error_string(e)}});
+      rd_kafka_error_destroy(e);
+    }
+  } else if (commits_) {
     rd_kafka_resp_err_t err = rd_kafka_commit(rk_, list, /*async=*/0);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) handled = KafkaError("Commit failed", err);
-  } else if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_, list, 10000); e != nullptr) {
-    core::Log(core::LogLevel::kWarn, "kafka.seek_failed", {{"error", rd_kafka_error_string(e)}});
-    rd_kafka_error_destroy(e);
   }
   rd_kafka_topic_partition_list_destroy(list);
   if (!handled.ok()) return handled;

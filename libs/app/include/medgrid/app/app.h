@@ -50,8 +50,9 @@ struct AppConfig {
   // consumes them: changes for its own consumers, audit events into the
   // ledger (the audit service's part).
   events::KafkaConfig kafka;
-  // Names this instance: its Kafka consumer group on the change topic is
-  // medgrid-changes-<instance_id>. Empty: the host name.
+  // Names this instance: its consumer of the change topic commits its
+  // offsets as group medgrid-changes-<instance_id> (for operators' lag
+  // tools; it starts from its own start time). Empty: the host name.
   std::string instance_id;
   store::StoreConfig store;
   gateway::GatewayConfig gateway;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -19,8 +20,13 @@ namespace medgrid::events {
 
 class ConsumerLoop {
  public:
-  // `name` labels logs and metrics (e.g. "changes", "audit").
-  ConsumerLoop(std::string name, std::unique_ptr<Consumer> consumer, Consumer::Handler handle, int batch = 500);
+  // `name` labels logs and metrics (e.g. "changes", "audit"). `setup`, when
+  // given, runs first on the loop's thread (Assign, say) and is retried
+  // with the same pauses until it succeeds, so a broker that is down at
+  // start-up delays consuming rather than start-up.
+  using Setup = std::function<absl::Status(Consumer&)>;
+  ConsumerLoop(std::string name, std::unique_ptr<Consumer> consumer, Consumer::Handler handle, int batch = 500,
+               Setup setup = nullptr);
   ~ConsumerLoop();
 
   void Start();
@@ -43,6 +49,7 @@ class ConsumerLoop {
   const std::unique_ptr<Consumer> consumer_;
   const Consumer::Handler handle_;
   const int batch_;
+  const Setup setup_;
   std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> failures_{0};
   std::atomic<int64_t> lag_{-1};

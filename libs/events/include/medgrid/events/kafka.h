@@ -89,6 +89,12 @@ class Consumer {
   // Reads `partitions` of `topic` (every partition when empty) without
   // joining the group: fast to start, for one consumer per partition set.
   absl::Status Assign(const std::string& topic, std::vector<int32_t> partitions = {});
+  // Reads every partition of `topic` from the first message published at
+  // or after `since`, without joining the group: for a process that needs
+  // what happened since it started and nothing before. Such a consumer
+  // does not commit offsets (it never starts from them).
+  absl::Status AssignFromTime(const std::string& topic, std::chrono::system_clock::time_point since,
+                              std::chrono::milliseconds timeout);
   // Joins the group: the brokers share the topics' partitions out.
   absl::Status Subscribe(const std::vector<std::string>& topics);
 
@@ -97,7 +103,7 @@ class Consumer {
   using Handler = std::function<absl::Status(const std::vector<InMessage>&)>;
   // Reads up to `max` messages, waiting at most `timeout` for the first, and
   // hands them to `handle`. When it succeeds, commits per partition the
-  // offset after the batch's last message; when it fails, rewinds each
+  // offset after the batch's last message (unless positioned by time); when it fails, rewinds each
   // partition to the batch's first message, so the batch comes again (and
   // the handler must tolerate what it had already done: dedupe.h). Returns
   // the messages handled, or the handler's or the commit's error.
@@ -110,6 +116,7 @@ class Consumer {
  private:
   Consumer() = default;
   rd_kafka_s* rk_ = nullptr;
+  bool commits_ = true;  // false once positioned by time
 };
 
 // The number of partitions of `topic` (metadata through any handle's brokers).
