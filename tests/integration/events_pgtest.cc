@@ -18,7 +18,9 @@
 
 #include "integration/harness.h"
 #include "medgrid/app/app.h"
+#include "medgrid/audit/audit_index.h"
 #include "medgrid/audit/pipeline.h"
+#include "medgrid/audit/service.h"
 #include "medgrid/audit/sink.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/strings.h"
@@ -27,6 +29,8 @@
 #include "medgrid/events/dedupe.h"
 #include "medgrid/events/kafka.h"
 #include "medgrid/events/relay.h"
+#include "medgrid/ledger/ledger_store.h"
+#include "medgrid/ledger/signer.h"
 #include "medgrid/store/store.h"
 
 namespace medgrid::testing {
@@ -471,6 +475,63 @@ TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
   pqxx::nontransaction tx(admin);
   tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
   std::filesystem::remove_all(spool);
+}
+
+// A split deployment: the server publishes its audit events and leaves them
+// to the audit service (what services/audit runs), here with a ledger store
+// of its own.
+TEST(KafkaEvents, AServerWithoutTheAuditConsumerLeavesItsEventsToTheAuditService) {
+  MockKafka kafka;
+  kafka.CreateTopic(events::kResourceChangedTopic, 2);
+  kafka.CreateTopic(audit::kAuditTopic, 3);
+  const std::string db = core::StrCat("mg_events_split_", static_cast<int64_t>(::getpid()));
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / core::StrCat("medgrid-events-split-", static_cast<int64_t>(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    pqxx::connection admin(TestServer::Dsn("postgres"));
+    pqxx::nontransaction tx(admin);
+    tx.exec("DROP DATABASE IF EXISTS " + db);
+    tx.exec("CREATE DATABASE " + db);
+  }
+  {
+    app::AppConfig config = TestServer::BaseConfig("events_split");
+    config.kafka = kafka.Config();
+    config.audit.spool_dir = (dir / "spool").string();
+    config.audit.dsn = TestServer::Dsn(db);
+    config.audit.consume = false;
+    TestServer server("events_split", {"s1"}, config);
+    ASSERT_EQ(server.client().Put("/fhir/s1/Patient/p", R"({"resourceType":"Patient","id":"p"})").status, 201);
+    ASSERT_TRUE(server.app().audit()->Drain(seconds(30))) << "published";
+    pqxx::connection conn(TestServer::Dsn(db));
+    auto count = [&] {
+      pqxx::nontransaction tx(conn);
+      return tx.exec_params1("SELECT count(*) FROM ledger_entries WHERE tenant_id = 's1'")[0].as<int>();
+    };
+    std::this_thread::sleep_for(seconds(2));
+    EXPECT_EQ(count(), 0) << "the server consumed its own events";
+
+    auto signer = ledger::Signer::FromPemFile((dir / "service-key.pem").string(), /*create=*/true);
+    ASSERT_TRUE(signer.ok()) << signer.status();
+    auto store = ledger::LedgerStore::Open(TestServer::Dsn(db), std::shared_ptr<ledger::Signer>(std::move(*signer)));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto index = audit::AuditIndex::Open(TestServer::Dsn(db));
+    ASSERT_TRUE(index.ok());
+    audit::LedgerSink sink(**store, index->get());
+    auto service = audit::AuditConsumer::Start(kafka.Config(), sink);
+    ASSERT_TRUE(service.ok()) << service.status();
+    // The tenant's creation and the update-as-create.
+    EXPECT_TRUE(WaitFor([&] { return count() == 2; }, seconds(60))) << count();
+    (*service)->Stop();
+    auto verified = (*store)->Verify("s1");
+    ASSERT_TRUE(verified.ok());
+    EXPECT_TRUE(verified->ok);
+  }
+  pqxx::connection admin(TestServer::Dsn("postgres"));
+  pqxx::nontransaction tx(admin);
+  tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "medgrid/audit/auditing_api.h"
 #include "medgrid/audit/pipeline.h"
+#include "medgrid/audit/service.h"
 #include "medgrid/audit/sink.h"
 #include "medgrid/audit/spool.h"
 #include "change_events.h"
@@ -79,6 +80,8 @@ Flags (all --name=value):
   --audit-dsn           DSN of the audit ledger database (default: admin DSN with dbname=medgrid_audit)
   --audit-key-file      Ed25519 PEM key that signs ledger tree heads, created when missing
                         (default <audit-spool-dir>/ledger-signing-key.pem)
+  --audit-consumer      on|off: with Kafka, also consume medgrid.audit.events into the ledger
+                        (default on; off when medgrid-audit processes do it)
   --audit-spool-max-bytes  audit events waiting for the ledger at most (default 1073741824)
   --kafka-brokers       Kafka bootstrap servers; empty (the default) delivers events in-process
   --kafka-property      name=value, a librdkafka property for every producer and consumer (repeatable)
@@ -150,6 +153,9 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       c.audit.spool_dir = value;
     } else if (name == "audit-dsn") {
       c.audit.dsn = value;
+    } else if (name == "audit-consumer") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.audit.consume = value == "on";
     } else if (name == "audit-key-file") {
       c.audit.key_file = value;
     } else if (name == "audit-spool-max-bytes") {
@@ -184,7 +190,7 @@ struct App::Impl {
   std::unique_ptr<audit::AuditIndex> audit_index;
   std::unique_ptr<audit::LedgerSink> ledger_sink;
   std::unique_ptr<audit::AuditSink> kafka_audit_sink;  // with brokers: the pipeline's sink
-  std::unique_ptr<events::ConsumerLoop> audit_consumer;  // with brokers: Kafka into ledger_sink
+  std::unique_ptr<audit::AuditConsumer> audit_consumer;  // with brokers: Kafka into ledger_sink
   std::unique_ptr<audit::AuditPipeline> audit;
   std::unique_ptr<audit::AuditingFhirApi> audited;
   std::unique_ptr<gateway::Gateway> gateway;
@@ -238,13 +244,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     if (!config.kafka.brokers.empty()) {
       ASSIGN_OR_RETURN(s.kafka_audit_sink, audit::KafkaAuditSink::Create(config.kafka));
       sink = s.kafka_audit_sink.get();
-      ASSIGN_OR_RETURN(std::unique_ptr<events::Consumer> consumer,
-                       events::Consumer::Create(config.kafka, "medgrid-audit"));
-      RETURN_IF_ERROR(consumer->Subscribe({audit::kAuditTopic}));
-      s.audit_consumer = std::make_unique<events::ConsumerLoop>("audit", std::move(consumer),
-                                                                audit::AuditMessageHandler(*s.ledger_sink), 1000);
-      s.audit_consumer->Start();
-      s.changes->Watch(s.audit_consumer.get());
+      if (a.consume) {
+        ASSIGN_OR_RETURN(s.audit_consumer, audit::AuditConsumer::Start(config.kafka, *s.ledger_sink));
+        s.changes->Watch(&s.audit_consumer->loop());
+      }
     }
     s.audit = std::make_unique<audit::AuditPipeline>(
         *s.spool, *sink,

@@ -39,6 +39,9 @@ struct AuditConfig {
   // Empty: <spool_dir>/ledger-signing-key.pem.
   std::string key_file;
   uint64_t spool_max_bytes = uint64_t{1} << 30;
+  // With Kafka: whether this process also runs the audit consumer (Kafka
+  // into the ledger), or leaves that to medgrid-audit processes.
+  bool consume = true;
 };
 
 struct AppConfig {
