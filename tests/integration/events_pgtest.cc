@@ -343,6 +343,37 @@ TEST_F(RelayTest, HandlerFailuresHoldLaterVersionsOfTheResourceBack) {
   EXPECT_EQ(Backlog(), 0);
 }
 
+// A handler that refuses every change of one resource.
+class RefusesOne final : public events::ChangeHandler {
+ public:
+  explicit RefusesOne(std::string key) : key_(std::move(key)) {}
+  absl::Status Handle(const events::ChangeEvent& e) override {
+    if (e.Key() == key_) return absl::UnavailableError("refused by the test");
+    ++accepted_;
+    return absl::OkStatus();
+  }
+  int accepted() const { return accepted_; }
+
+ private:
+  const std::string key_;
+  int accepted_ = 0;
+};
+
+TEST_F(RelayTest, OneResourcesFailingChangeDoesNotHoldTheOthersBack) {
+  for (int i = 0; i < 10; ++i) Create(core::StrCat("q", i));
+  RefusesOne handler("r1/Patient/q3");
+  events::HandlerSink sink(handler);
+  events::OutboxRelay relay(Outbox(), sink, clock_);
+  auto moved = relay.RunOnce();
+  ASSERT_TRUE(moved.ok()) << "a round that delivered some is not a failure: " << moved.status();
+  EXPECT_EQ(*moved, 9);
+  EXPECT_EQ(handler.accepted(), 9);
+  EXPECT_EQ(Backlog(), 1);
+  // Only the refused one is left, and now the round fails (the relay pauses).
+  EXPECT_EQ(relay.RunOnce().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(relay.stats().failed, 2u);
+}
+
 TEST(KafkaEvents, TenThousandChangesSurviveProduceErrorsAndABrokerOutageInOrderOnce) {
   MockKafka kafka;
   kafka.CreateTopic(events::kResourceChangedTopic, 6);

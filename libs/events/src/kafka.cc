@@ -47,7 +47,42 @@ rd_kafka_topic_partition_list_t* ListOf(const std::map<std::pair<std::string, in
   return list;
 }
 
+// The number of partitions of `topic` (metadata through `rk`'s brokers).
+absl::StatusOr<int> PartitionCount(rd_kafka_t* rk, const std::string& topic, Ms timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(core::StrCat("No metadata for ", topic), err);
+  absl::StatusOr<int> count = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR
+                                  ? absl::StatusOr<int>(md->topics[0].partition_cnt)
+                                  : absl::NotFoundError(core::StrCat("Kafka topic ", topic, " is not known"));
+  rd_kafka_metadata_destroy(md);
+  return count;
+}
+
 }  // namespace
+
+struct Producer::Handle {
+  rd_kafka_t* rk = nullptr;
+  ~Handle() {
+    if (rk == nullptr) return;
+    rd_kafka_flush(rk, 5000);
+    rd_kafka_destroy(rk);
+  }
+};
+
+struct Consumer::Handle {
+  rd_kafka_t* rk = nullptr;
+  ~Handle() {
+    if (rk == nullptr) return;
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+  }
+};
+
+Producer::Producer() : handle_(std::make_unique<Handle>()) {}
+Consumer::Consumer() : handle_(std::make_unique<Handle>()) {}
 
 absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const KafkaConfig& config) {
   std::unique_ptr<Producer> p(new Producer());
@@ -64,23 +99,20 @@ absl::StatusOr<std::unique_ptr<Producer>> Producer::Create(const KafkaConfig& co
   if (rd_kafka_conf_get(conf, "message.timeout.ms", value, &size) == RD_KAFKA_CONF_OK) {
     p->message_timeout_ = Ms(std::stoll(value));
   }
-  rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t* rk, const rd_kafka_message_t* m, void* opaque) {
-    OnDelivery(rk, m, opaque);
+  rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    OnDelivery(m, opaque);
   });
   rd_kafka_conf_set_opaque(conf, p.get());
   char errstr[512];
-  p->rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (p->rk_ == nullptr) return absl::InvalidArgumentError(core::StrCat("Kafka producer: ", errstr));
+  p->handle_->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (p->handle_->rk == nullptr) return absl::InvalidArgumentError(core::StrCat("Kafka producer: ", errstr));
   return p;
 }
 
-Producer::~Producer() {
-  if (rk_ == nullptr) return;
-  rd_kafka_flush(rk_, 5000);
-  rd_kafka_destroy(rk_);
-}
+// The handle goes first, while the report slots are still there.
+Producer::~Producer() { handle_.reset(); }
 
-void Producer::OnDelivery(rd_kafka_s*, const void* message, void* opaque) {
+void Producer::OnDelivery(const void* message, void* opaque) {
   const auto* m = static_cast<const rd_kafka_message_t*>(message);
   auto* self = static_cast<Producer*>(opaque);
   std::lock_guard lock(self->mu_);
@@ -107,11 +139,11 @@ std::vector<absl::Status> Producer::Publish(const std::vector<OutMessage>& messa
     const OutMessage& m = messages[i];
     for (;;) {
       rd_kafka_resp_err_t err = rd_kafka_producev(
-          rk_, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
+          handle_->rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(ids[i]))), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-        rd_kafka_poll(rk_, 10);
+        rd_kafka_poll(handle_->rk, 10);
         continue;
       }
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -131,7 +163,7 @@ std::vector<absl::Status> Producer::Publish(const std::vector<OutMessage>& messa
       if (remaining == 0) break;
     }
     if (std::chrono::steady_clock::now() >= deadline) break;
-    rd_kafka_poll(rk_, 20);
+    rd_kafka_poll(handle_->rk, 20);
   }
   std::lock_guard lock(mu_);
   for (uint64_t id : ids) slots_.erase(id);
@@ -140,7 +172,7 @@ std::vector<absl::Status> Producer::Publish(const std::vector<OutMessage>& messa
 
 bool Producer::fatal() const {
   char reason[256];
-  return rd_kafka_fatal_error(rk_, reason, sizeof reason) != RD_KAFKA_RESP_ERR_NO_ERROR;
+  return rd_kafka_fatal_error(handle_->rk, reason, sizeof reason) != RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(const KafkaConfig& config, const std::string& group_id) {
@@ -154,35 +186,31 @@ absl::StatusOr<std::unique_ptr<Consumer>> Consumer::Create(const KafkaConfig& co
                                    error);
   if (conf == nullptr) return absl::InvalidArgumentError(error);
   char errstr[512];
-  c->rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-  if (c->rk_ == nullptr) return absl::InvalidArgumentError(core::StrCat("Kafka consumer: ", errstr));
-  rd_kafka_poll_set_consumer(c->rk_);
+  c->handle_->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (c->handle_->rk == nullptr) return absl::InvalidArgumentError(core::StrCat("Kafka consumer: ", errstr));
+  rd_kafka_poll_set_consumer(c->handle_->rk);
   return c;
 }
 
-Consumer::~Consumer() {
-  if (rk_ == nullptr) return;
-  rd_kafka_consumer_close(rk_);
-  rd_kafka_destroy(rk_);
-}
+Consumer::~Consumer() = default;
 
 absl::Status Consumer::Assign(const std::string& topic, std::vector<int32_t> partitions) {
   if (partitions.empty()) {
-    absl::StatusOr<int> count = PartitionCount(rk_, topic, Ms(10000));
+    absl::StatusOr<int> count = PartitionCount(handle_->rk, topic, Ms(10000));
     if (!count.ok()) return count.status();
     for (int32_t p = 0; p < *count; ++p) partitions.push_back(p);
   }
   std::map<std::pair<std::string, int32_t>, int64_t> offsets;
   for (int32_t p : partitions) offsets[{topic, p}] = RD_KAFKA_OFFSET_STORED;
   rd_kafka_topic_partition_list_t* list = ListOf(offsets);
-  rd_kafka_resp_err_t err = rd_kafka_assign(rk_, list);
+  rd_kafka_resp_err_t err = rd_kafka_assign(handle_->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   return err == RD_KAFKA_RESP_ERR_NO_ERROR ? absl::OkStatus() : KafkaError("Assign failed", err);
 }
 
 absl::Status Consumer::AssignFromTime(const std::string& topic, std::chrono::system_clock::time_point since,
                                       Ms timeout) {
-  absl::StatusOr<int> count = PartitionCount(rk_, topic, timeout);
+  absl::StatusOr<int> count = PartitionCount(handle_->rk, topic, timeout);
   if (!count.ok()) return count.status();
   const int64_t since_ms = std::chrono::duration_cast<Ms>(since.time_since_epoch()).count();
   std::map<std::pair<std::string, int32_t>, int64_t> times;
@@ -190,14 +218,14 @@ absl::Status Consumer::AssignFromTime(const std::string& topic, std::chrono::sys
   rd_kafka_topic_partition_list_t* list = ListOf(times);
   // Each partition's offset becomes that of its first message at or after
   // the time (or its end, when there is none yet).
-  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_, list, static_cast<int>(timeout.count()));
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(handle_->rk, list, static_cast<int>(timeout.count()));
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     for (int i = 0; i < list->cnt; ++i) {
       if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) err = list->elems[i].err;
       if (list->elems[i].offset < 0) list->elems[i].offset = RD_KAFKA_OFFSET_END;
     }
   }
-  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_assign(rk_, list);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_assign(handle_->rk, list);
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) commits_ = false;
   rd_kafka_topic_partition_list_destroy(list);
   return err == RD_KAFKA_RESP_ERR_NO_ERROR ? absl::OkStatus() : KafkaError("Assign by time failed", err);
@@ -207,14 +235,14 @@ absl::Status Consumer::Subscribe(const std::vector<std::string>& topics) {
   std::map<std::pair<std::string, int32_t>, int64_t> names;
   for (const std::string& t : topics) names[{t, RD_KAFKA_PARTITION_UA}] = 0;
   rd_kafka_topic_partition_list_t* list = ListOf(names);
-  rd_kafka_resp_err_t err = rd_kafka_subscribe(rk_, list);
+  rd_kafka_resp_err_t err = rd_kafka_subscribe(handle_->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   return err == RD_KAFKA_RESP_ERR_NO_ERROR ? absl::OkStatus() : KafkaError("Subscribe failed", err);
 }
 
 absl::StatusOr<int> Consumer::Poll(const Handler& handle, int max, Ms timeout) {
   std::vector<rd_kafka_message_t*> batch;
-  rd_kafka_message_t* m = rd_kafka_consumer_poll(rk_, static_cast<int>(timeout.count()));
+  rd_kafka_message_t* m = rd_kafka_consumer_poll(handle_->rk, static_cast<int>(timeout.count()));
   while (m != nullptr) {
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       batch.push_back(m);
@@ -225,7 +253,7 @@ absl::StatusOr<int> Consumer::Poll(const Handler& handle, int max, Ms timeout) {
       rd_kafka_message_destroy(m);
     }
     if (static_cast<int>(batch.size()) >= max) break;
-    m = rd_kafka_consumer_poll(rk_, 0);
+    m = rd_kafka_consumer_poll(handle_->rk, 0);
   }
   if (batch.empty()) return 0;
   std::vector<InMessage> messages;
@@ -246,12 +274,12 @@ absl::StatusOr<int> Consumer::Poll(const Handler& handle, int max, Ms timeout) {
   absl::Status handled = handle(messages);
   rd_kafka_topic_partition_list_t* list = ListOf(handled.ok() ? next : first);
   if (!handled.ok()) {
-    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_, list, 10000); e != nullptr) {
+    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(handle_->rk, list, 10000); e != nullptr) {
       core::Log(core::LogLevel::kWarn, "kafka.seek_failed", {{"error", rd_kafka_error_string(e)}});
       rd_kafka_error_destroy(e);
     }
   } else if (commits_) {
-    rd_kafka_resp_err_t err = rd_kafka_commit(rk_, list, /*async=*/0);
+    rd_kafka_resp_err_t err = rd_kafka_commit(handle_->rk, list, /*async=*/0);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) handled = KafkaError("Commit failed", err);
   }
   rd_kafka_topic_partition_list_destroy(list);
@@ -261,16 +289,16 @@ absl::StatusOr<int> Consumer::Poll(const Handler& handle, int max, Ms timeout) {
 
 absl::StatusOr<std::map<std::pair<std::string, int32_t>, int64_t>> Consumer::Lag(Ms timeout) {
   rd_kafka_topic_partition_list_t* assigned = nullptr;
-  rd_kafka_resp_err_t err = rd_kafka_assignment(rk_, &assigned);
+  rd_kafka_resp_err_t err = rd_kafka_assignment(handle_->rk, &assigned);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError("No assignment", err);
-  rd_kafka_position(rk_, assigned);
+  rd_kafka_position(handle_->rk, assigned);
   rd_kafka_topic_partition_list_t* committed = rd_kafka_topic_partition_list_copy(assigned);
-  rd_kafka_committed(rk_, committed, static_cast<int>(timeout.count()));
+  rd_kafka_committed(handle_->rk, committed, static_cast<int>(timeout.count()));
   std::map<std::pair<std::string, int32_t>, int64_t> lag;
   for (int i = 0; i < assigned->cnt; ++i) {
     const rd_kafka_topic_partition_t& p = assigned->elems[i];
     int64_t low = 0, high = 0;
-    err = rd_kafka_query_watermark_offsets(rk_, p.topic, p.partition, &low, &high, static_cast<int>(timeout.count()));
+    err = rd_kafka_query_watermark_offsets(handle_->rk, p.topic, p.partition, &low, &high, static_cast<int>(timeout.count()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
     int64_t position = p.offset >= 0 ? p.offset : committed->elems[i].offset;
     if (position < 0) position = low;
@@ -279,19 +307,6 @@ absl::StatusOr<std::map<std::pair<std::string, int32_t>, int64_t>> Consumer::Lag
   rd_kafka_topic_partition_list_destroy(committed);
   rd_kafka_topic_partition_list_destroy(assigned);
   return lag;
-}
-
-absl::StatusOr<int> PartitionCount(rd_kafka_s* rk, const std::string& topic, Ms timeout) {
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
-  const rd_kafka_metadata_t* md = nullptr;
-  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, static_cast<int>(timeout.count()));
-  rd_kafka_topic_destroy(rkt);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(core::StrCat("No metadata for ", topic), err);
-  absl::StatusOr<int> count = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR
-                                  ? absl::StatusOr<int>(md->topics[0].partition_cnt)
-                                  : absl::NotFoundError(core::StrCat("Kafka topic ", topic, " is not known"));
-  rd_kafka_metadata_destroy(md);
-  return count;
 }
 
 }  // namespace medgrid::events

@@ -122,7 +122,9 @@ absl::StatusOr<int> OutboxRelay::RunOnce() {
               {{"shard", outbox_->shard()},
                {"failed", std::to_string(events.size() - delivered.size())},
                {"error", std::string(first_failure.message())}});
-    return first_failure;
+    // Only a round that delivered nothing is a failure (and makes the relay
+    // pause): one resource's failing change must not slow the others.
+    if (delivered.empty()) return first_failure;
   }
   return static_cast<int>(delivered.size());
 }

@@ -21,8 +21,6 @@
 
 #include "absl/status/statusor.h"
 
-struct rd_kafka_s;
-
 namespace medgrid::events {
 
 struct KafkaConfig {
@@ -42,7 +40,7 @@ struct OutMessage {
 class Producer {
  public:
   static absl::StatusOr<std::unique_ptr<Producer>> Create(const KafkaConfig& config);
-  ~Producer();
+  ~Producer();  // waits up to 5 s for messages still queued
 
   // Produces `messages` in order and waits for their delivery reports: one
   // status per message, OK once every in-sync replica has it. Waits at most
@@ -55,10 +53,13 @@ class Producer {
   bool fatal() const;
 
  private:
-  Producer() = default;
-  static void OnDelivery(rd_kafka_s* rk, const void* message, void* opaque);
+  struct Handle;  // the librdkafka handle (kafka.cc)
+  Producer();
+  // librdkafka's delivery report callback: `message` is the report, `opaque`
+  // the Producer.
+  static void OnDelivery(const void* message, void* opaque);
 
-  rd_kafka_s* rk_ = nullptr;
+  std::unique_ptr<Handle> handle_;
   std::chrono::milliseconds message_timeout_{30000};
   std::mutex publish_mu_;  // one Publish at a time
   // The current Publish call's report slots, by the number each message
@@ -114,12 +115,10 @@ class Consumer {
   absl::StatusOr<std::map<std::pair<std::string, int32_t>, int64_t>> Lag(std::chrono::milliseconds timeout);
 
  private:
-  Consumer() = default;
-  rd_kafka_s* rk_ = nullptr;
+  struct Handle;  // the librdkafka handle (kafka.cc)
+  Consumer();
+  std::unique_ptr<Handle> handle_;
   bool commits_ = true;  // false once positioned by time
 };
-
-// The number of partitions of `topic` (metadata through any handle's brokers).
-absl::StatusOr<int> PartitionCount(rd_kafka_s* rk, const std::string& topic, std::chrono::milliseconds timeout);
 
 }  // namespace medgrid::events

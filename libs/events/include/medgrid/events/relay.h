@@ -9,9 +9,9 @@
 // confirmed; a failed change holds its resource's later ones back. Changes of
 // different resources go out together.
 //
-// Failures: rows whose delivery failed stay in the outbox, and the relay
-// tries again after a pause growing from 100 ms to 5 s, however long the
-// outage. A relay that dies after delivering and before removing sends those
+// Failures: rows whose delivery failed stay in the outbox. A round that
+// delivered nothing makes the relay pause, from 100 ms growing to 5 s,
+// however long the outage; a round that delivered some goes straight on. A relay that dies after delivering and before removing sends those
 // changes again: consumers see them twice, with the same event id.
 #pragma once
 
@@ -92,7 +92,7 @@ class OutboxRelay {
 
   // One round on the calling thread (with the thread stopped): leads if it
   // can, reads, delivers, removes. Returns the changes delivered (0 while
-  // another relay leads).
+  // another relay leads), or the first delivery error when none was.
   absl::StatusOr<int> RunOnce();
 
   struct Stats {
