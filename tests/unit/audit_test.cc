@@ -177,14 +177,17 @@ TEST(AuditEvent, FailedSearchKeepsItsQuery) {
   in.http_status = 400;
   in.type = "Patient";
   in.query = "name=smith&bogus=1";
-  const json::value e = json::parse(AuditEventJson(in, NewEventId(), "medgrid test"));
+  const json::value e = json::parse(AuditEventJson(in, NewEventId(in.recorded), "medgrid test"));
   EXPECT_EQ(e.at("outcome"), "4");
   EXPECT_EQ(e.at("agent").at(0).at("who").at("display"), "anonymous");
   const json::value& query = e.at("entity").at(0);
   EXPECT_EQ(query.at("role").at("code"), "24");
   EXPECT_EQ(query.at("query"), "bmFtZT1zbWl0aCZib2d1cz0x");  // base64 of the query string
-  EXPECT_NE(NewEventId(), NewEventId());
-  EXPECT_EQ(NewEventId().size(), 36u);
+  const core::TimePoint t = core::FromUnixMicros(1'700'000'000'000'000);
+  EXPECT_NE(NewEventId(t), NewEventId(t));
+  EXPECT_EQ(NewEventId(t).size(), 36u);
+  EXPECT_LT(NewEventId(t), NewEventId(t + std::chrono::milliseconds(1))) << "later ids sort later";
+  EXPECT_EQ(NewEventId(t).substr(14, 1), "7") << "UUID version 7";
 }
 
 TEST(AuditEvent, AnAgentThatIsAReferenceIsRecordedAndIndexedAsOne) {
@@ -201,7 +204,7 @@ TEST(AuditEvent, AnAgentThatIsAReferenceIsRecordedAndIndexedAsOne) {
   in.agent = "Practitioner/p-1";
   in.patients = {"Patient/a", "Patient/b"};
   in.recorded = core::FromUnixMicros(1'700'000'000'000'000);
-  const json::value e = json::parse(AuditEventJson(in, NewEventId(), "medgrid test"));
+  const json::value e = json::parse(AuditEventJson(in, NewEventId(in.recorded), "medgrid test"));
   EXPECT_EQ(e.at("agent").at(0).at("who").at("reference"), "Practitioner/p-1");
   EventFacts back;
   ASSERT_TRUE(ParseFactsLine(FactsLine(FactsOf(in, "e1")), back));

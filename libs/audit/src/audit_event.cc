@@ -1,7 +1,5 @@
 #include "medgrid/audit/audit_event.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <cctype>
 
@@ -52,20 +50,7 @@ const char* ActionName(char action) {
 
 }  // namespace
 
-std::string NewEventId() {
-  unsigned char b[16];
-  RAND_bytes(b, sizeof b);
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-    out.push_back(kHex[b[i] >> 4]);
-    out.push_back(kHex[b[i] & 15]);
-  }
-  return out;
-}
+std::string NewEventId(core::TimePoint now) { return core::TimeOrderedId(now); }
 
 std::vector<std::string> PatientReferences(std::string_view text, std::size_t limit) {
   std::vector<std::string> out;

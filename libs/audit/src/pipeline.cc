@@ -54,7 +54,7 @@ void AuditPipeline::Stop() {
 }
 
 bool AuditPipeline::Record(const Interaction& interaction) {
-  const std::string id = NewEventId();
+  const std::string id = NewEventId(interaction.recorded);
   const std::string record = core::StrCat(interaction.tenant, "\n", id, "\n", FactsLine(FactsOf(interaction, id)), "\n",
                                           AuditEventJson(interaction, id, source_));
   absl::Status s = spool_.Append(record);

@@ -2,6 +2,7 @@
 
 #include <ctime>
 #include <limits>
+#include <random>
 
 #include "fmt/format.h"
 
@@ -20,6 +21,17 @@ void SimulatedClock::Advance(std::chrono::microseconds d) {
 void SimulatedClock::Set(TimePoint t) {
   std::lock_guard lock(mu_);
   now_ = t;
+}
+
+std::string TimeOrderedId(TimePoint now) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const uint64_t ms = static_cast<uint64_t>(ToUnixMicros(now) / 1000);
+  const uint64_t r1 = rng();
+  const uint64_t r2 = rng();
+  const uint64_t hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);
+  const uint64_t lo = (r2 & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
+                     lo & 0xffffffffffffULL);
 }
 
 TimePoint FromUnixMicros(int64_t micros) {

@@ -21,19 +21,6 @@ constexpr int kMaxHistoryCount = 1000;
 
 }  // namespace
 
-// A UUIDv7-style id: time-ordered, so new rows land at the right edge of the
-// primary-key index instead of scattering across it.
-std::string NewId(core::TimePoint now) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t ms = static_cast<uint64_t>(core::ToUnixMicros(now) / 1000);
-  uint64_t r1 = rng();
-  uint64_t r2 = rng();
-  uint64_t hi = (ms << 16) | 0x7000 | (r1 & 0x0fff);
-  uint64_t lo = (r2 & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff, lo >> 48,
-                     lo & 0xffffffffffffULL);
-}
-
 namespace {
 
 absl::Status Gone(const std::string& type, const std::string& id, int64_t version) {
@@ -161,7 +148,7 @@ absl::StatusOr<FhirEngine::PreparedCreate> FhirEngine::PrepareCreate(const std::
   // before validation so a malformed one cannot fail the request.
   resource.get_object().erase("id");
   RETURN_IF_ERROR(ValidateResource(tenant, resource, 400));
-  std::string id = NewId(clock_.Now());
+  std::string id = core::TimeOrderedId(clock_.Now());
   auto shared = std::make_shared<const json::value>(std::move(resource));
   store::BodyFn stamp = [this, shared, id, type, tenant](const auto&, int64_t version, core::TimePoint now) {
     return absl::StatusOr<store::StoredBody>(Stored(tenant, *shared, type, id, version, now));

@@ -9,8 +9,6 @@
 
 namespace medgrid::engine {
 
-// A new server-assigned resource id (UUIDv7-style, time-ordered).
-std::string NewId(core::TimePoint now);
 
 ResourceResult ToResult(store::ResourceVersion&& v);
 

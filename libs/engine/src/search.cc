@@ -443,7 +443,7 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& 
                     .Issue("invalid");
               }
             } else {
-              id = body_id.empty() ? NewId(clock_.Now()) : body_id;
+              id = body_id.empty() ? core::TimeOrderedId(clock_.Now()) : body_id;
               created = true;
             }
             resource_ptr->get_object()["id"] = id;

@@ -42,8 +42,10 @@ std::string AuditEventJson(const Interaction& interaction, const std::string& ev
 // name, a valid FHIR id): how agents are named.
 bool IsReference(std::string_view text);
 
-// A random UUID (v4), as AuditEvent ids.
-std::string NewEventId();
+// An AuditEvent id for an event recorded at `now`: a time-ordered UUID
+// (core::TimeOrderedId), so that the ledger's and the search index's keys on
+// it take new ids at their right edge.
+std::string NewEventId(core::TimePoint now);
 
 // The distinct "Patient/<id>" references in a resource's JSON text, at most
 // `limit`: the patients a resource is about.
