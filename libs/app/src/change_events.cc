@@ -26,10 +26,7 @@ absl::StatusOr<std::unique_ptr<ChangeEvents>> ChangeEvents::Start(const events::
                                                                  const std::string& consumer_group,
                                                                  prometheus::Registry& metrics) {
   std::unique_ptr<ChangeEvents> c(new ChangeEvents(metrics));
-  if (kafka.brokers.empty()) {
-    c->sink_ = std::make_unique<events::HandlerSink>(c->bus_);
-  } else {
-    ASSIGN_OR_RETURN(c->sink_, events::KafkaSink::Create(kafka));
+  if (!kafka.brokers.empty()) {
     // This process's consumers want the changes made since it started:
     // what it caches, it caches after that (no group, no history).
     ASSIGN_OR_RETURN(std::unique_ptr<events::Consumer> consumer, events::Consumer::Create(kafka, consumer_group));
@@ -49,8 +46,17 @@ absl::StatusOr<std::unique_ptr<ChangeEvents>> ChangeEvents::Start(const events::
     return t.ok() && t->events_include_body;
   };
   for (store::ResourceStore* shard : store.AllShards()) {
+    // A sink (a producer) per relay: the relays' rounds do not wait on each
+    // other's delivery reports.
+    std::unique_ptr<events::ChangeSink> sink;
+    if (kafka.brokers.empty()) {
+      sink = std::make_unique<events::HandlerSink>(c->bus_);
+    } else {
+      ASSIGN_OR_RETURN(sink, events::KafkaSink::Create(kafka));
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<store::Outbox> outbox, shard->OpenOutbox());
-    c->relays_.push_back(std::make_unique<events::OutboxRelay>(std::move(outbox), *c->sink_, clock, options));
+    c->relays_.push_back(std::make_unique<events::OutboxRelay>(std::move(outbox), *sink, clock, options));
+    c->sinks_.push_back(std::move(sink));
     c->relays_.back()->Start();
   }
   core::Log(core::LogLevel::kInfo, "events.on",

@@ -46,7 +46,7 @@ class ChangeEvents {
 
   events::ChangeBus bus_;
   events::VersionDeduper seen_;
-  std::unique_ptr<events::ChangeSink> sink_;
+  std::vector<std::unique_ptr<events::ChangeSink>> sinks_;  // one per relay, declared first: relays use them
   std::vector<std::unique_ptr<events::OutboxRelay>> relays_;
   std::unique_ptr<events::ConsumerLoop> consumer_;
   std::vector<const events::ConsumerLoop*> watched_;  // consumer_ and others, for metrics

@@ -50,7 +50,8 @@ class HandlerSink final : public ChangeSink {
 };
 
 // To Kafka: EncodeChange on `topic`, keyed by ChangeEvent::Key. A producer
-// that hit a fatal error is replaced before the next batch.
+// that hit a fatal error is replaced before the next batch. One relay's:
+// Deliver is not to be called from two threads at once.
 class KafkaSink final : public ChangeSink {
  public:
   static absl::StatusOr<std::unique_ptr<KafkaSink>> Create(const KafkaConfig& config,
