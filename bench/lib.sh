@@ -1,6 +1,6 @@
-# Shell functions shared by the benchmark scripts (crud.sh, search.sh), which
-# source deploy/local/lib.sh first and define say, die, $tmp (server.log lives
-# there) and $pg_port before calling these.
+# Shell functions shared by the benchmark scripts, which source
+# deploy/local/lib.sh first and define say and die (and, for the server
+# functions, $tmp, where server.log lives, and $pg_port) before calling these.
 
 psql_db() { local db=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d "$db" "$@"; }
 
@@ -55,4 +55,28 @@ bench_stop_server() {
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+}
+
+# bench_with_private_pg TARGET DB ARG...: runs the benchmark binary
+# build/release/bench/TARGET (built first if missing) with ARG... and
+# --dsn for database DB (created unless it is postgres) of a private
+# PostgreSQL on a free loopback port in a temporary directory, which is
+# stopped and removed afterwards, even on failure. Prints the machine first.
+bench_with_private_pg() {
+  local target=$1 db=$2 bin
+  shift 2
+  bin=$root/build/release/bench/$target
+  if [ ! -x "$bin" ]; then
+    say "building $target"
+    cmake --preset release >/dev/null
+    cmake --build build/release --target "$target" >/dev/null
+  fi
+  tmp=$(mktemp -d -t "medgrid-$target.XXXXXX")
+  chmod 755 "$tmp"  # the postgres user must reach its data directory
+  trap 'rc=$?; pg_stop "$tmp/pg"; rm -rf "$tmp"; exit $rc' EXIT
+  pg_port=$(free_port)
+  pg_start "$tmp/pg" "$pg_port" || die "PostgreSQL did not start"
+  if [ "$db" != postgres ]; then psql_db postgres -c "CREATE DATABASE $db" || die "cannot create the database"; fi
+  say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$bin" --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=$db" "$@"
 }

@@ -16,29 +16,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # shellcheck source-path=SCRIPTDIR/..
 source deploy/local/lib.sh
+source bench/lib.sh
 
 say() { printf '[outbox] %s\n' "$*" >&2; }
 die() { printf '[outbox] FAILED: %s\n' "$*" >&2; exit 1; }
 
-bin=$root/build/release/bench/outbox_bench
-if [ ! -x "$bin" ]; then
-  say "building outbox_bench"
-  cmake --preset release >/dev/null
-  cmake --build build/release --target outbox_bench >/dev/null
-fi
-
-tmp=$(mktemp -d -t medgrid-outbox.XXXXXX)
-chmod 755 "$tmp"  # the postgres user must reach its data directory
-cleanup() {
-  local rc=$?
-  pg_stop "$tmp/pg"
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-
-port=$(free_port)
-pg_start "$tmp/pg" "$port" || die "PostgreSQL did not start"
-say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin" --dsn "host=127.0.0.1 port=$port user=postgres dbname=postgres" --changes "${BENCH_CHANGES:-100000}" \
+bench_with_private_pg outbox_bench postgres --changes "${BENCH_CHANGES:-100000}" \
   --writers "${BENCH_WRITERS:-8}" --duration-s "${BENCH_DURATION:-15}" --seed "${BENCH_SEED:-42}"
