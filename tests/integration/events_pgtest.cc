@@ -54,8 +54,13 @@ class MockKafka {
     rd_kafka_mock_cluster_destroy(cluster_);
     rd_kafka_destroy(host_);
   }
+  // Partition p is led by broker p % 3 + 1, so that every broker leads some
+  // (the mock cluster picks leaders at random otherwise).
   void CreateTopic(const std::string& name, int partitions) {
     ASSERT_EQ(rd_kafka_mock_topic_create(cluster_, name.c_str(), partitions, 3), RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int p = 0; p < partitions; ++p) {
+      ASSERT_EQ(rd_kafka_mock_partition_set_leader(cluster_, name.c_str(), p, p % 3 + 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
   }
   events::KafkaConfig Config() const {
     events::KafkaConfig c;

@@ -1,8 +1,12 @@
+#include <atomic>
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "medgrid/core/worker.h"
 
 namespace medgrid::core {
 namespace {
@@ -63,4 +67,47 @@ TEST(Logging, EscapesJson) {
 }
 
 }  // namespace
+TEST(Worker, RunsItsStepUntilTheStepEndsIt) {
+  std::atomic<int> runs{0};
+  core::Worker worker([&]() -> std::optional<std::chrono::milliseconds> {
+    if (++runs == 3) return std::nullopt;
+    return std::chrono::milliseconds(0);
+  });
+  worker.Start();
+  while (runs.load() < 3) std::this_thread::yield();
+  worker.Stop();  // joins the thread, which ended by itself
+  EXPECT_EQ(runs.load(), 3) << "no step after the one that ended it";
+}
+
+TEST(Worker, StopWakesAPausingWorker) {
+  std::atomic<int> runs{0};
+  core::Worker worker([&] {
+    ++runs;
+    return std::optional<std::chrono::milliseconds>(std::chrono::hours(1));
+  });
+  worker.Start();
+  while (runs.load() == 0) std::this_thread::yield();
+  worker.Stop();  // would hang for an hour without the wake-up
+  EXPECT_EQ(runs.load(), 1);
+  worker.Stop();  // again: a no-op
+}
+
+TEST(Worker, BackoffDoublesFrom100MsTo5s) {
+  using Ms = std::chrono::milliseconds;
+  EXPECT_EQ(core::NextBackoff(Ms(0)), Ms(100));
+  EXPECT_EQ(core::NextBackoff(Ms(100)), Ms(200));
+  EXPECT_EQ(core::NextBackoff(Ms(4000)), Ms(5000));
+  EXPECT_EQ(core::NextBackoff(Ms(5000)), Ms(5000));
+}
+
+TEST(Ids, TimeOrderedIdsSortByTimeAndAreUuidV7) {
+  const core::TimePoint t = core::FromUnixMicros(1'700'000'000'000'000);
+  const std::string a = core::TimeOrderedId(t);
+  EXPECT_EQ(a.size(), 36u);
+  EXPECT_EQ(a[14], '7');
+  EXPECT_NE(a, core::TimeOrderedId(t));
+  EXPECT_LT(a, core::TimeOrderedId(t + std::chrono::milliseconds(1)));
+  EXPECT_EQ(a.substr(0, 8), "018bcfe5") << "the first 32 of 48 bits of Unix milliseconds";
+}
+
 }  // namespace medgrid::core

@@ -1,7 +1,5 @@
 #include "medgrid/events/consumer_loop.h"
 
-#include <algorithm>
-
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 
@@ -17,66 +15,39 @@ ConsumerLoop::ConsumerLoop(std::string name, std::unique_ptr<Consumer> consumer,
 
 ConsumerLoop::~ConsumerLoop() { Stop(); }
 
-void ConsumerLoop::Start() {
-  std::lock_guard lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] { Run(); });
-}
-
-void ConsumerLoop::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    if (!running_) return;
-    running_ = false;
-  }
-  wake_.notify_all();
-  thread_.join();
-}
-
-void ConsumerLoop::Run() {
+std::optional<std::chrono::milliseconds> ConsumerLoop::Step() {
   using Ms = std::chrono::milliseconds;
-  Ms pause(0);
-  auto next_lag = std::chrono::steady_clock::now();
-  bool set_up = !setup_;
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (pause.count() > 0) wake_.wait_for(lock, pause, [&] { return !running_; });
-      if (!running_) return;
+  if (!set_up_ && setup_) {
+    absl::Status s = setup_(*consumer_);
+    if (!s.ok()) {
+      core::Log(core::LogLevel::kWarn, "kafka.setup_failed", {{"consumer", name_}, {"error", std::string(s.message())}});
+      return backoff_ = core::NextBackoff(backoff_);
     }
-    if (!set_up) {
-      absl::Status s = setup_(*consumer_);
-      set_up = s.ok();
-      pause = set_up ? Ms(0) : std::min(Ms(5000), std::max(Ms(100), pause * 2));
-      if (!set_up) {
-        core::Log(core::LogLevel::kWarn, "kafka.setup_failed", {{"consumer", name_}, {"error", std::string(s.message())}});
-      }
-      continue;
-    }
-    absl::StatusOr<int> handled = consumer_->Poll(handle_, batch_, Ms(100));
-    if (handled.ok()) {
-      handled_ += *handled;
-      pause = Ms(0);
-    } else {
-      ++failures_;
-      pause = std::min(Ms(5000), std::max(Ms(100), pause * 2));
-      core::Log(core::LogLevel::kWarn, "kafka.handler_failed",
-                {{"consumer", name_}, {"error", std::string(handled.status().message())}});
-    }
-    if (std::chrono::steady_clock::now() >= next_lag) {
-      next_lag = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      absl::StatusOr<std::map<std::pair<std::string, int32_t>, int64_t>> lag = consumer_->Lag(Ms(1000));
-      if (lag.ok() && !lag->empty()) {
-        int64_t total = 0;
-        for (const auto& [tp, n] : *lag) total += n;
-        lag_ = total;
-        if (total > 0) {
-          core::Log(core::LogLevel::kInfo, "kafka.consumer_lag", {{"consumer", name_}, {"lag", std::to_string(total)}});
-        }
+  }
+  set_up_ = true;
+  absl::StatusOr<int> handled = consumer_->Poll(handle_, batch_, Ms(100));
+  if (handled.ok()) {
+    handled_ += *handled;
+    backoff_ = Ms(0);
+  } else {
+    ++failures_;
+    backoff_ = core::NextBackoff(backoff_);
+    core::Log(core::LogLevel::kWarn, "kafka.handler_failed",
+              {{"consumer", name_}, {"error", std::string(handled.status().message())}});
+  }
+  if (std::chrono::steady_clock::now() >= next_lag_) {
+    next_lag_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    absl::StatusOr<std::map<std::pair<std::string, int32_t>, int64_t>> lag = consumer_->Lag(Ms(1000));
+    if (lag.ok() && !lag->empty()) {
+      int64_t total = 0;
+      for (const auto& [tp, n] : *lag) total += n;
+      lag_ = total;
+      if (total > 0) {
+        core::Log(core::LogLevel::kInfo, "kafka.consumer_lag", {{"consumer", name_}, {"lag", std::to_string(total)}});
       }
     }
   }
+  return backoff_;
 }
 
 ConsumerLoop::Stats ConsumerLoop::stats() const {

@@ -57,23 +57,6 @@ OutboxRelay::OutboxRelay(std::unique_ptr<store::Outbox> outbox, ChangeSink& sink
 
 OutboxRelay::~OutboxRelay() { Stop(); }
 
-void OutboxRelay::Start() {
-  std::lock_guard lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] { Run(); });
-}
-
-void OutboxRelay::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    if (!running_) return;
-    running_ = false;
-  }
-  wake_.notify_all();
-  thread_.join();
-}
-
 absl::StatusOr<int> OutboxRelay::RunOnce() {
   if (halted_) return absl::AbortedError("The relay was stopped before removing delivered rows");
   ASSIGN_OR_RETURN(bool leading, outbox_->TryLead());
@@ -129,24 +112,13 @@ absl::StatusOr<int> OutboxRelay::RunOnce() {
   return static_cast<int>(delivered.size());
 }
 
-void OutboxRelay::Run() {
-  std::chrono::milliseconds pause(0);
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (pause.count() > 0) wake_.wait_for(lock, pause, [&] { return !running_; });
-      if (!running_) return;
-    }
-    absl::StatusOr<int> moved = RunOnce();
-    if (halted_) return;
-    if (!moved.ok()) {
-      pause = std::min(std::chrono::milliseconds(5000), std::max(std::chrono::milliseconds(100), pause * 2));
-    } else if (!leading_) {
-      pause = options_.lead_retry;
-    } else {
-      pause = *moved == 0 ? options_.idle_poll : std::chrono::milliseconds(0);
-    }
-  }
+std::optional<std::chrono::milliseconds> OutboxRelay::Step() {
+  absl::StatusOr<int> moved = RunOnce();
+  if (halted_) return std::nullopt;
+  if (!moved.ok()) return backoff_ = core::NextBackoff(backoff_);
+  backoff_ = std::chrono::milliseconds(0);
+  if (!leading_) return options_.lead_retry;
+  return *moved == 0 ? options_.idle_poll : std::chrono::milliseconds(0);
 }
 
 OutboxRelay::Stats OutboxRelay::stats() const {

@@ -5,13 +5,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 
+#include "medgrid/core/worker.h"
 #include "medgrid/events/change.h"
 #include "medgrid/events/dedupe.h"
 #include "medgrid/events/kafka.h"
@@ -29,8 +29,8 @@ class ConsumerLoop {
                Setup setup = nullptr);
   ~ConsumerLoop();
 
-  void Start();
-  void Stop();
+  void Start() { worker_.Start(); }
+  void Stop() { worker_.Stop(); }
 
   struct Stats {
     uint64_t handled = 0;   // messages handled and committed
@@ -43,7 +43,8 @@ class ConsumerLoop {
   const std::string& name() const { return name_; }
 
  private:
-  void Run();
+  // One poll (or the setup) on the loop's thread, and the pause after it.
+  std::optional<std::chrono::milliseconds> Step();
 
   const std::string name_;
   const std::unique_ptr<Consumer> consumer_;
@@ -53,10 +54,12 @@ class ConsumerLoop {
   std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> failures_{0};
   std::atomic<int64_t> lag_{-1};
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool running_ = false;  // guarded by mu_
-  std::thread thread_;
+  // The loop's thread's: whether setup succeeded, the current backoff, and
+  // when to measure the lag next.
+  bool set_up_ = false;
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point next_lag_;
+  core::Worker worker_{[this] { return Step(); }};  // last: it stops first
 };
 
 // The handler of a consumer of kResourceChangedTopic: decodes each message,

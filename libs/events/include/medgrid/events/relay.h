@@ -17,15 +17,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "medgrid/core/worker.h"
 #include "medgrid/events/change.h"
 #include "medgrid/events/kafka.h"
 #include "medgrid/store/outbox.h"
@@ -88,8 +87,8 @@ class OutboxRelay {
   ~OutboxRelay();
 
   // Starts and stops the relay's thread.
-  void Start();
-  void Stop();
+  void Start() { worker_.Start(); }
+  void Stop() { worker_.Stop(); }
 
   // One round on the calling thread (with the thread stopped): leads if it
   // can, reads, delivers, removes. Returns the changes delivered (0 while
@@ -106,7 +105,8 @@ class OutboxRelay {
   const std::string& shard() const { return outbox_->shard(); }
 
  private:
-  void Run();
+  // One round on the relay's thread, and the pause before the next.
+  std::optional<std::chrono::milliseconds> Step();
 
   const std::unique_ptr<store::Outbox> outbox_;
   ChangeSink& sink_;
@@ -117,10 +117,8 @@ class OutboxRelay {
   std::atomic<int64_t> oldest_pending_us_{0};
   std::atomic<bool> leading_{false};
   bool halted_ = false;  // before_remove said stop
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool running_ = false;  // guarded by mu_
-  std::thread thread_;
+  std::chrono::milliseconds backoff_{0};  // the relay's thread's
+  core::Worker worker_{[this] { return Step(); }};  // last: it stops first
 };
 
 }  // namespace medgrid::events

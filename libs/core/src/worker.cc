@@ -1,0 +1,42 @@
+#include "medgrid/core/worker.h"
+
+#include <algorithm>
+
+namespace medgrid::core {
+
+void Worker::Start() {
+  std::lock_guard lock(mu_);
+  if (running_) return;
+  running_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Worker::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (!running_) return;
+    running_ = false;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void Worker::Run() {
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (!running_) return;
+    }
+    const std::optional<std::chrono::milliseconds> pause = step_();
+    if (!pause) return;
+    std::unique_lock lock(mu_);
+    if (pause->count() > 0) wake_.wait_for(lock, *pause, [&] { return !running_; });
+  }
+}
+
+std::chrono::milliseconds NextBackoff(std::chrono::milliseconds previous) {
+  using Ms = std::chrono::milliseconds;
+  return std::min(Ms(5000), std::max(Ms(100), previous * 2));
+}
+
+}  // namespace medgrid::core
