@@ -92,6 +92,21 @@ TEST(Worker, StopWakesAPausingWorker) {
   worker.Stop();  // again: a no-op
 }
 
+TEST(Worker, WakeCutsAPauseShort) {
+  std::atomic<int> runs{0};
+  core::Worker worker([&] {
+    ++runs;
+    return std::optional<std::chrono::milliseconds>(std::chrono::hours(1));
+  });
+  worker.Start();
+  EXPECT_TRUE(worker.running());
+  while (runs.load() == 0) std::this_thread::yield();
+  worker.Wake();  // without it the second run would be an hour away
+  while (runs.load() < 2) std::this_thread::yield();
+  worker.Stop();
+  EXPECT_FALSE(worker.running());
+}
+
 TEST(Worker, BackoffDoublesFrom100MsTo5s) {
   using Ms = std::chrono::milliseconds;
   EXPECT_EQ(core::NextBackoff(Ms(0)), Ms(100));

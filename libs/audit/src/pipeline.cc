@@ -1,5 +1,7 @@
 #include "medgrid/audit/pipeline.h"
 
+#include <thread>
+
 #include "medgrid/core/logging.h"
 #include "medgrid/core/strings.h"
 
@@ -35,23 +37,6 @@ AuditPipeline::AuditPipeline(Spool& spool, AuditSink& sink, std::string source)
     : spool_(spool), sink_(sink), source_(std::move(source)) {}
 
 AuditPipeline::~AuditPipeline() { Stop(); }
-
-void AuditPipeline::Start() {
-  std::lock_guard lock(mu_);
-  if (running_) return;
-  running_ = true;
-  thread_ = std::thread([this] { Run(); });
-}
-
-void AuditPipeline::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    if (!running_) return;
-    running_ = false;
-  }
-  wake_.notify_all();
-  thread_.join();
-}
 
 bool AuditPipeline::Record(const Interaction& interaction) {
   const std::string id = NewEventId(interaction.recorded);
@@ -104,53 +89,31 @@ int64_t AuditPipeline::MoveBatch() {
   return static_cast<int64_t>(batch->records.size());
 }
 
-void AuditPipeline::Run() {
-  // `pause`: after a failure, the time to wait before retrying (growing to
-  // 5 s); after a small batch, kBatchInterval (cut short by Drain).
-  std::chrono::milliseconds pause(0);
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (!running_) return;
-      if (pause.count() > 0) {
-        wake_.wait_for(lock, pause, [&] { return !running_ || draining_; });
-      } else {
-        wake_.wait_for(lock, std::chrono::milliseconds(100),
-                       [&] { return !running_ || spool_.written() > spool_.committed(); });
-      }
-      if (!running_) return;
-    }
-    if (spool_.written() == spool_.committed()) {
-      pause = std::chrono::milliseconds(0);
-      continue;
-    }
-    const int64_t moved = MoveBatch();
-    if (moved < 0) {
-      pause = std::min(std::chrono::milliseconds(5000), std::max(std::chrono::milliseconds(100), pause * 2));
-    } else {
-      pause = moved < static_cast<int64_t>(kBatch) ? kBatchInterval : std::chrono::milliseconds(0);
-    }
-  }
+std::optional<std::chrono::milliseconds> AuditPipeline::Step() {
+  using Ms = std::chrono::milliseconds;
+  // Nothing spooled: look again in 100 ms (Record does not wake the thread:
+  // waking it per event would cost two context switches per interaction).
+  if (spool_.written() == spool_.committed()) return Ms(100);
+  const int64_t moved = MoveBatch();
+  if (moved < 0) return backoff_ = core::NextBackoff(backoff_);
+  backoff_ = Ms(0);
+  return moved < static_cast<int64_t>(kBatch) && !draining_ ? kBatchInterval : Ms(0);
 }
 
 bool AuditPipeline::Drain(std::chrono::milliseconds timeout) {
   const uint64_t target = spool_.written();
+  if (!worker_.running()) return spool_.committed() >= target;  // nobody would move them
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  {
-    std::lock_guard lock(mu_);
-    if (!running_) return spool_.committed() >= target;  // nobody would move them
-    draining_ = true;
-  }
+  draining_ = true;
   bool done = true;
   while (spool_.committed() < target) {
     if (std::chrono::steady_clock::now() >= deadline) {
       done = false;
       break;
     }
-    wake_.notify_one();
+    worker_.Wake();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  std::lock_guard lock(mu_);
   draining_ = false;
   return done;
 }

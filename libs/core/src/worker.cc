@@ -21,6 +21,19 @@ void Worker::Stop() {
   thread_.join();
 }
 
+void Worker::Wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  wake_.notify_all();
+}
+
+bool Worker::running() const {
+  std::lock_guard lock(mu_);
+  return running_;
+}
+
 void Worker::Run() {
   for (;;) {
     {
@@ -30,7 +43,8 @@ void Worker::Run() {
     const std::optional<std::chrono::milliseconds> pause = step_();
     if (!pause) return;
     std::unique_lock lock(mu_);
-    if (pause->count() > 0) wake_.wait_for(lock, *pause, [&] { return !running_; });
+    if (pause->count() > 0) wake_.wait_for(lock, *pause, [&] { return !running_ || woken_; });
+    woken_ = false;
   }
 }
 

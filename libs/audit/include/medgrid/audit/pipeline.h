@@ -18,16 +18,15 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 
 #include "medgrid/audit/audit_event.h"
 #include "medgrid/audit/audit_index.h"
 #include "medgrid/audit/sink.h"
 #include "medgrid/audit/spool.h"
+#include "medgrid/core/worker.h"
 
 namespace medgrid::audit {
 
@@ -37,10 +36,10 @@ class AuditPipeline {
   AuditPipeline(Spool& spool, AuditSink& sink, std::string source);
   ~AuditPipeline();
 
-  // Starts and stops the thread that moves events into the ledger. While it
-  // is stopped, Record keeps spooling.
-  void Start();
-  void Stop();
+  // Starts and stops the thread that moves events to the sink. While it is
+  // stopped, Record keeps spooling.
+  void Start() { worker_.Start(); }
+  void Stop() { worker_.Stop(); }
 
   // Spools the AuditEvent of `interaction`; false when it could not.
   bool Record(const Interaction& interaction);
@@ -63,7 +62,8 @@ class AuditPipeline {
   Stats stats() const;
 
  private:
-  void Run();
+  // One batch on the pipeline's thread, and the pause before the next.
+  std::optional<std::chrono::milliseconds> Step();
   // One batch from the spool to the sink: the events moved, or -1 when the
   // delivery failed.
   int64_t MoveBatch();
@@ -75,11 +75,9 @@ class AuditPipeline {
   std::atomic<uint64_t> spool_failures_{0};
   std::atomic<uint64_t> appended_{0};
   std::atomic<uint64_t> append_failures_{0};
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool running_ = false;   // guarded by mu_
-  bool draining_ = false;  // guarded by mu_; Drain cuts the batch interval short
-  std::thread thread_;
+  std::atomic<bool> draining_{false};  // Drain cuts the batch interval short
+  std::chrono::milliseconds backoff_{0};  // the pipeline's thread's
+  core::Worker worker_{[this] { return Step(); }};  // last: it stops first
 };
 
 }  // namespace medgrid::audit

@@ -31,14 +31,18 @@ class Worker {
   // Wakes and joins the thread after its current step; no-op when stopped.
   // Thread-safe; not from the step itself.
   void Stop();
+  // Cuts the current (or the next) pause short. Thread-safe.
+  void Wake();
+  bool running() const;
 
  private:
   void Run();
 
   const Step step_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable wake_;
   bool running_ = false;  // guarded by mu_
+  bool woken_ = false;    // guarded by mu_
   std::thread thread_;
 };
 
