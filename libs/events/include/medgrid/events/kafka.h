@@ -45,8 +45,8 @@ class Producer {
   // Produces `messages` in order and waits for their delivery reports: one
   // status per message, OK once every in-sync replica has it. Waits at most
   // message.timeout.ms plus 2.5 s in all; a message still unreported then
-  // is DeadlineExceeded (and may yet be delivered: at least once). One call
-  // at a time.
+  // is DeadlineExceeded (and may yet be delivered: at least once).
+  // Thread-safe; calls run one at a time.
   std::vector<absl::Status> Publish(const std::vector<OutMessage>& messages);
   // True after a fatal error (the idempotence guarantee could not be kept):
   // this producer fails every message from then on; create a new one.
