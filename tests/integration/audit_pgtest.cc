@@ -201,14 +201,18 @@ TEST_F(AuditTest, AuditEventsAreReadAndSearchedFromTheLedgerAndNeverWritten) {
   EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&action=C").size(), 1u);
   EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&action=C,R").size(), 3u);
   EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q-missing&outcome=4&subtype=read").size(), 1u);
-  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&date=ge2020-01-01&date=lt2999").size(), 3u);
+  // (The searches above are about q1 too, and audited; leave them out of
+  // the counts that follow, as they may or may not be indexed yet.)
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&date=ge2020-01-01&date=lt2999&subtype=update,read").size(), 3u);
   EXPECT_EQ(ids("/fhir/a1/AuditEvent?patient=q1&date=lt2000").size(), 0u);
-  EXPECT_EQ(ids("/fhir/a1/AuditEvent?address=127.0.0.1&patient=q1").size(), 3u);
-  EXPECT_EQ(ids("/fhir/a1/Patient/q1/AuditEvent").size(), 3u);  // the patient's compartment
+  EXPECT_EQ(ids("/fhir/a1/AuditEvent?address=127.0.0.1&patient=q1&subtype=update,read").size(), 3u);
+  EXPECT_EQ(ids("/fhir/a1/Patient/q1/AuditEvent?subtype=update,read").size(), 3u);  // the patient's compartment
   EXPECT_EQ(ids("/fhir/a2/AuditEvent?patient=q1").size(), 0u);  // another tenant's ledger
-  // Paging, one at a time, through the next links.
+  // Paging, one at a time, through the next links. (Each page is a search
+  // about q1 that is audited too and may reach the index while paging, so
+  // page through the update-as-create and the reads only.)
   std::vector<std::string> paged;
-  std::string target = "/fhir/a1/AuditEvent?patient=q1&_count=1";
+  std::string target = "/fhir/a1/AuditEvent?patient=q1&subtype=update,read&_count=1";
   for (int guard = 0; !target.empty() && guard < 10; ++guard) {
     const json::value b = c().Get(target).Json();
     for (const json::value& e : b.at("entry").as_array()) paged.emplace_back(e.at("resource").at("id").as_string());
