@@ -452,24 +452,40 @@ TEST(KafkaEvents, TenThousandChangesSurviveProduceErrorsAndABrokerOutageInOrderO
       << server.client().Get("/metrics").body;
 }
 
-TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
-  MockKafka kafka;
-  kafka.CreateTopic(events::kResourceChangedTopic, 2);
-  kafka.CreateTopic(audit::kAuditTopic, 3);
-  const std::string db = core::StrCat("mg_events_audit_", static_cast<int64_t>(::getpid()));
-  const std::filesystem::path spool =
-      std::filesystem::temp_directory_path() / core::StrCat("medgrid-events-audit-", static_cast<int64_t>(::getpid()));
-  std::filesystem::remove_all(spool);
-  {
+// A fresh database for a ledger and a scratch directory, both named after
+// `name` and this process, dropped and removed when it goes (after the
+// server using them: declare it first).
+struct LedgerScratch {
+  explicit LedgerScratch(const std::string& name)
+      : db(core::StrCat("mg_", name, "_", static_cast<int64_t>(::getpid()))),
+        dir(std::filesystem::temp_directory_path() / db) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
     pqxx::connection admin(TestServer::Dsn("postgres"));
     pqxx::nontransaction tx(admin);
     tx.exec("DROP DATABASE IF EXISTS " + db);
     tx.exec("CREATE DATABASE " + db);
   }
+  ~LedgerScratch() {
+    pqxx::connection admin(TestServer::Dsn("postgres"));
+    pqxx::nontransaction tx(admin);
+    tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+    std::filesystem::remove_all(dir);
+  }
+  const std::string db;
+  const std::filesystem::path dir;
+};
+
+TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
+  MockKafka kafka;
+  kafka.CreateTopic(events::kResourceChangedTopic, 2);
+  kafka.CreateTopic(audit::kAuditTopic, 3);
+  LedgerScratch scratch("events_audit");
+  const std::string& db = scratch.db;
   {
     app::AppConfig config = TestServer::BaseConfig("events_audit");
     config.kafka = kafka.Config();
-    config.audit.spool_dir = spool.string();
+    config.audit.spool_dir = (scratch.dir / "spool").string();
     config.audit.dsn = TestServer::Dsn(db);
     TestServer server("events_audit", {"a1"}, config);
     auto created = server.client().Post("/fhir/a1/Patient", kPatient);
@@ -509,10 +525,6 @@ TEST(KafkaEvents, AuditEventsReachTheLedgerThroughKafka) {
     };
     EXPECT_TRUE(WaitFor([&] { return reads() == 20u; }, seconds(30))) << reads();
   }
-  pqxx::connection admin(TestServer::Dsn("postgres"));
-  pqxx::nontransaction tx(admin);
-  tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
-  std::filesystem::remove_all(spool);
 }
 
 // A split deployment: the server publishes its audit events and leaves them
@@ -522,17 +534,9 @@ TEST(KafkaEvents, AServerWithoutTheAuditConsumerLeavesItsEventsToTheAuditService
   MockKafka kafka;
   kafka.CreateTopic(events::kResourceChangedTopic, 2);
   kafka.CreateTopic(audit::kAuditTopic, 3);
-  const std::string db = core::StrCat("mg_events_split_", static_cast<int64_t>(::getpid()));
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / core::StrCat("medgrid-events-split-", static_cast<int64_t>(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  {
-    pqxx::connection admin(TestServer::Dsn("postgres"));
-    pqxx::nontransaction tx(admin);
-    tx.exec("DROP DATABASE IF EXISTS " + db);
-    tx.exec("CREATE DATABASE " + db);
-  }
+  LedgerScratch scratch("events_split");
+  const std::string& db = scratch.db;
+  const std::filesystem::path& dir = scratch.dir;
   {
     app::AppConfig config = TestServer::BaseConfig("events_split");
     config.kafka = kafka.Config();
@@ -566,10 +570,6 @@ TEST(KafkaEvents, AServerWithoutTheAuditConsumerLeavesItsEventsToTheAuditService
     ASSERT_TRUE(verified.ok());
     EXPECT_TRUE(verified->ok);
   }
-  pqxx::connection admin(TestServer::Dsn("postgres"));
-  pqxx::nontransaction tx(admin);
-  tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
