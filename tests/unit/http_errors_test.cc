@@ -1,10 +1,10 @@
-#include "medgrid/gateway/http_errors.h"
+#include "medgrid/fhir/http_errors.h"
 
 #include "boost/json.hpp"
 #include "gtest/gtest.h"
 #include "medgrid/core/status.h"
 
-namespace medgrid::gateway {
+namespace medgrid::fhir {
 namespace {
 
 namespace json = boost::json;
@@ -61,4 +61,4 @@ TEST(HttpErrors, OutcomeEscapesDiagnostics) {
 }
 
 }  // namespace
-}  // namespace medgrid::gateway
+}  // namespace medgrid::fhir

@@ -73,6 +73,8 @@ Flags (all --name=value):
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
   --reindex-batch       resources per reindex transaction (default 500)
+  --max-bundle-entries  most entries in one batch or transaction Bundle (default 10000)
+  --max-bundle-bytes    largest batch or transaction Bundle (default 16777216; --max-body-bytes also applies)
   --region              this instance's region (default local)
   --public-base-url     base URL for Location and links (default: from the Host header)
   --fhir-package-dir    the package/ folder of hl7.fhir.r4.examples 4.0.1 (required)
@@ -132,6 +134,10 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
     } else if (name == "pg-statement-timeout-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
+    } else if (name == "max-bundle-entries") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1, 1'000'000, c.engine.max_bundle_entries));
+    } else if (name == "max-bundle-bytes") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1024, std::size_t{1} << 30, c.engine.max_bundle_bytes));
     } else if (name == "reindex-batch") {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 100000, c.reindex.batch));
     } else if (name == "region") {
@@ -214,7 +220,8 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
             {{"resource_types", std::to_string(s.registry->ResourceTypes().size())},
              {"ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count())}});
   ASSIGN_OR_RETURN(s.store, store::Store::Open(config.store, s.clock));
-  s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock);
+  s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock,
+                                                  config.engine);
   s.reindexer = std::make_unique<engine::Reindexer>(*s.engine, *s.store, config.reindex);
   s.reindexer->Start();
   std::string instance = config.instance_id;

@@ -7,7 +7,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/search/date_range.h"
-#include "medgrid/gateway/http_errors.h"
+#include "medgrid/fhir/http_errors.h"
 
 namespace medgrid::audit {
 namespace {
@@ -45,6 +45,49 @@ void AddBundle(Interaction& in, const std::string& bundle) {
 }
 
 constexpr std::string_view kAuditEvent = "AuditEvent";
+
+// The resources a batch or transaction response names (response.location,
+// or the resources returned) and the patients they are about.
+void AddBundleResponse(Interaction& in, const std::string& bundle) {
+  AddBundle(in, bundle);
+  boost::system::error_code ec;
+  json::value v = json::parse(bundle, ec);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* entries = o ? o->if_contains("entry") : nullptr;
+  if (entries == nullptr || !entries->is_array()) return;
+  for (const json::value& e : entries->get_array()) {
+    const json::value* r = e.is_object() ? e.get_object().if_contains("response") : nullptr;
+    const json::value* loc = r != nullptr && r->is_object() ? r->get_object().if_contains("location") : nullptr;
+    if (loc == nullptr || !loc->is_string()) continue;
+    std::string_view l = loc->get_string();
+    std::string ref(l.substr(0, l.find("/_history/")));
+    if (ref.rfind("Patient/", 0) == 0) AddUnique(in.patients, ref);
+    AddUnique(in.resources, std::move(ref));
+  }
+}
+
+// Whether a Bundle has an entry whose request names AuditEvent.
+bool BundleTouchesAuditEvent(const std::string& body, const std::string& base_url) {
+  if (body.find(kAuditEvent) == std::string::npos) return false;
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* entries = o ? o->if_contains("entry") : nullptr;
+  if (entries == nullptr || !entries->is_array()) return false;
+  for (const json::value& e : entries->get_array()) {
+    const json::value* r = e.is_object() ? e.get_object().if_contains("request") : nullptr;
+    const json::value* url = r != nullptr && r->is_object() ? r->get_object().if_contains("url") : nullptr;
+    if (url == nullptr || !url->is_string()) continue;
+    std::string_view u = url->get_string();
+    if (!base_url.empty() && u.rfind(base_url, 0) == 0) u.remove_prefix(base_url.size());
+    while (!u.empty() && u[0] == '/') u.remove_prefix(1);
+    if (u.rfind(kAuditEvent, 0) == 0 &&
+        (u.size() == kAuditEvent.size() || u[kAuditEvent.size()] == '/' || u[kAuditEvent.size()] == '?')) {
+      return true;
+    }
+  }
+  return false;
+}
 
 absl::Status ReadOnly() {
   return core::Error(absl::StatusCode::kFailedPrecondition,
@@ -104,7 +147,7 @@ Interaction AuditingFhirApi::Start(const std::string& tenant, const char* intera
 }
 
 void AuditingFhirApi::FinishStatus(Interaction& in, const absl::Status& status) {
-  in.http_status = status.ok() ? 200 : gateway::ToHttpError(status).status;
+  in.http_status = status.ok() ? 200 : fhir::ToHttpError(status).status;
   pipeline_.Record(in);
 }
 
@@ -296,6 +339,34 @@ absl::StatusOr<std::string> AuditingFhirApi::History(const std::string& tenant, 
   Interaction in = Start(tenant, level, 'R', request.type.value_or(""), request.id.value_or(""));
   absl::StatusOr<std::string> r = inner_.History(tenant, request);
   if (r.ok()) AddBundle(in, *r);
+  FinishStatus(in, r.status());
+  return r;
+}
+
+absl::StatusOr<std::string> AuditingFhirApi::ProcessBundle(const std::string& tenant,
+                                                           const engine::BundleInput& input) {
+  Interaction in = Start(tenant, "batch", 'E', "", "");
+  absl::StatusOr<std::string> r =
+      BundleTouchesAuditEvent(input.body, input.base_url)
+          ? absl::StatusOr<std::string>(
+                core::Error(absl::StatusCode::kInvalidArgument,
+                            "AuditEvent resources are the audit ledger's: they are read and searched at "
+                            "/AuditEvent, not inside a batch or transaction")
+                    .Http(400)
+                    .Issue("not-supported"))
+          : inner_.ProcessBundle(tenant, input);
+  // The response's type says which it was; a failed one's is read from the request.
+  bool transaction = false;
+  if (r.ok()) {
+    transaction = std::string_view(*r).substr(0, 200).find("\"transaction-response\"") != std::string_view::npos;
+    AddBundleResponse(in, *r);
+  } else {
+    boost::system::error_code ec;
+    json::value v = json::parse(input.body, ec);
+    const json::value* type = !ec && v.is_object() ? v.get_object().if_contains("type") : nullptr;
+    transaction = type != nullptr && type->is_string() && type->get_string() == "transaction";
+  }
+  if (transaction) in.interaction = "transaction";
   FinishStatus(in, r.status());
   return r;
 }

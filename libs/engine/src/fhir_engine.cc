@@ -21,14 +21,14 @@ constexpr int kMaxHistoryCount = 1000;
 
 }  // namespace
 
-namespace {
-
 absl::Status Gone(const std::string& type, const std::string& id, int64_t version) {
   return core::Error(absl::StatusCode::kNotFound,
                      core::StrCat("Resource ", type, "/", id, " was deleted (version ", version, ")"))
       .Http(410)
       .Issue("deleted");
 }
+
+namespace {
 
 absl::Status Invalid(const std::string& message, int http = 400, std::string_view issue = "invalid",
                      std::string_view path = "") {
@@ -37,6 +37,8 @@ absl::Status Invalid(const std::string& message, int http = 400, std::string_vie
   if (!path.empty()) e.Path(path);
   return e;
 }
+
+}  // namespace
 
 absl::Status CheckIfMatch(std::optional<int64_t> if_match, const std::optional<store::ResourceVersion>& current) {
   if (!if_match) return absl::OkStatus();
@@ -49,8 +51,6 @@ absl::Status CheckIfMatch(std::optional<int64_t> if_match, const std::optional<s
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 ResourceResult ToResult(store::ResourceVersion&& v) {
   ResourceResult r;
@@ -85,13 +85,15 @@ std::string StampResource(const json::object& resource, const std::string& id, i
 }
 
 FhirEngine::FhirEngine(const fhir::StructureRegistry& registry, const fhir::SearchParamRegistry& search_params,
-                       const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock)
+                       const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock,
+                       EngineOptions options)
     : registry_(registry),
       search_params_(search_params),
       compartments_(compartments),
       validator_(registry),
       store_(store),
-      clock_(clock) {}
+      clock_(clock),
+      options_(options) {}
 
 store::StoredBody FhirEngine::Stored(const std::string& tenant, const json::value& resource, const std::string& type,
                                      const std::string& id, int64_t version, core::TimePoint now) const {
@@ -290,8 +292,16 @@ absl::StatusOr<ResourceResult> FhirEngine::Delete(const std::string& tenant, con
 }
 
 absl::StatusOr<std::string> FhirEngine::History(const std::string& tenant, const HistoryRequest& request) {
-  if (request.type) RETURN_IF_ERROR(CheckType(*request.type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  return HistoryWith(
+      request, [&](const store::HistoryQuery& q) { return shard->History(tenant, q); },
+      [&](const store::ResourceKey& key) { return shard->Read(key).status(); });
+}
+
+absl::StatusOr<std::string> FhirEngine::HistoryWith(
+    const HistoryRequest& request, const std::function<absl::StatusOr<store::HistoryPage>(const store::HistoryQuery&)>& history,
+    const std::function<absl::Status(const store::ResourceKey&)>& exists) {
+  if (request.type) RETURN_IF_ERROR(CheckType(*request.type));
   if (request.count < 1 || request.count > kMaxHistoryCount) {
     return Invalid(core::StrCat("_count must be between 1 and ", kMaxHistoryCount), 400, "value");
   }
@@ -301,11 +311,10 @@ absl::StatusOr<std::string> FhirEngine::History(const std::string& tenant, const
   q.since = request.since;
   q.count = request.count;
   q.before_seq = request.cursor;
-  ASSIGN_OR_RETURN(store::HistoryPage page, shard->History(tenant, q));
+  ASSIGN_OR_RETURN(store::HistoryPage page, history(q));
   if (request.id && page.entries.empty() && !request.cursor) {
     // Distinguish "no such resource" from "no versions since _since".
-    auto exists = shard->Read({tenant, *request.type, *request.id});
-    if (!exists.ok()) return exists.status();
+    RETURN_IF_ERROR(exists({"", *request.type, *request.id}));
   }
   std::string path = request.base_url;
   if (request.type) core::StrAppend(path, "/", *request.type);
@@ -391,7 +400,7 @@ absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, 
     }
     out += "]}";
   }
-  out += R"(],"interaction":[{"code":"history-system"},{"code":"search-system"}],)"
+  out += R"(],"interaction":[{"code":"transaction"},{"code":"batch"},{"code":"history-system"},{"code":"search-system"}],)"
          R"("operation":[{"name":"reindex","definition":"urn:medgrid:operation:reindex"}]}]})";
   return out;
 }

@@ -145,6 +145,13 @@ std::string FhirEngine::Subset(const std::string& body, const std::string& type,
 
 absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const SearchInput& input) {
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+  return SearchWith(tenant, input, [&](const search::SearchRequest& req, const std::optional<store::Compartment>& comp) {
+    return shard->Search(tenant, req, comp);
+  });
+}
+
+absl::StatusOr<std::string> FhirEngine::SearchWith(const std::string& tenant, const SearchInput& input,
+                                                   const Searcher& searcher) {
 
   // The types searched, and the parameters common to each.
   std::vector<std::string> types;
@@ -229,7 +236,7 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
         comp = store::Compartment{input.compartment, input.compartment_id,
                                   compartments_.Params(input.compartment, types[j])};
       }
-      ASSIGN_OR_RETURN(store::SearchPage counted, shard->Search(tenant, req, comp));
+      ASSIGN_OR_RETURN(store::SearchPage counted, searcher(req, comp));
       n += counted.total.value_or(0);
     }
     return n;
@@ -263,7 +270,7 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
       comp = store::Compartment{input.compartment, input.compartment_id,
                                 compartments_.Params(input.compartment, types[i])};
     }
-    ASSIGN_OR_RETURN(store::SearchPage page, shard->Search(tenant, req, comp));
+    ASSIGN_OR_RETURN(store::SearchPage page, searcher(req, comp));
     if (i == start) {
       for (std::string& w : req.warnings) warnings.push_back(std::move(w));
       if (page.prev_cursor && !multi) previous = *page.prev_cursor;
@@ -370,8 +377,6 @@ absl::StatusOr<search::SearchRequest> FhirEngine::ParseCriteria(const std::strin
   return req;
 }
 
-namespace {
-
 absl::Status MultipleMatches(const std::string& type) {
   return core::Error(absl::StatusCode::kFailedPrecondition,
                      core::StrCat("The criteria match more than one ", type, "; be more specific"))
@@ -384,8 +389,6 @@ std::string LockKey(const std::string& type, const QueryParams& criteria) {
   std::sort(sorted.begin(), sorted.end());
   return WithQuery(type, sorted);
 }
-
-}  // namespace
 
 absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& tenant, const std::string& type,
                                                              const std::string& body, const QueryParams& criteria) {

@@ -1,5 +1,6 @@
 #include "medgrid/fhir/rest_path.h"
 
+#include <cctype>
 #include <charconv>
 #include <vector>
 
@@ -178,5 +179,37 @@ std::optional<long long> ParseETagVersion(std::string_view etag) {
 }
 
 std::string FormatETag(long long version) { return core::StrCat("W/\"", version, "\""); }
+
+std::optional<std::vector<std::pair<std::string, std::string>>> DecodeQuery(std::string_view query) {
+  auto decode = [](std::string_view s) -> std::optional<std::string> {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '+') {
+        out += ' ';
+      } else if (s[i] == '%') {
+        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+          return std::nullopt;
+        }
+        out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  };
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::string_view part : core::StrSplit(query, '&')) {
+    if (part.empty()) continue;
+    std::size_t eq = part.find('=');
+    auto k = decode(part.substr(0, eq));
+    auto val = decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    if (!k || !val) return std::nullopt;
+    out.emplace_back(std::move(*k), std::move(*val));
+  }
+  return out;
+}
+
 
 }  // namespace medgrid::fhir

@@ -16,7 +16,7 @@
 #include "medgrid/fhir/operation_outcome.h"
 #include "medgrid/fhir/rest_path.h"
 #include "medgrid/fhir/validator.h"
-#include "medgrid/gateway/http_errors.h"
+#include "medgrid/fhir/http_errors.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -119,39 +119,6 @@ std::optional<core::TimePoint> ParseSince(std::string_view s) {
   }
   time_t t = timegm(&tm);
   return core::FromUnixMicros((static_cast<int64_t>(t) - offset_s) * 1000000 + micros);
-}
-
-// Decodes application/x-www-form-urlencoded text ("a=b&c=d", "+" is a
-// space). Returns nullopt for a malformed percent escape.
-std::optional<std::vector<std::pair<std::string, std::string>>> DecodeForm(std::string_view body) {
-  auto decode = [](std::string_view s) -> std::optional<std::string> {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '+') {
-        out += ' ';
-      } else if (s[i] == '%') {
-        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-          return std::nullopt;
-        }
-        out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-        i += 2;
-      } else {
-        out += s[i];
-      }
-    }
-    return out;
-  };
-  std::vector<std::pair<std::string, std::string>> out;
-  for (std::string_view part : core::StrSplit(body, '&')) {
-    if (part.empty()) continue;
-    std::size_t eq = part.find('=');
-    auto k = decode(part.substr(0, eq));
-    auto val = decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
-    if (!k || !val) return std::nullopt;
-    out.emplace_back(std::move(*k), std::move(*val));
-  }
-  return out;
 }
 
 // Percent-encodes the bytes of the query part of `target` that RFC 3986
@@ -274,12 +241,12 @@ http::Response MakeResponse(bhttp::status status, unsigned version, std::string 
 }
 
 http::Response ErrorOf(const absl::Status& st, unsigned version) {
-  HttpError e = ToHttpError(st);
+  fhir::HttpError e = fhir::ToHttpError(st);
   return MakeResponse(static_cast<bhttp::status>(e.status), version, std::move(e.outcome));
 }
 
 http::Response Error(int status, const std::string& message, unsigned version) {
-  return MakeResponse(static_cast<bhttp::status>(status), version, OutcomeFor(status, message));
+  return MakeResponse(static_cast<bhttp::status>(status), version, fhir::OutcomeFor(status, message));
 }
 
 // Conditional read headers (http.html#cread). If-None-Match wins over
@@ -757,7 +724,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     in.lenient = lenient;
     in.base_url = base;
     if (form_search) {
-      auto form = DecodeForm(req.body());
+      auto form = fhir::DecodeQuery(req.body());
       if (!form) return Error(400, "The form body has a malformed percent escape", v);
       for (auto& kv : *form) in.params.push_back(std::move(kv));
     }
@@ -786,7 +753,15 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     }
     case K::kSystem: {
       if (get_like) return search({});
-      return not_allowed("GET");
+      if (method != bhttp::verb::post) return not_allowed("GET, POST");
+      // A batch or transaction Bundle (http.html#transaction).
+      engine::BundleInput in;
+      in.body = std::move(req.body());
+      in.base_url = base;
+      in.prefer_return = prefer;
+      auto bundle = api.ProcessBundle(p.tenant, in);
+      if (!bundle.ok()) return ErrorOf(bundle.status(), v);
+      return MakeResponse(bhttp::status::ok, v, std::move(*bundle));
     }
     case K::kSystemSearch:
     case K::kTypeSearch: {
@@ -876,7 +851,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       if (auto ine = req["If-None-Exist"]; !ine.empty()) {
         std::string criteria(ine);
         if (!criteria.empty() && criteria[0] == '?') criteria.erase(0, 1);
-        auto parsed_criteria = DecodeForm(criteria);
+        auto parsed_criteria = fhir::DecodeQuery(criteria);
         if (!parsed_criteria) return Error(400, "If-None-Exist has a malformed percent escape", v);
         return resource_response(api.ConditionalCreate(p.tenant, p.type, req.body(), *parsed_criteria), true);
       }

@@ -69,6 +69,16 @@ std::string CountDeltas(std::string_view rows, std::string_view n) {
                       " FROM (SELECT DISTINCT param, code, system FROM ", rows, " r) k");
 }
 
+// The same for the token rows of many resources (columns res_type,
+// res_id, param, code, system): per resource, `n` for each distinct
+// (param, code) and each distinct (param, system, code).
+std::string CountDeltasMany(std::string_view rows, std::string_view n) {
+  return core::StrCat("SELECT $1, k.res_type, k.param, k.code, false, NULL, ", n,
+                      " FROM (SELECT DISTINCT res_type, res_id, param, code FROM ", rows,
+                      ") k UNION ALL SELECT $1, k.res_type, k.param, k.code, true, k.system, ", n,
+                      " FROM (SELECT DISTINCT res_type, res_id, param, code, system FROM ", rows, ") k");
+}
+
 }  // namespace
 
 std::string EncodeIndex(const search::IndexEntries& e) {
@@ -148,6 +158,67 @@ std::string IndexInsertCtes(int param) {
                   "SELECT $1, $2, $3, to_tsvector('simple', ix.j->>'c'), to_tsvector('simple', ix.j->>'n') "
                   "FROM ix WHERE ix.j ? 'c')");
   return sql;
+}
+
+std::string IndexInsertManyCtes() {
+  std::string sql;
+  for (const Table& t : kTables) {
+    core::StrAppend(sql, ", m_", t.key, " AS (INSERT INTO ", t.table, " (tenant_id, res_type, res_id, param, grp, ",
+                    t.columns, ") SELECT $1, k.t, k.i, x.p, x.g, ", t.select, " FROM k, jsonb_to_recordset(k.j->'",
+                    t.key, "') AS x(p text, g int, ", t.record, ") WHERE k.j IS NOT NULL)");
+  }
+  core::StrAppend(sql, ", m_td AS (INSERT INTO idx_token_date (tenant_id, res_type, res_id, token_param, date_param, "
+                  "system, code, lo, hi, single) SELECT $1, k.t, k.i, c.tp, c.dp, x.s, x.c, d.l, d.h, "
+                  "(SELECT count(*) FROM jsonb_to_recordset(k.j->'d') AS e(p text) WHERE e.p = c.dp) = 1 FROM k, ",
+                  TokenDateComboValues("c"), ", jsonb_to_recordset(k.j->'t') AS x(p text, s text, c text), "
+                  "jsonb_to_recordset(k.j->'d') AS d(p text, l bigint, h bigint) "
+                  "WHERE k.j IS NOT NULL AND c.rt = k.t AND x.p = c.tp AND d.p = c.dp)");
+  // +1 for each code (and each system and code) of each resource.
+  core::StrAppend(sql, ", m_tok AS (SELECT DISTINCT k.t AS res_type, k.i AS res_id, x.p AS param, x.c AS code, "
+                  "x.s AS system FROM k, jsonb_to_recordset(k.j->'t') AS x(p text, c text, s text) "
+                  "WHERE k.j IS NOT NULL)",
+                  ", m_tc AS (INSERT INTO idx_token_count_delta ", kCountColumns, " ", CountDeltasMany("m_tok", "1"),
+                  ")");
+  core::StrAppend(sql,
+                  ", m_text AS (INSERT INTO idx_text (tenant_id, res_type, res_id, content, narrative) "
+                  "SELECT $1, k.t, k.i, to_tsvector('simple', k.j->>'c'), to_tsvector('simple', k.j->>'n') "
+                  "FROM k WHERE k.j ? 'c')");
+  return sql;
+}
+
+std::string IndexDeleteManyCtes() {
+  std::string sql;
+  for (const Table& t : kTables) {
+    core::StrAppend(sql, ", n_", t.key, " AS (DELETE FROM ", t.table,
+                    " x USING k WHERE k.existed AND x.tenant_id = $1 AND x.res_type = k.t AND x.res_id = k.i",
+                    std::string_view(t.key) == "t" ? " RETURNING x.res_type, x.res_id, x.param, x.code, x.system)"
+                                                   : ")");
+  }
+  core::StrAppend(sql, ", n_tc AS (INSERT INTO idx_token_count_delta ", kCountColumns, " ",
+                  CountDeltasMany("n_t", "-1"), ")");
+  for (const char* table : {"idx_token_date", "idx_text"}) {
+    core::StrAppend(sql, ", n_", table, " AS (DELETE FROM ", table,
+                    " x USING k WHERE k.existed AND x.tenant_id = $1 AND x.res_type = k.t AND x.res_id = k.i)");
+  }
+  return sql;
+}
+
+std::string OptionalTextArrayLiteral(const std::vector<std::optional<std::string>>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    if (!values[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
 }
 
 std::string TextArrayLiteral(const std::vector<std::string>& values) {

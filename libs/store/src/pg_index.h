@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -20,6 +22,17 @@ std::string EncodeIndex(const search::IndexEntries& entries);
 // CTEs (each starting with ", ") that insert the rows of the document in
 // parameter $`param` for the resource ($1 tenant, $2 type, $3 id).
 std::string IndexInsertCtes(int param);
+
+// The same for many resources: CTEs (each starting with ", ") that read
+// the relation `k` (columns t: type, i: id, j: the index document, NULL for
+// a deletion; existed: whether the resource had index rows to replace) of
+// the statement's tenant $1. IndexDeleteManyCtes deletes the index rows of
+// the keys that existed; IndexInsertManyCtes inserts the new ones.
+std::string IndexInsertManyCtes();
+std::string IndexDeleteManyCtes();
+
+// A PostgreSQL array literal of text values, NULL for nullopt.
+std::string OptionalTextArrayLiteral(const std::vector<std::optional<std::string>>& values);
 
 // A row of kVersionColumns (res_type, res_id, version_id, deleted, last
 // updated in microseconds, method, body) as a ResourceVersion.

@@ -70,6 +70,43 @@ const std::string& TombstoneSql() {
   return sql;
 }
 
+// Many versions in one statement (TransactionScope::Write): $1 is the
+// tenant, $2-$9 parallel arrays of type, id, version, method, microseconds,
+// body, index document and whether index rows exist to be replaced.
+const std::string& WriteManySql() {
+  static const std::string sql = core::StrCat(
+      "WITH k AS MATERIALIZED (SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "
+      "$7::text[], $8::jsonb[], $9::boolean[]) AS k(t, i, v, m, us, b, j, existed)), "
+      "cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+      "SELECT $1, k.t, k.i, k.v, k.m = 'DELETE', " MEDGRID_TS("k.us") " FROM k "
+      "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
+      "deleted = EXCLUDED.deleted, last_updated = EXCLUDED.last_updated)",
+      IndexDeleteManyCtes(), IndexInsertManyCtes(),
+      ", ob AS (INSERT INTO outbox (tenant_id, res_type, res_id, version_id, method, changed_at) "
+      "SELECT $1, k.t, k.i, k.v, k.m, " MEDGRID_TS("k.us") " FROM k)"
+      " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, last_updated, body) "
+      "SELECT $1, k.t, k.i, k.v, k.m, k.m = 'DELETE', " MEDGRID_TS("k.us") ", k.b FROM k");
+  return sql;
+}
+
+// The current versions of many keys of tenant $1 ($2 types, $3 ids), with
+// their position in the arrays; locked or not, with bodies or not.
+std::string CurrentManySql(bool lock, bool with_bodies) {
+  std::string sql = core::StrCat(
+      "SELECT k.n, r.version_id, r.deleted, " MEDGRID_US("r.last_updated") ", ",
+      with_bodies ? "v.method, v.body" : "'PUT', NULL::text",
+      " FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(t, i, n) "
+      "JOIN resources r ON r.tenant_id = $1 AND r.res_type = k.t AND r.res_id = k.i");
+  if (with_bodies) {
+    core::StrAppend(sql, " JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.res_type = r.res_type AND "
+                         "v.res_id = r.res_id AND v.version_id = r.version_id");
+  }
+  // Locks in key order, whatever the order asked for, so two transactions
+  // over overlapping keys cannot deadlock.
+  if (lock) core::StrAppend(sql, " ORDER BY r.res_type, r.res_id FOR UPDATE OF r");
+  return sql;
+}
+
 std::string PrepareAsync(void* raw) {
   auto* conn = static_cast<PGconn*>(raw);
   for (const auto& [name, sql] :
@@ -148,6 +185,7 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
   conn.prepare("insert_new", InsertNewSql());
   conn.prepare("write", WriteSql());
   conn.prepare("tombstone", TombstoneSql());
+  conn.prepare("write_many", WriteManySql());
 }
 
 template <typename Fn>
@@ -296,7 +334,9 @@ absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(cons
   });
 }
 
-absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
+namespace {
+
+absl::StatusOr<HistoryPage> HistoryIn(pqxx::transaction_base& tx, const std::string& tenant, const HistoryQuery& q) {
   std::vector<std::string> params = {tenant};
   std::string sql = "SELECT res_type, res_id, version_id, deleted, " MEDGRID_US("last_updated")
                     ", method, body, seq FROM resource_versions WHERE tenant_id = $1";
@@ -309,19 +349,120 @@ absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, 
   if (q.since) add(MEDGRID_TS("?::bigint") " <= last_updated", std::to_string(core::ToUnixMicros(*q.since)));
   if (q.before_seq) add("seq < ?::bigint", std::to_string(*q.before_seq));
   core::StrAppend(sql, " ORDER BY seq DESC LIMIT ", q.count + 1);
+  pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+  HistoryPage page;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    if (static_cast<int>(i) == q.count) {
+      page.next_cursor = r[i - 1][7].as<int64_t>();
+      break;
+    }
+    page.entries.push_back(TypedRowToVersion(r[i]));
+  }
+  return page;
+}
 
+class PgTransactionScope final : public TransactionScope {
+ public:
+  PgTransactionScope(pqxx::work& tx, const std::string& tenant, core::TimePoint now)
+      : tx_(tx), tenant_(tenant), now_(now) {}
+
+  core::TimePoint Now() const override { return now_; }
+
+  absl::Status Lock(const std::string& lock_key) override {
+    tx_.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant_, "\n", lock_key));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<std::optional<ResourceVersion>>> Current(const std::vector<ResourceKey>& keys, bool lock,
+                                                                      bool with_bodies) override {
+    std::vector<std::optional<ResourceVersion>> out(keys.size());
+    if (keys.empty()) return out;
+    std::vector<std::string> types;
+    std::vector<std::string> ids;
+    types.reserve(keys.size());
+    ids.reserve(keys.size());
+    for (const ResourceKey& k : keys) {
+      types.push_back(k.type);
+      ids.push_back(k.id);
+    }
+    pqxx::result r =
+        tx_.exec_params(CurrentManySql(lock, with_bodies), tenant_, TextArrayLiteral(types), TextArrayLiteral(ids));
+    for (const pqxx::row& row : r) {
+      const auto n = row[0].as<std::size_t>() - 1;
+      ResourceVersion v;
+      v.type = keys[n].type;
+      v.id = keys[n].id;
+      v.version = row[1].as<int64_t>();
+      v.deleted = row[2].as<bool>();
+      v.last_updated = core::FromUnixMicros(row[3].as<int64_t>());
+      v.method = row[4].as<std::string>();
+      if (!row[5].is_null()) v.body = row[5].as<std::string>();
+      out[n] = std::move(v);
+    }
+    return out;
+  }
+
+  absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override {
+    pqxx::result r = tx_.exec_prepared("vread", tenant_, key.type, key.id, version);
+    if (r.empty()) return VersionNotFound(key, version);
+    return RowToVersion(r[0], key);
+  }
+
+  absl::StatusOr<SearchPage> Search(const search::SearchRequest& request,
+                                    const std::optional<Compartment>& compartment) override {
+    return RunSearch(tx_, tenant_, request, compartment, now_, /*one_snapshot=*/false);
+  }
+
+  absl::StatusOr<HistoryPage> History(const HistoryQuery& q) override { return HistoryIn(tx_, tenant_, q); }
+
+  absl::Status Write(const std::vector<PendingWrite>& writes) override {
+    if (writes.empty()) return absl::OkStatus();
+    const std::size_t n = writes.size();
+    std::vector<std::string> types, ids, versions, methods, micros;
+    std::vector<std::optional<std::string>> bodies, indexes;
+    std::vector<std::string> existed;
+    for (auto* v : {&types, &ids, &versions, &methods, &micros, &existed}) v->reserve(n);
+    bodies.reserve(n);
+    indexes.reserve(n);
+    for (const PendingWrite& w : writes) {
+      types.push_back(w.key.type);
+      ids.push_back(w.key.id);
+      versions.push_back(std::to_string(w.version));
+      methods.push_back(w.method);
+      micros.push_back(std::to_string(core::ToUnixMicros(w.last_updated)));
+      const bool deletion = w.method == "DELETE";
+      bodies.push_back(deletion ? std::nullopt : std::optional<std::string>(w.body.json));
+      indexes.push_back(deletion ? std::nullopt : std::optional<std::string>(EncodeIndex(w.body.index)));
+      // Version 1 has no index rows yet; later versions may.
+      existed.push_back(w.version > 1 ? "t" : "f");
+    }
+    tx_.exec_prepared("write_many", tenant_, TextArrayLiteral(types), TextArrayLiteral(ids),
+                      TextArrayLiteral(versions), TextArrayLiteral(methods), TextArrayLiteral(micros),
+                      OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes), TextArrayLiteral(existed));
+    return absl::OkStatus();
+  }
+
+ private:
+  pqxx::work& tx_;
+  const std::string& tenant_;
+  const core::TimePoint now_;
+};
+
+}  // namespace
+
+absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const TransactionFn& fn) {
+  absl::StatusOr<bool> done = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<bool> {
+    PgTransactionScope scope(tx, tenant, clock_.Now());
+    RETURN_IF_ERROR(fn(scope));
+    return true;
+  });
+  return done.status();
+}
+
+absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
     pqxx::nontransaction tx(conn);
-    pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
-    HistoryPage page;
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      if (static_cast<int>(i) == q.count) {
-        page.next_cursor = r[i - 1][7].as<int64_t>();
-        break;
-      }
-      page.entries.push_back(TypedRowToVersion(r[i]));
-    }
-    return page;
+    return HistoryIn(tx, tenant, q);
   });
 }
 

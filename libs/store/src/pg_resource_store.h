@@ -69,6 +69,7 @@ class PgResourceStore final : public ResourceStore {
                                                              const std::string& lock_key,
                                                              const DecideFn& decide) override;
   absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() override;  // pg_outbox.cc
+  absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) override;
 
  private:
   // Runs `fn(tx)` in a read-committed transaction, retrying on a unique

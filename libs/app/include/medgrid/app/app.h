@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/logging.h"
+#include "medgrid/engine/fhir_engine.h"
 #include "medgrid/engine/reindexer.h"
 #include "medgrid/events/change.h"
 #include "medgrid/events/kafka.h"
@@ -60,6 +61,7 @@ struct AppConfig {
   store::StoreConfig store;
   gateway::GatewayConfig gateway;
   engine::ReindexerConfig reindex;
+  engine::EngineOptions engine;
   // The `package/` folder of the npm package hl7.fhir.r4.examples 4.0.1,
   // from which the type registry is loaded. Required.
   std::string fhir_package_dir;

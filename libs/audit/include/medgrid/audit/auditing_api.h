@@ -63,6 +63,10 @@ class AuditingFhirApi final : public engine::FhirApi {
       const std::string& tenant, const std::string& type, const engine::QueryParams& criteria) override;
   absl::StatusOr<std::string> History(const std::string& tenant, const engine::HistoryRequest& request) override;
   absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) override;
+  // One event for the whole Bundle (interaction transaction or batch), with
+  // every resource its entries wrote or read. AuditEvent is refused inside
+  // a Bundle: it is the ledger's, not the resource store's.
+  absl::StatusOr<std::string> ProcessBundle(const std::string& tenant, const engine::BundleInput& input) override;
 
  private:
   // An interaction of `tenant`, with the caller's context and the time.

@@ -59,6 +59,13 @@ struct SearchInput {
   std::string base_url;        // e.g. http://host/fhir/demo, for fullUrl and links
 };
 
+// A batch or transaction Bundle posted to the tenant base.
+struct BundleInput {
+  std::string body;            // the Bundle, JSON text
+  std::string base_url;        // e.g. http://host/fhir/demo: fullUrls, and request urls given absolutely
+  std::string prefer_return;   // Prefer: return=minimal | representation (default) | operationoutcome
+};
+
 class FhirApi {
  public:
   virtual ~FhirApi() = default;
@@ -135,6 +142,15 @@ class FhirApi {
                                                                           const QueryParams& criteria) = 0;
   // A history Bundle (JSON text) at system, type or instance level.
   virtual absl::StatusOr<std::string> History(const std::string& tenant, const HistoryRequest& request) = 0;
+  // Processes a batch or transaction Bundle (http.html#transaction) and
+  // returns the batch-response or transaction-response Bundle (JSON text).
+  // A transaction commits all of its entries in one database transaction or
+  // none of them. Errors: 400 for a Bundle that is malformed or not a batch
+  // or transaction; 413 over the entry or byte limits; for a transaction,
+  // the status of the first entry that failed, with the message and path
+  // naming the entry (Bundle.entry[i]). A batch answers each entry in its
+  // response entry instead.
+  virtual absl::StatusOr<std::string> ProcessBundle(const std::string& tenant, const BundleInput& input) = 0;
   // The CapabilityStatement (JSON text) for the tenant base.
   virtual absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) = 0;
 };

@@ -6,6 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <vector>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,11 +26,18 @@
 
 namespace medgrid::engine {
 
+struct EngineOptions {
+  // Limits of a batch or transaction Bundle; larger ones get 413.
+  std::size_t max_bundle_entries = 10'000;
+  std::size_t max_bundle_bytes = 16 * 1024 * 1024;
+};
+
 class FhirEngine final : public FhirApi {
  public:
   // All references must outlive the engine. Thread-safe.
   FhirEngine(const fhir::StructureRegistry& registry, const fhir::SearchParamRegistry& search_params,
-             const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock);
+             const fhir::CompartmentRegistry& compartments, store::Store& store, const core::Clock& clock,
+             EngineOptions options = {});
 
   absl::StatusOr<ResourceResult> Create(const std::string& tenant, const std::string& type,
                                         const std::string& body) override;
@@ -67,8 +78,33 @@ class FhirEngine final : public FhirApi {
   absl::StatusOr<std::optional<ResourceResult>> ConditionalDelete(const std::string& tenant, const std::string& type,
                                                                   const QueryParams& criteria) override;
   absl::StatusOr<std::string> Capabilities(const std::string& tenant, const std::string& base_url) override;
+  absl::StatusOr<std::string> ProcessBundle(const std::string& tenant, const BundleInput& input) override;  // bundle.cc
 
  private:
+  // Where a search reads its pages: the shard, or an open transaction.
+  using Searcher = std::function<absl::StatusOr<store::SearchPage>(const search::SearchRequest&,
+                                                                    const std::optional<store::Compartment>&)>;
+  absl::StatusOr<std::string> SearchWith(const std::string& tenant, const SearchInput& input, const Searcher& searcher);
+  // History over `history`; `exists` tells a resource with no versions
+  // since _since from an unknown one (its key's tenant is left empty).
+  absl::StatusOr<std::string> HistoryWith(
+      const HistoryRequest& request,
+      const std::function<absl::StatusOr<store::HistoryPage>(const store::HistoryQuery&)>& history,
+      const std::function<absl::Status(const store::ResourceKey&)>& exists);
+
+  // Bundle processing (bundle.cc).
+  struct BundleEntry;
+  struct EntryResult;
+  // Runs `entries` (indexes into `all`) as one transaction on the shard.
+  absl::Status RunEntries(const std::string& tenant, const BundleInput& input, std::vector<BundleEntry>& all,
+                          const std::vector<std::size_t>& entries, bool transaction,
+                          std::vector<EntryResult>& results);
+  absl::Status ExecuteEntries(store::TransactionScope& scope, const std::string& tenant, const BundleInput& input,
+                              std::vector<BundleEntry>& all, const std::vector<std::size_t>& entries,
+                              std::vector<EntryResult>& results);
+  absl::StatusOr<EntryResult> ExecuteGet(store::TransactionScope& scope, const std::string& tenant,
+                                         const BundleInput& input, const BundleEntry& e);
+
   absl::Status CheckType(const std::string& type) const;
   // Everything a create does before storage: the shard, the validated
   // resource, the new id and a function stamping the stored body.
@@ -117,6 +153,7 @@ class FhirEngine final : public FhirApi {
   fhir::Validator validator_;
   store::Store& store_;
   const core::Clock& clock_;
+  const EngineOptions options_;
 };
 
 // Returns `resource` with id and meta.versionId/lastUpdated set, other meta

@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -53,5 +55,10 @@ bool IsValidTenantId(std::string_view s);
 std::optional<long long> ParseETagVersion(std::string_view etag);
 // W/"<version>"
 std::string FormatETag(long long version);
+
+// The name/value pairs of a query string or form body
+// (application/x-www-form-urlencoded), percent-decoded, "+" as a space, in
+// order; nullopt for a malformed percent escape.
+std::optional<std::vector<std::pair<std::string, std::string>>> DecodeQuery(std::string_view query);
 
 }  // namespace medgrid::fhir

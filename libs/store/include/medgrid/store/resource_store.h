@@ -126,6 +126,47 @@ struct ConditionalWrite {
 using DecideFn =
     std::function<absl::StatusOr<std::optional<ConditionalWrite>>(const std::vector<ResourceVersion>& matches)>;
 
+// One version a transaction writes: the caller has locked the resource
+// (TransactionScope::Current) and chosen the version number, so the whole
+// set is written by one statement.
+struct PendingWrite {
+  ResourceKey key;     // the tenant is the scope's
+  int64_t version = 0;
+  std::string method;  // POST, PUT, PATCH or DELETE
+  core::TimePoint last_updated;
+  StoredBody body;     // unused for DELETE
+};
+
+// The statements of one database transaction on the tenant's shard (a
+// transaction Bundle, http.html#transaction). Every call reads or writes
+// inside it, so reads see the writes made so far, and nothing is visible to
+// others until RunTransaction commits.
+class TransactionScope {
+ public:
+  virtual ~TransactionScope() = default;
+  // The time the writes of this attempt are stamped with.
+  virtual core::TimePoint Now() const = 0;
+  // Serializes transactions that use the same key (conditional criteria).
+  virtual absl::Status Lock(const std::string& lock_key) = 0;
+  // The current versions of `keys` (nullopt where one never existed), in the
+  // same order, each row locked until commit when `lock`. Bodies are read
+  // when `with_bodies`.
+  virtual absl::StatusOr<std::vector<std::optional<ResourceVersion>>> Current(const std::vector<ResourceKey>& keys,
+                                                                              bool lock, bool with_bodies) = 0;
+  // One version. Errors: NotFound.
+  virtual absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) = 0;
+  virtual absl::StatusOr<SearchPage> Search(const search::SearchRequest& request,
+                                            const std::optional<Compartment>& compartment) = 0;
+  virtual absl::StatusOr<HistoryPage> History(const HistoryQuery& q) = 0;
+  // Writes every version, their search index rows and outbox rows with one
+  // set-based statement. Each key must appear once.
+  virtual absl::Status Write(const std::vector<PendingWrite>& writes) = 0;
+};
+
+// The body of a transaction. Runs again from the start when the database
+// aborts an attempt on a conflict, so it must rebuild all of its state.
+using TransactionFn = std::function<absl::Status(TransactionScope&)>;
+
 class ResourceStore {
  public:
   virtual ~ResourceStore() = default;
@@ -199,6 +240,9 @@ class ResourceStore {
                                                     const std::optional<Compartment>& compartment) = 0;
   virtual absl::StatusOr<SearchPage> Search(const std::string& tenant, const search::SearchRequest& request,
                                             const std::optional<Compartment>& compartment) = 0;
+  // Runs `fn` in one database transaction for `tenant`, committed when it
+  // returns OK and rolled back otherwise (its status is returned).
+  virtual absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) = 0;
   // A reader of this shard's outbox on a new connection of its own.
   // Errors: Unavailable.
   virtual absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() = 0;

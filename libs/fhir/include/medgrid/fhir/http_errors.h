@@ -5,7 +5,7 @@
 
 #include "absl/status/status.h"
 
-namespace medgrid::gateway {
+namespace medgrid::fhir {
 
 struct HttpError {
   int status = 500;
@@ -22,4 +22,4 @@ HttpError ToHttpError(const absl::Status& status);
 // An OperationOutcome body for a plain status and message.
 std::string OutcomeFor(int http_status, const std::string& message);
 
-}  // namespace medgrid::gateway
+}  // namespace medgrid::fhir

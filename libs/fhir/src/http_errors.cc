@@ -1,9 +1,9 @@
-#include "medgrid/gateway/http_errors.h"
+#include "medgrid/fhir/http_errors.h"
 
 #include "medgrid/core/status.h"
 #include "medgrid/fhir/operation_outcome.h"
 
-namespace medgrid::gateway {
+namespace medgrid::fhir {
 namespace {
 
 int DefaultHttp(absl::StatusCode code) {
@@ -65,4 +65,4 @@ std::string OutcomeFor(int http_status, const std::string& message) {
       {{http_status >= 500 ? "fatal" : "error", IssueFor(http_status), message, ""}});
 }
 
-}  // namespace medgrid::gateway
+}  // namespace medgrid::fhir
