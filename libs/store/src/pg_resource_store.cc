@@ -72,21 +72,23 @@ const std::string& TombstoneSql() {
 
 // Many versions in one statement (TransactionScope::Write): $1 is the
 // tenant, $2-$9 parallel arrays of type, id, version, method, microseconds,
-// body, index document and whether index rows exist to be replaced.
-const std::string& WriteManySql() {
-  static const std::string sql = core::StrCat(
+// body, index document and whether index rows exist to be replaced. Without
+// `replace`, no version replaces index rows (all are first versions, as in
+// a bulk load) and the statement has no DELETE parts, which the planner
+// could otherwise run as scans of whole index tables.
+std::string WriteManySql(bool replace) {
+  return core::StrCat(
       "WITH k AS MATERIALIZED (SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "
       "$7::text[], $8::jsonb[], $9::boolean[]) AS k(t, i, v, m, us, b, j, existed)), "
       "cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
       "SELECT $1, k.t, k.i, k.v, k.m = 'DELETE', " MEDGRID_TS("k.us") " FROM k "
       "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
       "deleted = EXCLUDED.deleted, last_updated = EXCLUDED.last_updated)",
-      IndexDeleteManyCtes(), IndexInsertManyCtes(),
+      replace ? IndexDeleteManyCtes() : std::string(), IndexInsertManyCtes(),
       ", ob AS (INSERT INTO outbox (tenant_id, res_type, res_id, version_id, method, changed_at) "
       "SELECT $1, k.t, k.i, k.v, k.m, " MEDGRID_TS("k.us") " FROM k)"
       " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, last_updated, body) "
       "SELECT $1, k.t, k.i, k.v, k.m, k.m = 'DELETE', " MEDGRID_TS("k.us") ", k.b FROM k");
-  return sql;
 }
 
 // The current versions of many keys of tenant $1 ($2 types, $3 ids), with
@@ -185,7 +187,8 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
   conn.prepare("insert_new", InsertNewSql());
   conn.prepare("write", WriteSql());
   conn.prepare("tombstone", TombstoneSql());
-  conn.prepare("write_many", WriteManySql());
+  conn.prepare("write_many", WriteManySql(/*replace=*/true));
+  conn.prepare("write_many_new", WriteManySql(/*replace=*/false));
 }
 
 template <typename Fn>
@@ -421,6 +424,7 @@ class PgTransactionScope final : public TransactionScope {
     std::vector<std::string> types, ids, versions, methods, micros;
     std::vector<std::optional<std::string>> bodies, indexes;
     std::vector<std::string> existed;
+    bool replace = false;
     for (auto* v : {&types, &ids, &versions, &methods, &micros, &existed}) v->reserve(n);
     bodies.reserve(n);
     indexes.reserve(n);
@@ -435,8 +439,9 @@ class PgTransactionScope final : public TransactionScope {
       indexes.push_back(deletion ? std::nullopt : std::optional<std::string>(EncodeIndex(w.body.index)));
       // Version 1 has no index rows yet; later versions may.
       existed.push_back(w.version > 1 ? "t" : "f");
+      replace = replace || w.version > 1;
     }
-    tx_.exec_prepared("write_many", tenant_, TextArrayLiteral(types), TextArrayLiteral(ids),
+    tx_.exec_prepared(replace ? "write_many" : "write_many_new", tenant_, TextArrayLiteral(types), TextArrayLiteral(ids),
                       TextArrayLiteral(versions), TextArrayLiteral(methods), TextArrayLiteral(micros),
                       OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes), TextArrayLiteral(existed));
     return absl::OkStatus();
