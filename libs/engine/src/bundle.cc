@@ -235,8 +235,7 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
         .Path("Bundle.type");
   }
   const bool transaction = *type == "transaction";
-  ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
-  (void)shard;
+  RETURN_IF_ERROR(store_.ForTenant(tenant).status());  // an unknown tenant is 404 before anything else
 
   json::array empty;
   json::array* raw_entries = &empty;
@@ -367,10 +366,9 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
   }
 
   if (transaction) {
-    // Each resource may be written by one entry only (http.html#trules).
     std::vector<std::size_t> all(entries.size());
     for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
-    RETURN_IF_ERROR(RunEntries(tenant, input, entries, all, true, results));
+    RETURN_IF_ERROR(RunEntries(tenant, input, entries, all, results));
   } else {
     std::vector<std::size_t> order;
     for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -379,7 +377,7 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
     std::stable_sort(order.begin(), order.end(),
                      [&](std::size_t a, std::size_t b) { return Step(entries[a].method) < Step(entries[b].method); });
     for (std::size_t i : order) {
-      absl::Status st = RunEntries(tenant, input, entries, {i}, false, results);
+      absl::Status st = RunEntries(tenant, input, entries, {i}, results);
       if (!st.ok()) parse_errors[i] = st;
     }
     for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -440,7 +438,7 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
 
 absl::Status FhirEngine::RunEntries(const std::string& tenant, const BundleInput& input,
                                     std::vector<BundleEntry>& all, const std::vector<std::size_t>& entries,
-                                    bool transaction, std::vector<EntryResult>& results) {
+                                    std::vector<EntryResult>& results) {
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   std::vector<EntryResult> staged;
   bool params_changed = false;
@@ -454,7 +452,6 @@ absl::Status FhirEngine::RunEntries(const std::string& tenant, const BundleInput
     }
     return ExecuteEntries(scope, tenant, input, all, entries, staged);
   });
-  (void)transaction;
   if (!st.ok()) return st;
   for (std::size_t i : entries) {
     if (all[i].path.type == "SearchParameter" && all[i].method != "GET" && all[i].method != "HEAD") params_changed = true;

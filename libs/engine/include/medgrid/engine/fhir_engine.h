@@ -95,10 +95,10 @@ class FhirEngine final : public FhirApi {
   // Bundle processing (bundle.cc).
   struct BundleEntry;
   struct EntryResult;
-  // Runs `entries` (indexes into `all`) as one transaction on the shard.
+  // Runs `entries` (indexes into `all`) in one database transaction on the
+  // shard, filling their `results` when it commits.
   absl::Status RunEntries(const std::string& tenant, const BundleInput& input, std::vector<BundleEntry>& all,
-                          const std::vector<std::size_t>& entries, bool transaction,
-                          std::vector<EntryResult>& results);
+                          const std::vector<std::size_t>& entries, std::vector<EntryResult>& results);
   absl::Status ExecuteEntries(store::TransactionScope& scope, const std::string& tenant, const BundleInput& input,
                               std::vector<BundleEntry>& all, const std::vector<std::size_t>& entries,
                               std::vector<EntryResult>& results);
