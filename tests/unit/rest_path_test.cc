@@ -54,7 +54,7 @@ TEST(RestPath, RejectsMalformedSegmentsWith400) {
 }
 
 TEST(RestPath, UnknownShapesAre404NotSupported) {
-  for (const std::string path : {"/fhir/", "/fhir", "/other/demo", "/fhir/demo/patient", "/fhir/demo/Patient/1/$everything",
+  for (const std::string path : {"/fhir/", "/fhir", "/other/demo", "/fhir/demo/patient", "/fhir/demo/Patient/1/$everything/x",
                                  "/fhir/demo/Patient/1/observation", "/fhir/demo/Patient/1/_history/2/x",
                                  "/fhir/demo/Patient/_search/x", "/fhir/demo/Patient/_history/x",
                                  "/fhir/demo/Patient/1/Observation/x"}) {
@@ -92,6 +92,20 @@ TEST(RestPath, SearchAndCompartmentShapes) {
   EXPECT_EQ(p->kind, RestPath::Kind::kTypeOperation);
   EXPECT_EQ(p->type, "Patient");
   EXPECT_EQ(p->operation, "reindex");
+  p = ParseRestPath("/fhir/demo/Patient/p1/$everything");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kInstanceOperation);
+  EXPECT_EQ(p->type, "Patient");
+  EXPECT_EQ(p->id, "p1");
+  EXPECT_EQ(p->operation, "everything");
+  // An encoded "$" is an operation too; a bare "$" or one with a slash is not.
+  p = ParseRestPath("/fhir/demo/Patient/p1/%24everything");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, RestPath::Kind::kInstanceOperation);
+  EXPECT_EQ(ParseRestPath("/fhir/demo/Patient/p1/$").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ParseRestPath("/fhir/demo/Patient/p1/$everything/x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ParseRestPath("/fhir/demo/Patient/p%2F1/$everything").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(ParseRestPath("/fhir/demo/$re/index").ok());
   EXPECT_FALSE(ParseRestPath("/fhir/demo/$").ok());
 }

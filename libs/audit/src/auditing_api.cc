@@ -273,6 +273,19 @@ absl::StatusOr<std::string> AuditingFhirApi::Search(const std::string& tenant, c
   return r;
 }
 
+absl::StatusOr<std::string> AuditingFhirApi::Everything(const std::string& tenant,
+                                                        const engine::EverythingInput& input) {
+  // Start names Patient/{id} as the patient; the type level names every
+  // patient on the page through the Bundle.
+  Interaction in = Start(tenant, "operation", 'E', "Patient", input.id);
+  in.query = "$everything";
+  if (!input.params.empty()) core::StrAppend(in.query, "?", QueryString(input.params));
+  absl::StatusOr<std::string> r = inner_.Everything(tenant, input);
+  if (r.ok()) AddBundle(in, *r);
+  FinishStatus(in, r.status());
+  return r;
+}
+
 absl::StatusOr<std::string> AuditingFhirApi::ExplainSearch(const std::string& tenant, const std::string& type,
                                                            const engine::QueryParams& params) {
   // Reached through the admin API, whose requests are recorded as admin actions.

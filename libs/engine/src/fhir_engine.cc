@@ -398,7 +398,12 @@ absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, 
       first_param = false;
       param_json(out, *def);
     }
-    out += "]}";
+    out += ']';
+    if (type == "Patient") {
+      out += R"(,"operation":[{"name":"everything",)"
+             R"("definition":"http://hl7.org/fhir/OperationDefinition/Patient-everything"}])";
+    }
+    out += '}';
   }
   out += R"(],"interaction":[{"code":"transaction"},{"code":"batch"},{"code":"history-system"},{"code":"search-system"}],)"
          R"("operation":[{"name":"reindex","definition":"urn:medgrid:operation:reindex"}]}]})";

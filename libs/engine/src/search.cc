@@ -152,6 +152,19 @@ absl::StatusOr<std::string> FhirEngine::Search(const std::string& tenant, const 
 
 absl::StatusOr<std::string> FhirEngine::SearchWith(const std::string& tenant, const SearchInput& input,
                                                    const Searcher& searcher) {
+  ASSIGN_OR_RETURN(SearchResult result, Gather(tenant, input, searcher));
+  std::string path = input.base_url;
+  if (!input.compartment.empty()) {
+    core::StrAppend(path, "/", input.compartment, "/", input.compartment_id, "/",
+                    input.all_types ? std::string("*") : input.type);
+  } else if (!input.type.empty()) {
+    core::StrAppend(path, "/", input.type);
+  }
+  return RenderSearchset(result, input.base_url, path, input.params);
+}
+
+absl::StatusOr<FhirEngine::SearchResult> FhirEngine::Gather(const std::string& tenant, const SearchInput& input,
+                                                            const Searcher& searcher) {
 
   // The types searched, and the parameters common to each.
   std::vector<std::string> types;
@@ -296,32 +309,36 @@ absl::StatusOr<std::string> FhirEngine::SearchWith(const std::string& tenant, co
     }
   }
   if (!shape) shape.emplace();  // a compartment without types of its own
+  SearchResult result;
+  result.matches = std::move(matches);
+  result.included = std::move(included);
+  result.warnings = std::move(warnings);
+  result.next = std::move(next);
+  result.previous = std::move(previous);
+  if (total_known) result.total = total;
+  result.subset = std::move(shape->subset);
+  return result;
+}
 
-  // The Bundle.
-  std::string path = input.base_url;
-  if (compartment) {
-    core::StrAppend(path, "/", input.compartment, "/", input.compartment_id, "/",
-                    input.all_types ? std::string("*") : input.type);
-  } else if (!input.type.empty()) {
-    core::StrAppend(path, "/", input.type);
-  }
-  const QueryParams link_params = Without(input.params, "_cursor");
+std::string FhirEngine::RenderSearchset(const SearchResult& result, const std::string& base_url,
+                                        const std::string& path, const QueryParams& params) const {
+  const QueryParams link_params = Without(params, "_cursor");
   std::string out = R"({"resourceType":"Bundle","meta":{"lastUpdated":")";
   out += core::FormatInstant(clock_.Now());
   out += R"("},"type":"searchset")";
-  if (total_known) core::StrAppend(out, R"(,"total":)", total);
+  if (result.total) core::StrAppend(out, R"(,"total":)", *result.total);
   out += R"(,"link":[)";
   bool first_link = true;
-  AppendLink(out, first_link, "self", WithQuery(path, input.params));
+  AppendLink(out, first_link, "self", WithQuery(path, params));
   AppendLink(out, first_link, "first", WithQuery(path, link_params));
-  if (previous) {
+  if (result.previous) {
     QueryParams p = link_params;
-    p.emplace_back("_cursor", *previous);
+    p.emplace_back("_cursor", *result.previous);
     AppendLink(out, first_link, "previous", WithQuery(path, p));
   }
-  if (next) {
+  if (result.next) {
     QueryParams p = link_params;
-    p.emplace_back("_cursor", *next);
+    p.emplace_back("_cursor", *result.next);
     AppendLink(out, first_link, "next", WithQuery(path, p));
   }
   out += R"(],"entry":[)";
@@ -330,12 +347,13 @@ absl::StatusOr<std::string> FhirEngine::SearchWith(const std::string& tenant, co
     if (!first_entry) out += ',';
     first_entry = false;
     out += R"({"fullUrl":")";
-    core::AppendJsonEscaped(out, core::StrCat(input.base_url, "/", v.type, "/", v.id));
-    core::StrAppend(out, R"(","resource":)", Subset(v.body, v.type, shape->subset), R"(,"search":{"mode":")", mode,
+    core::AppendJsonEscaped(out, core::StrCat(base_url, "/", v.type, "/", v.id));
+    core::StrAppend(out, R"(","resource":)", Subset(v.body, v.type, result.subset), R"(,"search":{"mode":")", mode,
                     "\"}}");
   };
-  for (const auto& m : matches) entry(m, "match");
-  for (const auto& m : included) entry(m, "include");
+  for (const auto& m : result.matches) entry(m, "match");
+  for (const auto& m : result.included) entry(m, "include");
+  const std::vector<std::string>& warnings = result.warnings;
   if (!warnings.empty()) {
     if (!first_entry) out += ',';
     out += R"({"resource":{"resourceType":"OperationOutcome","issue":[)";

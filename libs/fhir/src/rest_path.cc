@@ -146,6 +146,11 @@ absl::StatusOr<RestPath> ParseRestPath(std::string_view path) {
     p.kind = RestPath::Kind::kInstance;
     return p;
   }
+  if (n == 4 && operation_name(segs[3])) {
+    p.kind = RestPath::Kind::kInstanceOperation;
+    p.operation = segs[3].substr(1);
+    return p;
+  }
   if (n == 4 && (segs[3] == "*" || IsTypeName(segs[3]))) {
     p.target = segs[3];
     p.kind = RestPath::Kind::kCompartment;

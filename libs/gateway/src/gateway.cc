@@ -68,7 +68,11 @@ std::string RouteTemplate(const fhir::RestPath& p) {
     case K::kTypeSearch: return "/fhir/{tenant}/{type}/_search";
     case K::kCompartment: return "/fhir/{tenant}/{type}/{id}/{compartment_type}";
     case K::kSystemOperation: return p.operation == "reindex" ? "/fhir/{tenant}/$reindex" : "/fhir/{tenant}/$op";
-    case K::kTypeOperation: return p.operation == "reindex" ? "/fhir/{tenant}/{type}/$reindex" : "/fhir/{tenant}/{type}/$op";
+    case K::kTypeOperation:
+      if (p.operation == "reindex") return "/fhir/{tenant}/{type}/$reindex";
+      return p.operation == "everything" ? "/fhir/{tenant}/{type}/$everything" : "/fhir/{tenant}/{type}/$op";
+    case K::kInstanceOperation:
+      return p.operation == "everything" ? "/fhir/{tenant}/{type}/{id}/$everything" : "/fhir/{tenant}/{type}/{id}/$op";
   }
   return "/fhir";
 }
@@ -524,6 +528,7 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
     o["shard"] = t.shard_id;
     o["status"] = t.status;
     o["eventsIncludeBody"] = t.events_include_body;
+    o["everythingTypeLevel"] = t.everything_type_level;
     o["created"] = core::FormatInstant(t.created_at);
     return o;
   };
@@ -543,6 +548,7 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
       const json::value* id = o ? o->if_contains("id") : nullptr;
       const json::value* region = o ? o->if_contains("region") : nullptr;
       const json::value* with_body = o ? o->if_contains("eventsIncludeBody") : nullptr;
+      const json::value* everything = o ? o->if_contains("everythingTypeLevel") : nullptr;
       if (id == nullptr || !id->is_string() || !fhir::IsValidTenantId(std::string_view(id->get_string()))) {
         return Error(400, "Body must be {\"id\": \"<tenant>\", \"region\": \"<region>\"} with id matching [a-z0-9][a-z0-9-]{0,62}", v);
       }
@@ -550,14 +556,19 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
         return Error(400, "region must be a short token such as \"us\"", v);
       }
       if (with_body != nullptr && !with_body->is_bool()) return Error(400, "eventsIncludeBody must be true or false", v);
+      if (everything != nullptr && !everything->is_bool()) {
+        return Error(400, "everythingTypeLevel must be true or false", v);
+      }
       for (const auto& kv : *o) {
-        if (kv.key() != "id" && kv.key() != "region" && kv.key() != "eventsIncludeBody") {
+        if (kv.key() != "id" && kv.key() != "region" && kv.key() != "eventsIncludeBody" &&
+            kv.key() != "everythingTypeLevel") {
           return Error(400, core::StrCat("Unknown field '", std::string_view(kv.key()), "'"), v);
         }
       }
       store::TenantOptions options;
       if (region != nullptr) options.region = std::string(region->get_string());
       options.events_include_body = with_body != nullptr && with_body->get_bool();
+      options.everything_type_level = everything != nullptr && everything->get_bool();
       auto t = store.CreateTenant(std::string_view(id->get_string()), options);
       if (!t.ok()) return ErrorOf(t.status(), v);
       auto res = MakeResponse(bhttp::status::created, v, json::serialize(tenant_json(*t)), "application/json");
@@ -666,9 +677,13 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   const bool searchish = p.kind == K::kSystemSearch || p.kind == K::kTypeSearch || p.kind == K::kCompartment ||
                          (p.kind == K::kSystem && (method == bhttp::verb::get || method == bhttp::verb::head)) ||
                          (p.kind == K::kType && method != bhttp::verb::post);
+  // Patient $everything checks its own parameters in the engine.
+  const bool everything = p.operation == "everything" && p.type == "Patient" &&
+                          (p.kind == K::kTypeOperation || p.kind == K::kInstanceOperation);
   for (const auto& [k, val] : query.params) {
     if (searchish) break;
     if (k == "_format" || k == "_pretty") continue;
+    if (everything) continue;
     if (p.kind == K::kSystemOperation && p.operation == "reindex" && k == "type") continue;
     if (p.kind == K::kMetadata && k == "mode") {
       if (val != "full") return ErrorOf(BadParam(k, "only mode=full is supported"), v);
@@ -771,8 +786,22 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       return search(std::move(in));
     }
     case K::kSystemOperation:
-    case K::kTypeOperation: {
-      if (p.operation != "reindex") {
+    case K::kTypeOperation:
+    case K::kInstanceOperation: {
+      if (everything) {
+        // Parameters in the URL only; a Parameters body is not read.
+        if (!get_like) return not_allowed("GET");
+        engine::EverythingInput in;
+        in.id = p.id;
+        in.base_url = base;
+        for (const auto& kv : query.params) {
+          if (kv.first != "_format" && kv.first != "_pretty") in.params.push_back(kv);
+        }
+        auto bundle = api.Everything(p.tenant, in);
+        if (!bundle.ok()) return ErrorOf(bundle.status(), v);
+        return MakeResponse(bhttp::status::ok, v, std::move(*bundle));
+      }
+      if (p.operation != "reindex" || p.kind == K::kInstanceOperation) {
         return Error(404, core::StrCat("Operation $", p.operation, " is not supported"), v);
       }
       if (get_like) {

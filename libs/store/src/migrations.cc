@@ -37,6 +37,10 @@ INSERT INTO shard_map VALUES (true, 1);
 -- Whether a tenant's change events carry the resource body.
 ALTER TABLE tenants ADD COLUMN events_include_body boolean NOT NULL DEFAULT false;
 )sql"},
+      {3, "tenants' type-level $everything", R"sql(
+-- Whether GET Patient/$everything (every patient's record) is allowed.
+ALTER TABLE tenants ADD COLUMN everything_type_level boolean NOT NULL DEFAULT false;
+)sql"},
   };
   return kMigrations;
 }

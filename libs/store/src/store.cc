@@ -218,11 +218,13 @@ TenantInfo PgStore::RowToTenant(const pqxx::row& row) {
   t.status = row[3].as<std::string>();
   t.created_at = core::FromUnixMicros(row[4].as<int64_t>());
   t.events_include_body = row[5].as<bool>();
+  t.everything_type_level = row[6].as<bool>();
   return t;
 }
 
 constexpr const char* kTenantColumns =
-    "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint, events_include_body";
+    "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint, events_include_body, "
+    "everything_type_level";
 
 absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
   {
@@ -300,11 +302,12 @@ absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, const Tena
       return core::Error(absl::StatusCode::kFailedPrecondition, "No shard accepts new tenants").Http(503);
     }
     pqxx::result r = tx.exec_params(
-        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id, events_include_body) VALUES ($1, $2, $3, $4) "
+        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id, events_include_body, everything_type_level) "
+                     "VALUES ($1, $2, $3, $4, $5) "
                      "RETURNING ",
                      kTenantColumns),
         std::string(id), options.region.empty() ? config_.region : options.region, pick[0][0].as<std::string>(),
-        options.events_include_body);
+        options.events_include_body, options.everything_type_level);
     tx.exec("UPDATE shard_map SET version = version + 1");
     tx.commit();
     TenantInfo t = RowToTenant(r[0]);

@@ -49,6 +49,7 @@ class AuditingFhirApi final : public engine::FhirApi {
   absl::StatusOr<engine::ResourceResult> Delete(const std::string& tenant, const std::string& type,
                                                 const std::string& id, std::optional<int64_t> if_match) override;
   absl::StatusOr<std::string> Search(const std::string& tenant, const engine::SearchInput& input) override;
+  absl::StatusOr<std::string> Everything(const std::string& tenant, const engine::EverythingInput& input) override;
   absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const std::string& type,
                                             const engine::QueryParams& params) override;
   absl::StatusOr<std::string> StartReindex(const std::string& tenant, const std::vector<std::string>& types) override;

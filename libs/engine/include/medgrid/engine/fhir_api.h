@@ -59,6 +59,13 @@ struct SearchInput {
   std::string base_url;        // e.g. http://host/fhir/demo, for fullUrl and links
 };
 
+// Patient/$everything (patient-operation-everything.html).
+struct EverythingInput {
+  std::string id;              // the patient; empty for the type level (every patient)
+  QueryParams params;          // _since, _type, _count, and _cursor from a next link
+  std::string base_url;        // e.g. http://host/fhir/demo, for fullUrl and links
+};
+
 // A batch or transaction Bundle posted to the tenant base.
 struct BundleInput {
   std::string body;            // the Bundle, JSON text
@@ -116,6 +123,15 @@ class FhirApi {
   // parameters (unless lenient), a bad cursor, or a type outside the
   // compartment; 404 for an unknown type or tenant.
   virtual absl::StatusOr<std::string> Search(const std::string& tenant, const SearchInput& input) = 0;
+  // Patient $everything: a searchset Bundle (JSON text) with the patient,
+  // every resource in its compartment and the resources those reference
+  // through reference search parameters; at the type level, every
+  // patient's, paged by patient. Parameters: _since (an instant), _type,
+  // _count and _cursor. Errors: 400 for any other parameter (start and end
+  // are not supported) or a malformed one; 404 / 410 for an unknown or
+  // deleted patient; 403 at the type level for a tenant not created with
+  // everythingTypeLevel.
+  virtual absl::StatusOr<std::string> Everything(const std::string& tenant, const EverythingInput& input) = 0;
   // The query plans of a type-level search, as text (EXPLAIN ANALYZE).
   virtual absl::StatusOr<std::string> ExplainSearch(const std::string& tenant, const std::string& type,
                                                     const QueryParams& params) = 0;

@@ -63,6 +63,8 @@ class FhirEngine final : public FhirApi {
                                             const QueryParams& params) override;
   absl::StatusOr<std::string> StartReindex(const std::string& tenant, const std::vector<std::string>& types) override;
   absl::StatusOr<std::string> ReindexStatus(const std::string& tenant) override;
+  // everything.cc
+  absl::StatusOr<std::string> Everything(const std::string& tenant, const EverythingInput& input) override;
 
   // The tenant's search parameters (never null; the standard ones when its
   // own cannot be loaded, which is logged).
@@ -85,6 +87,24 @@ class FhirEngine final : public FhirApi {
   using Searcher = std::function<absl::StatusOr<store::SearchPage>(const search::SearchRequest&,
                                                                     const std::optional<store::Compartment>&)>;
   absl::StatusOr<std::string> SearchWith(const std::string& tenant, const SearchInput& input, const Searcher& searcher);
+  // What a search found, before it becomes a Bundle.
+  struct SearchResult {
+    std::vector<store::ResourceVersion> matches;
+    std::vector<store::ResourceVersion> included;
+    std::vector<std::string> warnings;    // for an OperationOutcome entry
+    std::optional<std::string> next;      // the next page's _cursor
+    std::optional<std::string> previous;  // the previous page's _cursor
+    std::optional<int64_t> total;         // when known
+    search::SearchRequest subset;         // only summary and elements set
+  };
+  // One page of the search `input` describes.
+  absl::StatusOr<SearchResult> Gather(const std::string& tenant, const SearchInput& input, const Searcher& searcher);
+  // The searchset Bundle of `result`. Links point at `path`: self with
+  // `params`, the others with params' _cursor replaced.
+  std::string RenderSearchset(const SearchResult& result, const std::string& base_url, const std::string& path,
+                              const QueryParams& params) const;
+  // One $everything page over a page of patients (everything.cc).
+  absl::StatusOr<std::string> EverythingOfPatients(const std::string& tenant, const EverythingInput& input);
   // History over `history`; `exists` tells a resource with no versions
   // since _since from an unknown one (its key's tenant is left empty).
   absl::StatusOr<std::string> HistoryWith(

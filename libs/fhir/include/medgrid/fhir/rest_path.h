@@ -32,6 +32,7 @@ struct RestPath {
     kCompartment,      // /fhir/{tenant}/{type}/{id}/{target type or *}
     kSystemOperation,  // /fhir/{tenant}/${operation}
     kTypeOperation,    // /fhir/{tenant}/{type}/${operation}
+    kInstanceOperation,  // /fhir/{tenant}/{type}/{id}/${operation}
   };
   Kind kind = Kind::kSystem;
   std::string tenant;
@@ -39,7 +40,7 @@ struct RestPath {
   std::string id;
   std::string version;  // a positive integer in canonical form
   std::string target;   // kCompartment: the type searched in the compartment, or "*"
-  std::string operation;  // kSystemOperation, kTypeOperation: the name without "$"
+  std::string operation;  // k*Operation: the name without "$"
 };
 
 // Parses the path part of a request target (no query string) that starts

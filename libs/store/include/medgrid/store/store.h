@@ -29,6 +29,9 @@ struct TenantInfo {
   // Whether the tenant's change events (medgrid.resource.changed) carry the
   // resource body; by default they carry its key, version and operation only.
   bool events_include_body = false;
+  // Whether type-level Patient/$everything (every patient's record at
+  // once) is allowed; instance-level $everything always is.
+  bool everything_type_level = false;
   core::TimePoint created_at;
 };
 
@@ -36,6 +39,7 @@ struct TenantInfo {
 struct TenantOptions {
   std::string region;  // empty: the server's region
   bool events_include_body = false;
+  bool everything_type_level = false;
 };
 
 struct ShardInfo {
