@@ -51,6 +51,7 @@ else
     --pg-admin-dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" \
     --fhir-package-dir="$package" \
     --audit-spool-dir="$home/audit-spool" \
+    --export-dir="$home/exports" \
     >>"$home/medgrid.log" 2>&1 &
   echo $! >"$pidfile"
 fi

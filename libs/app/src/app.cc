@@ -3,16 +3,20 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <map>
 
 #include "medgrid/audit/auditing_api.h"
+#include "medgrid/bulk/export_http.h"
+#include "medgrid/bulk/object_store.h"
 #include "medgrid/audit/pipeline.h"
 #include "medgrid/audit/service.h"
 #include "medgrid/audit/sink.h"
 #include "medgrid/audit/spool.h"
 #include "change_events.h"
 #include "medgrid/core/clock.h"
+#include "medgrid/core/request_context.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/engine/fhir_engine.h"
@@ -88,6 +92,13 @@ Flags (all --name=value):
   --kafka-brokers       Kafka bootstrap servers; empty (the default) delivers events in-process
   --kafka-property      name=value, a librdkafka property for every producer and consumer (repeatable)
   --instance-id         this instance's name in Kafka consumer groups (default: the host name)
+  --export-dir          where $export files go (default $MEDGRID_HOME/exports, else ./medgrid-exports)
+  --export-max-file-bytes  largest NDJSON file part of an export (default 67108864)
+  --export-expiry-hours    how long a finished export's files stay (default 24)
+  --subscription-max-failures  failed deliveries of a notification in a row before its Subscription
+                        is set to error (default 10)
+  --subscription-backoff-ms      pause after a failed delivery, doubling with each further one (default 1000)
+  --subscription-max-backoff-ms  longest pause between deliveries of a failing notification (default 300000)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -168,6 +179,21 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       int64_t bytes = 0;
       RETURN_IF_ERROR(ParseInt(name, value, int64_t{4096}, int64_t{1} << 40, bytes));
       c.audit.spool_max_bytes = static_cast<uint64_t>(bytes);
+    } else if (name == "export-dir") {
+      if (value.empty()) return BadFlag(name, "must not be empty");
+      c.export_dir = value;
+    } else if (name == "export-max-file-bytes") {
+      RETURN_IF_ERROR(ParseInt<uint64_t>(name, value, 1024, uint64_t{1} << 40, c.exports.max_file_bytes));
+    } else if (name == "export-expiry-hours") {
+      int64_t hours = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 24 * 365, hours));
+      c.exports.expiry = std::chrono::hours(hours);
+    } else if (name == "subscription-max-failures") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 1000000, c.subscriptions.max_failures));
+    } else if (name == "subscription-backoff-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.subscriptions.initial_backoff));
+    } else if (name == "subscription-max-backoff-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.subscriptions.max_backoff));
     } else if (name == "log-level") {
       if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
     } else {
@@ -175,6 +201,11 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
     }
   }
   if (c.fhir_package_dir.empty()) return BadFlag("fhir-package-dir", "is required");
+  if (c.export_dir.empty()) {
+    // Start-up configuration, read once here like the flags themselves.
+    const char* home = std::getenv("MEDGRID_HOME");
+    c.export_dir = home != nullptr && *home != '\0' ? core::StrCat(home, "/exports") : "medgrid-exports";
+  }
   if (c.store.admin_dsn.empty() && c.store.control_dsn.empty()) {
     return BadFlag("pg-admin-dsn", "either --pg-admin-dsn or --pg-control-dsn is required");
   }
@@ -190,6 +221,9 @@ struct App::Impl {
   std::unique_ptr<engine::FhirEngine> engine;
   std::unique_ptr<engine::Reindexer> reindexer;
   prometheus::Registry metrics;
+  // Before changes (whose relays deliver to it) and server (whose websocket
+  // connections use it), so it outlives both.
+  std::unique_ptr<subscriptions::SubscriptionService> subscriptions;
   std::unique_ptr<ChangeEvents> changes;
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
@@ -200,6 +234,8 @@ struct App::Impl {
   std::unique_ptr<audit::AuditPipeline> audit;
   std::unique_ptr<audit::AuditingFhirApi> audited;
   std::unique_ptr<gateway::Gateway> gateway;
+  std::unique_ptr<bulk::FileObjectStore> export_files;
+  std::unique_ptr<bulk::ExportService> exports;
   std::unique_ptr<http::Server> server;
   bool stopped = false;
 };
@@ -230,8 +266,17 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     ::gethostname(host, sizeof host - 1);
     instance = host;
   }
+  s.subscriptions = std::make_unique<subscriptions::SubscriptionService>(config.subscriptions, *s.engine, *s.registry,
+                                                                        *s.store, s.clock, s.metrics);
+  // A shard that cannot be reached now is not fatal (/readyz says so); the
+  // service loads again from its worker until it can.
+  if (absl::Status loaded = s.subscriptions->Load(); !loaded.ok()) {
+    core::Log(core::LogLevel::kWarn, "subscriptions.load_failed", {{"error", std::string(loaded.message())}});
+  }
   ASSIGN_OR_RETURN(s.changes, ChangeEvents::Start(config.kafka, *s.store, s.clock,
-                                                  core::StrCat("medgrid-changes-", instance), s.metrics));
+                                                  core::StrCat("medgrid-changes-", instance), s.metrics,
+                                                  {s.subscriptions.get()}));
+  s.subscriptions->Start();
   engine::FhirApi* api = s.engine.get();
   if (!config.audit.spool_dir.empty()) {
     const AuditConfig& a = config.audit;
@@ -303,12 +348,50 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   } else {
     s.gateway->SetMetricsHook([changes = s.changes.get()] { changes->UpdateMetrics(); });
   }
+  if (!config.export_dir.empty()) {
+    ASSIGN_OR_RETURN(s.export_files, bulk::FileObjectStore::Open(config.export_dir));
+    s.exports = std::make_unique<bulk::ExportService>(config.exports, *s.store, *s.engine, *s.registry,
+                                                      *s.compartments, *s.export_files, s.clock);
+    // Access: every caller of the FHIR API until token auth exists; then the
+    // SMART system/*.read check goes here (bulk::ExportAccess).
+    s.exports->SetAccess([](const std::string&, const std::string&) { return absl::OkStatus(); });
+    if (s.audit) {
+      s.exports->SetKickOffHook([audit = s.audit.get(), &clock = s.clock](const bulk::KickOffEvent& e) {
+        audit::Interaction in;
+        in.tenant = e.tenant;
+        in.interaction = "operation";
+        in.action = 'E';
+        in.http_status = 202;
+        if (e.level == "group") {
+          in.type = "Group";
+          in.id = e.group_id;
+        } else if (e.level == "patient") {
+          in.type = "Patient";
+        }
+        in.query = e.request_url;
+        in.agent_address = core::CurrentRequest().client_address;
+        in.recorded = clock.Now();
+        audit->Record(in);
+      });
+    }
+    s.gateway->SetExportHook([svc = s.exports.get()](const http::Request& req, const std::string& tenant,
+                                                     const std::string& rest,
+                                                     const std::vector<std::pair<std::string, std::string>>& params,
+                                                     const std::string& base, std::string& route) {
+      return bulk::HandleExportRequest(*svc, req, tenant, rest, params, base, route);
+    });
+    s.exports->Start();
+  }
   gateway::Gateway* gw = s.gateway.get();
   s.server = std::make_unique<http::Server>(
       config.http, [gw](http::Request&& req, const http::Peer& peer) { return gw->Handle(std::move(req), peer); },
       [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); },
       [gw](http::Request& req, const http::Peer& peer, boost::asio::io_context& io,
            std::function<void(http::Response)> done) { return gw->HandleAsync(req, peer, io, std::move(done)); });
+  s.server->SetUpgradeHandler([hub = &s.subscriptions->websocket()](http::Request& req, const http::Peer& peer,
+                                                                     boost::asio::ip::tcp::socket& socket) {
+    return hub->TakeUpgrade(req, peer, socket);
+  });
   RETURN_IF_ERROR(s.server->Start());
   core::Log(core::LogLevel::kInfo, "server.started",
             {{"address", config.http.address}, {"port", std::to_string(s.server->port())}});
@@ -321,11 +404,17 @@ audit::AuditPipeline* App::audit() const { return impl_->audit.get(); }
 
 events::ChangeBus& App::changes() const { return impl_->changes->bus(); }
 
+subscriptions::SubscriptionService& App::subscriptions() const { return *impl_->subscriptions; }
+
 void App::Stop() {
   if (!impl_->server || impl_->stopped) return;
   impl_->stopped = true;
+  // Deliveries stop first: the websocket connections end with the server's
+  // I/O threads. What is queued stays in the shards for the next start.
+  impl_->subscriptions->Stop();
   impl_->server->Stop();
   impl_->reindexer->Stop();
+  if (impl_->exports) impl_->exports->Stop();
   if (impl_->audit) {
     // What the last requests spooled goes to the ledger now if it can;
     // otherwise it waits in the spool for the next start.

@@ -24,8 +24,10 @@ ChangeEvents::~ChangeEvents() { Stop(); }
 absl::StatusOr<std::unique_ptr<ChangeEvents>> ChangeEvents::Start(const events::KafkaConfig& kafka,
                                                                  store::Store& store, const core::Clock& clock,
                                                                  const std::string& consumer_group,
-                                                                 prometheus::Registry& metrics) {
+                                                                 prometheus::Registry& metrics,
+                                                                 const std::vector<events::ChangeHandler*>& handlers) {
   std::unique_ptr<ChangeEvents> c(new ChangeEvents(metrics));
+  for (events::ChangeHandler* handler : handlers) c->bus_.Register(handler);
   if (!kafka.brokers.empty()) {
     // This process's consumers want the changes made since it started:
     // what it caches, it caches after that (no group, no history).

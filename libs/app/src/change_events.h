@@ -26,11 +26,13 @@ class ChangeEvents {
  public:
   // Relays the outbox of every shard `store` knows at start-up. With
   // brokers, a consumer reads the change topic from this start on, and
-  // commits as `consumer_group`.
+  // commits as `consumer_group`. `handlers` are registered on the bus
+  // before any change is delivered (they must outlive this object).
   static absl::StatusOr<std::unique_ptr<ChangeEvents>> Start(const events::KafkaConfig& kafka, store::Store& store,
                                                              const core::Clock& clock,
                                                              const std::string& consumer_group,
-                                                             prometheus::Registry& metrics);
+                                                             prometheus::Registry& metrics,
+                                                             const std::vector<events::ChangeHandler*>& handlers = {});
   ~ChangeEvents();
 
   events::ChangeBus& bus() { return bus_; }

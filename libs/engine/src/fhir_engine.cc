@@ -117,7 +117,10 @@ absl::Status FhirEngine::CheckType(const std::string& type) const {
 absl::Status FhirEngine::ValidateResource(const std::string& tenant, const json::value& resource,
                                           int http_status) const {
   std::vector<fhir::ValidationIssue> issues = validator_.Validate(resource);
-  if (issues.empty()) return CheckSearchParameter(tenant, resource);
+  if (issues.empty()) {
+    RETURN_IF_ERROR(CheckSearchParameter(tenant, resource));
+    return CheckSubscription(tenant, resource, http_status);
+  }
   // The first issue decides the status text; all of them go in the message
   // so a client sees every problem at once.
   std::string message = issues[0].message;
@@ -363,7 +366,13 @@ absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, 
          R"("implementation":{"description":"medgrid FHIR R4 server","url":")";
   core::AppendJsonEscaped(out, base_url);
   out += R"("},"fhirVersion":"4.0.1","format":["application/fhir+json","json"],)"
-         R"("patchFormat":["application/json-patch+json"],"rest":[{"mode":"server","resource":[)";
+         R"("patchFormat":["application/json-patch+json"],"rest":[{"mode":"server",)";
+  // Where websocket Subscriptions bind (libs/subscriptions): ws(s):// of the base.
+  std::string websocket = base_url;
+  if (websocket.rfind("http", 0) == 0) websocket.replace(0, 4, "ws");
+  out += R"("extension":[{"url":"http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket","valueUri":")";
+  core::AppendJsonEscaped(out, core::StrCat(websocket, "/$subscription-websocket"));
+  out += R"("}],"resource":[)";
   // The tenant's own SearchParameter resources are listed with the
   // standard parameters.
   std::shared_ptr<const fhir::SearchParamRegistry> params = ParamsFor(tenant);
@@ -401,12 +410,18 @@ absl::StatusOr<std::string> FhirEngine::Capabilities(const std::string& tenant, 
     out += ']';
     if (type == "Patient") {
       out += R"(,"operation":[{"name":"everything",)"
-             R"("definition":"http://hl7.org/fhir/OperationDefinition/Patient-everything"}])";
+             R"("definition":"http://hl7.org/fhir/OperationDefinition/Patient-everything"},)"
+             R"({"name":"export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}])";
+    }
+    if (type == "Group") {  // bulk data export (libs/bulk)
+      out += R"(,"operation":[{"name":"export",)"
+             R"("definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}])";
     }
     out += '}';
   }
   out += R"(],"interaction":[{"code":"transaction"},{"code":"batch"},{"code":"history-system"},{"code":"search-system"}],)"
-         R"("operation":[{"name":"reindex","definition":"urn:medgrid:operation:reindex"}]}]})";
+         R"("operation":[{"name":"reindex","definition":"urn:medgrid:operation:reindex"},)"
+         R"({"name":"export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]}]})";
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include "medgrid/core/strings.h"
 #include "medgrid/engine/fhir_engine.h"
 #include "medgrid/fhir/json.h"
+#include "medgrid/fhir/subscription.h"
 
 namespace medgrid::engine {
 namespace json = boost::json;
@@ -81,6 +82,35 @@ absl::Status FhirEngine::CheckSearchParameter(const std::string& tenant, const j
   // Checked against the tenant's parameters, so a code clash with another
   // of its own is caught too.
   return ParamsFor(tenant)->CustomDef(o, registry_).status();
+}
+
+absl::Status FhirEngine::CheckSubscription(const std::string& tenant, const json::value& resource,
+                                           int http_status) const {
+  const json::value* type = resource.get_object().if_contains("resourceType");
+  if (type == nullptr || !type->is_string() || type->get_string() != "Subscription") return absl::OkStatus();
+  auto invalid = [&](const absl::Status& s) {
+    return core::Error(absl::StatusCode::kInvalidArgument, std::string(s.message()))
+        .Http(http_status)
+        .Issue(core::IssueCodeOf(s).value_or("invalid"))
+        .Path("Subscription.criteria");
+  };
+  absl::StatusOr<fhir::SubscriptionSpec> spec = fhir::ParseSubscription(resource);
+  if (!spec.ok()) {
+    if (http_status == 400) return spec.status();
+    return core::Error(absl::StatusCode::kInvalidArgument, std::string(spec.status().message()))
+        .Http(http_status)
+        .Issue(core::IssueCodeOf(spec.status()).value_or("invalid"));
+  }
+  if (!registry_.IsResourceType(spec->criteria_type)) {
+    return invalid(absl::InvalidArgumentError(
+        core::StrCat("Subscription.criteria: unknown resource type '", spec->criteria_type, "'")));
+  }
+  // The same parser as a search, with the tenant's own parameters, so the
+  // criteria are exactly what the notification check will run.
+  absl::Status parsed =
+      search::ParseSearch(spec->criteria_params, spec->criteria_type, *ParamsFor(tenant), registry_, false).status();
+  if (!parsed.ok()) return invalid(absl::InvalidArgumentError(core::StrCat("Subscription.criteria: ", std::string(parsed.message()))));
+  return absl::OkStatus();
 }
 
 store::IndexFn FhirEngine::IndexerFor(const std::string& tenant) const {

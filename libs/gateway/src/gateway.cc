@@ -200,6 +200,7 @@ struct Gateway::Impl {
   std::mutex counters_mu;
   std::function<void()> metrics_hook;  // set before serving
   std::function<void(const AdminAction&)> admin_hook;  // set before serving
+  Gateway::ExportHook export_hook;                     // set before serving
   // Histograms by "method|route|status": prometheus' own look-up builds and
   // hashes a label map on every request. The label sets are few and bounded
   // (route templates, not paths).
@@ -473,6 +474,8 @@ void Gateway::SetMetricsHook(std::function<void()> hook) { impl_->metrics_hook =
 
 void Gateway::SetAdminHook(std::function<void(const AdminAction&)> hook) { impl_->admin_hook = std::move(hook); }
 
+void Gateway::SetExportHook(ExportHook hook) { impl_->export_hook = std::move(hook); }
+
 http::Response Gateway::Impl::Metrics() {
   if (metrics_hook) metrics_hook();
   for (const store::PoolStats& p : store.Pools()) {
@@ -619,6 +622,22 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
                                    std::string& route, std::string& tenant, AsyncRead* async) {
   using K = fhir::RestPath::Kind;
   const unsigned v = req.version();
+  if (export_hook) {
+    // Bulk export paths go to libs/bulk before content negotiation: their
+    // files are NDJSON.
+    std::string_view after_fhir = path.substr(std::string_view("/fhir/").size());
+    const std::size_t slash = after_fhir.find('/');
+    if (slash != std::string_view::npos) {
+      std::string rest = core::StrReplaceAll(after_fhir.substr(slash), "%24", "$");
+      std::string export_tenant(after_fhir.substr(0, slash));
+      if (rest.find("/$export") != std::string::npos && fhir::IsValidTenantId(export_tenant)) {
+        tenant = export_tenant;
+        std::optional<http::Response> res =
+            export_hook(req, export_tenant, rest, query.params, BaseUrl(req, export_tenant), route);
+        if (res) return *std::move(res);
+      }
+    }
+  }
   auto parsed = fhir::ParseRestPath(path);
   if (!parsed.ok()) return ErrorOf(parsed.status(), v);
   const fhir::RestPath& p = *parsed;

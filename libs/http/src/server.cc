@@ -16,6 +16,7 @@
 #include "boost/asio/thread_pool.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "boost/beast/websocket/rfc6455.hpp"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/strings.h"
 
@@ -39,6 +40,7 @@ struct Server::Impl {
   Handler handler;
   ErrorResponder errors;
   AsyncHandler async_handler;
+  UpgradeHandler upgrade_handler;  // set before Start
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
@@ -146,6 +148,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRead(beast::error_code ec, std::size_t) {
     if (ec) return OnReadError(ec);
     stream_.expires_never();
+    if (server_.upgrade_handler && !server_.stopping.load() && beast::websocket::is_upgrade(parser_->get()) &&
+        server_.upgrade_handler(parser_->get(), peer_, stream_.socket())) {
+      return;  // the connection is the upgrade handler's now
+    }
     Request req = parser_->release();
     server_.in_flight.fetch_add(1);
     if (server_.stopping.load()) {
@@ -228,6 +234,8 @@ Server::Server(ServerConfig config, Handler handler, ErrorResponder errors, Asyn
     : impl_(std::make_unique<Impl>(std::move(config), std::move(handler), std::move(errors), std::move(async))) {}
 
 Server::~Server() { Stop(); }
+
+void Server::SetUpgradeHandler(UpgradeHandler upgrade) { impl_->upgrade_handler = std::move(upgrade); }
 
 absl::Status Server::Start() {
   int n = impl_->config.io_threads > 0 ? impl_->config.io_threads

@@ -356,6 +356,50 @@ CREATE TABLE outbox (
   changed_at timestamptz NOT NULL
 );
 )sql"},
+      {11, "bulk data export jobs", R"sql(
+-- One row per $export job (medgrid/store/export_jobs.h). `request` is the
+-- kick-off as the export service parsed it; `state` is its checkpoint (the
+-- type being read, the last id of the last finished file part, the parts
+-- written), updated at each part boundary in the same row, so a job resumes
+-- from there on any instance once its lease has lapsed or been released.
+CREATE TABLE export_jobs (
+  tenant_id        text NOT NULL,
+  job_id           text NOT NULL,
+  status           text NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+  request          jsonb NOT NULL,
+  state            jsonb NOT NULL DEFAULT '{}',
+  transaction_time timestamptz NOT NULL,
+  error            text NOT NULL DEFAULT '',
+  lease_owner      text NOT NULL DEFAULT '',
+  lease_until      timestamptz NOT NULL DEFAULT '-infinity',
+  created_at       timestamptz NOT NULL,
+  updated_at       timestamptz NOT NULL,
+  finished_at      timestamptz,
+  expires_at       timestamptz,
+  PRIMARY KEY (tenant_id, job_id)
+);
+CREATE INDEX export_jobs_running ON export_jobs (lease_until) WHERE status = 'running';
+CREATE INDEX export_jobs_expiry ON export_jobs (expires_at) WHERE expires_at IS NOT NULL;
+)sql"},
+      {12, "subscription notifications waiting for delivery", R"sql(
+-- One row per notification of a Subscription (libs/subscriptions), queued by
+-- the change handler before the outbox row of the change is removed, and
+-- removed once delivered (or when the subscription stops). The key makes a
+-- redelivered change queue nothing twice; workers of any instance lease
+-- due rows (FOR UPDATE SKIP LOCKED) by moving next_attempt_at forward.
+CREATE TABLE subscription_notifications (
+  seq             bigint GENERATED ALWAYS AS IDENTITY,
+  tenant_id       text NOT NULL,
+  subscription_id text NOT NULL,
+  res_type        text NOT NULL,
+  res_id          text NOT NULL,
+  version_id      bigint NOT NULL,
+  attempts        integer NOT NULL DEFAULT 0,
+  next_attempt_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, subscription_id, res_type, res_id, version_id)
+);
+CREATE INDEX subscription_notifications_due ON subscription_notifications (next_attempt_at);
+)sql"},
   };
   return kMigrations;
 }

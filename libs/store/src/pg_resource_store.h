@@ -21,6 +21,9 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
                                      const std::optional<Compartment>& compartment, core::TimePoint now,
                                      bool one_snapshot);
 
+// The bulk export job store of a shard, on its pool (pg_export.cc).
+std::unique_ptr<ExportJobStore> NewPgExportJobStore(PgPool& pool);
+
 class PgResourceStore final : public ResourceStore {
  public:
   // `dsn` and `shard` serve the asynchronous read path, which keeps
@@ -69,6 +72,17 @@ class PgResourceStore final : public ResourceStore {
                                                              const std::string& lock_key,
                                                              const DecideFn& decide) override;
   absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() override;  // pg_outbox.cc
+  ExportJobStore& Exports() override { return *exports_; }  // pg_export.cc
+  // pg_subscriptions.cc
+  absl::Status QueueNotifications(const std::vector<Notification>& notifications, core::TimePoint due) override;
+  absl::StatusOr<std::vector<Notification>> ClaimNotifications(int limit, core::TimePoint now,
+                                                               core::TimePoint lease_until) override;
+  absl::Status RemoveNotification(const Notification& notification) override;
+  absl::Status RescheduleNotification(const Notification& notification, int attempts,
+                                      core::TimePoint next_attempt) override;
+  absl::Status DropNotifications(const std::string& tenant, const std::string& subscription_id) override;
+  absl::StatusOr<std::vector<std::pair<std::string, ResourceVersion>>> AllLive(
+      const std::vector<std::string>& tenants, const std::string& type) override;
   absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) override;
 
  private:
@@ -94,6 +108,8 @@ class PgResourceStore final : public ResourceStore {
   std::atomic<int64_t> sizes_remembered_{0};
   std::atomic<int64_t> sizes_counted_{0};
   std::atomic<int64_t> sizes_changed_{0};
+  // Bulk export jobs on this shard (pg_export.cc).
+  const std::unique_ptr<ExportJobStore> exports_ = NewPgExportJobStore(pool_);
 };
 
 }  // namespace medgrid::store

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "medgrid/bulk/export_service.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/engine/fhir_engine.h"
 #include "medgrid/engine/reindexer.h"
@@ -21,6 +22,7 @@
 #include "medgrid/gateway/gateway.h"
 #include "medgrid/http/server.h"
 #include "medgrid/store/config.h"
+#include "medgrid/subscriptions/service.h"
 
 namespace medgrid::audit {
 class AuditPipeline;
@@ -62,6 +64,13 @@ struct AppConfig {
   gateway::GatewayConfig gateway;
   engine::ReindexerConfig reindex;
   engine::EngineOptions engine;
+  // Subscriptions: retries, backoff, timeouts of their deliveries.
+  subscriptions::SubscriptionConfig subscriptions;
+  // Bulk data $export: where its files go (a FileObjectStore root). Empty:
+  // $export is off (404). ParseFlags fills it: --export-dir, else
+  // $MEDGRID_HOME/exports, else ./medgrid-exports.
+  std::string export_dir;
+  bulk::ExportConfig exports;
   // The `package/` folder of the npm package hl7.fhir.r4.examples 4.0.1,
   // from which the type registry is loaded. Required.
   std::string fhir_package_dir;
@@ -88,6 +97,8 @@ class App {
   // Where committed changes arrive in this process: register consumers here
   // (before writes they must see).
   events::ChangeBus& changes() const;
+  // The Subscriptions of this process (for operations and tests).
+  subscriptions::SubscriptionService& subscriptions() const;
   // Graceful: drains in-flight requests, then releases everything. Idempotent.
   void Stop();
 

@@ -142,6 +142,10 @@ class FhirEngine final : public FhirApi {
   absl::Status ValidateResource(const std::string& tenant, const boost::json::value& resource,
                                 int http_status) const;
   absl::Status CheckSearchParameter(const std::string& tenant, const boost::json::value& resource) const;
+  // For Subscription resources: a supported channel and endpoint, and
+  // criteria that parse as a search of a known type (params.cc).
+  absl::Status CheckSubscription(const std::string& tenant, const boost::json::value& resource,
+                                 int http_status) const;
 
   // The stored body and search index entries of a resource version.
   store::StoredBody Stored(const std::string& tenant, const boost::json::value& resource, const std::string& type,

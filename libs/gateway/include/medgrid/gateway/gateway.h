@@ -15,6 +15,9 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "medgrid/engine/fhir_api.h"
@@ -69,6 +72,17 @@ class Gateway {
   void SetMetricsHook(std::function<void()> hook);
   // Called after every admin API request has its answer. Set before serving.
   void SetAdminHook(std::function<void(const AdminAction&)> hook);
+  // Bulk data export (libs/bulk): tried first for every FHIR path with a
+  // segment starting "$export" ($export, $export-status, $export-file),
+  // with the tenant, the path after /fhir/{tenant} (its "%24" read as "$"),
+  // the decoded query and the tenant's base URL; it sets `route` (the
+  // metric's template) and answers, or returns nullopt to leave the request
+  // to the FHIR API. Set before serving.
+  using ExportHook = std::function<std::optional<http::Response>(
+      const http::Request& request, const std::string& tenant, const std::string& rest,
+      const std::vector<std::pair<std::string, std::string>>& params, const std::string& base_url,
+      std::string& route)>;
+  void SetExportHook(ExportHook hook);
 
  private:
   struct Impl;

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "boost/asio/ip/tcp.hpp"
 #include "boost/beast/http/message.hpp"
 #include "boost/beast/http/string_body.hpp"
 
@@ -77,6 +78,15 @@ using AsyncHandler = std::function<bool(Request& request, const Peer& peer, boos
 // 431, 503 while draining), so the caller controls the error format.
 using ErrorResponder = std::function<Response(int status, const std::string& message, unsigned version)>;
 
+// Takes over a connection whose request asks for a websocket upgrade
+// (RFC 6455): runs on the connection's I/O thread with the request and its
+// socket, and returns true when it took them (it then owns the socket,
+// moved out, and answers the handshake itself). False leaves the request to
+// the other handlers. Upgraded connections are not in-flight requests:
+// Stop() does not wait for them, and closes them with the I/O threads.
+using UpgradeHandler =
+    std::function<bool(Request& request, const Peer& peer, boost::asio::ip::tcp::socket& socket)>;
+
 class Server {
  public:
   // `async` may be empty.
@@ -85,6 +95,8 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // Sets the websocket upgrade handler. Before Start(); none by default.
+  void SetUpgradeHandler(UpgradeHandler upgrade);
   // Binds and starts the threads. Errors: Unavailable if the address cannot
   // be bound.
   absl::Status Start();

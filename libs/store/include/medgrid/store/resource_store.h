@@ -13,10 +13,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
+#include "medgrid/store/export_jobs.h"
 #include "medgrid/store/outbox.h"
 #include "medgrid/search/index.h"
 #include "medgrid/search/query.h"
@@ -163,6 +165,18 @@ class TransactionScope {
   virtual absl::Status Write(const std::vector<PendingWrite>& writes) = 0;
 };
 
+// A notification of a Subscription waiting for delivery (libs/subscriptions):
+// the change of type/id/version matched the subscription's criteria.
+struct Notification {
+  std::string tenant;
+  std::string subscription_id;
+  std::string type;
+  std::string id;
+  int64_t version = 0;
+  int attempts = 0;  // failed deliveries so far
+  int64_t seq = 0;   // queue order (set by the store)
+};
+
 // The body of a transaction. Runs again from the start when the database
 // aborts an attempt on a conflict, so it must rebuild all of its state.
 using TransactionFn = std::function<absl::Status(TransactionScope&)>;
@@ -246,6 +260,31 @@ class ResourceStore {
   // A reader of this shard's outbox on a new connection of its own.
   // Errors: Unavailable.
   virtual absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() = 0;
+  // Bulk export jobs and reads on this shard (pg_export.cc). Lives as
+  // long as the store.
+  virtual ExportJobStore& Exports() = 0;
+  // Subscription notifications (pg_subscriptions.cc). Queues each one due at
+  // `due`; one already queued (same tenant, subscription, type, id and
+  // version) is left as it is, so a change delivered twice queues once.
+  virtual absl::Status QueueNotifications(const std::vector<Notification>& notifications, core::TimePoint due) = 0;
+  // Leases up to `limit` notifications of any tenant of this shard that are
+  // due at `now`, oldest first, by moving them to `lease_until`: another
+  // worker (of any instance) skips them until then, so a worker that dies
+  // with a lease only delays them.
+  virtual absl::StatusOr<std::vector<Notification>> ClaimNotifications(int limit, core::TimePoint now,
+                                                                       core::TimePoint lease_until) = 0;
+  // Removes a delivered notification.
+  virtual absl::Status RemoveNotification(const Notification& notification) = 0;
+  // Sets a notification's failure count and next attempt.
+  virtual absl::Status RescheduleNotification(const Notification& notification, int attempts,
+                                              core::TimePoint next_attempt) = 0;
+  // Removes every queued notification of a subscription (it stopped).
+  virtual absl::Status DropNotifications(const std::string& tenant, const std::string& subscription_id) = 0;
+  // The current versions of the live resources of `type` of `tenants` (on
+  // this shard), as (tenant, version) pairs with bodies: at start-up, every
+  // Subscription.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, ResourceVersion>>> AllLive(
+      const std::vector<std::string>& tenants, const std::string& type) = 0;
 };
 
 }  // namespace medgrid::store
