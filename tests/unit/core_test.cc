@@ -125,4 +125,15 @@ TEST(Ids, TimeOrderedIdsSortByTimeAndAreUuidV7) {
   EXPECT_EQ(a.substr(0, 8), "018bcfe5") << "the first 32 of 48 bits of Unix milliseconds";
 }
 
+TEST(Base64Test, DecodesBothAlphabetsWithOrWithoutPadding) {
+  EXPECT_EQ(core::Base64Decode("aGVsbG8="), "hello");
+  EXPECT_EQ(core::Base64Decode("aGVs\nbG8"), "hello");  // wrapped, unpadded
+  EXPECT_EQ(core::Base64Decode("+/8="), std::string("\xfb\xff"));
+  EXPECT_EQ(core::Base64Decode("-_8", /*url_safe=*/true), std::string("\xfb\xff"));
+  EXPECT_EQ(core::Base64Decode("-_8"), std::nullopt);              // URL alphabet in standard data
+  EXPECT_EQ(core::Base64Decode("+/8", /*url_safe=*/true), std::nullopt);
+  EXPECT_EQ(core::Base64Decode("aGV s", /*url_safe=*/true), std::nullopt);  // no whitespace in URL-safe
+  EXPECT_EQ(core::Base64Decode(""), "");
+}
+
 }  // namespace medgrid::core

@@ -24,39 +24,40 @@ void AddUnique(std::vector<std::string>& to, std::string ref) {
   if (std::find(to.begin(), to.end(), ref) == to.end()) to.push_back(std::move(ref));
 }
 
-// The resources of a Bundle's entries ("Type/id") and the patients they name.
-void AddBundle(Interaction& in, const std::string& bundle) {
-  boost::system::error_code ec;
-  json::value v = json::parse(bundle, ec);
-  const json::object* o = ec ? nullptr : v.if_object();
+// The entries of a Bundle parsed into `v`; null when it has none.
+const json::array* EntriesOf(const json::value& v) {
+  const json::object* o = v.if_object();
   const json::value* entries = o ? o->if_contains("entry") : nullptr;
-  if (entries == nullptr || !entries->is_array()) return;
-  for (const json::value& e : entries->get_array()) {
-    const json::value* r = e.is_object() ? e.get_object().if_contains("resource") : nullptr;
-    if (r == nullptr || !r->is_object()) continue;
-    const json::value* type = r->get_object().if_contains("resourceType");
-    const json::value* id = r->get_object().if_contains("id");
-    if (type == nullptr || id == nullptr || !type->is_string() || !id->is_string()) continue;
-    std::string ref = core::StrCat(type->get_string(), "/", id->get_string());
-    if (type->get_string() == "Patient") AddUnique(in.patients, ref);
-    AddUnique(in.resources, std::move(ref));
-  }
-  for (std::string& p : PatientReferences(bundle, 100)) AddUnique(in.patients, std::move(p));
+  return entries != nullptr && entries->is_array() ? &entries->get_array() : nullptr;
 }
 
-constexpr std::string_view kAuditEvent = "AuditEvent";
-
-// The resources a batch or transaction response names (response.location,
-// or the resources returned) and the patients they are about.
-void AddBundleResponse(Interaction& in, const std::string& bundle) {
-  AddBundle(in, bundle);
+json::value ParseOrNull(const std::string& text) {
   boost::system::error_code ec;
-  json::value v = json::parse(bundle, ec);
-  const json::object* o = ec ? nullptr : v.if_object();
-  const json::value* entries = o ? o->if_contains("entry") : nullptr;
-  if (entries == nullptr || !entries->is_array()) return;
-  for (const json::value& e : entries->get_array()) {
-    const json::value* r = e.is_object() ? e.get_object().if_contains("response") : nullptr;
+  json::value v = json::parse(text, ec);
+  if (ec) return nullptr;
+  return v;
+}
+
+// The resources of a Bundle's entries ("Type/id") and the patients they
+// name; with `responses`, also those of each entry's response.location
+// (a batch or transaction response with Prefer: return=minimal).
+void AddBundle(Interaction& in, const std::string& bundle, bool responses = false) {
+  const json::value v = ParseOrNull(bundle);
+  const json::array* entries = EntriesOf(v);
+  if (entries == nullptr) return;
+  for (const json::value& e : *entries) {
+    const json::object* entry = e.if_object();
+    if (entry == nullptr) continue;
+    if (const json::value* r = entry->if_contains("resource"); r != nullptr && r->is_object()) {
+      const json::value* type = r->get_object().if_contains("resourceType");
+      const json::value* id = r->get_object().if_contains("id");
+      if (type != nullptr && id != nullptr && type->is_string() && id->is_string()) {
+        std::string ref = core::StrCat(type->get_string(), "/", id->get_string());
+        if (type->get_string() == "Patient") AddUnique(in.patients, ref);
+        AddUnique(in.resources, std::move(ref));
+      }
+    }
+    const json::value* r = responses ? entry->if_contains("response") : nullptr;
     const json::value* loc = r != nullptr && r->is_object() ? r->get_object().if_contains("location") : nullptr;
     if (loc == nullptr || !loc->is_string()) continue;
     std::string_view l = loc->get_string();
@@ -64,17 +65,18 @@ void AddBundleResponse(Interaction& in, const std::string& bundle) {
     if (ref.rfind("Patient/", 0) == 0) AddUnique(in.patients, ref);
     AddUnique(in.resources, std::move(ref));
   }
+  for (std::string& p : PatientReferences(bundle, 100)) AddUnique(in.patients, std::move(p));
 }
+
+constexpr std::string_view kAuditEvent = "AuditEvent";
 
 // Whether a Bundle has an entry whose request names AuditEvent.
 bool BundleTouchesAuditEvent(const std::string& body, const std::string& base_url) {
   if (body.find(kAuditEvent) == std::string::npos) return false;
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  const json::object* o = ec ? nullptr : v.if_object();
-  const json::value* entries = o ? o->if_contains("entry") : nullptr;
-  if (entries == nullptr || !entries->is_array()) return false;
-  for (const json::value& e : entries->get_array()) {
+  const json::value v = ParseOrNull(body);
+  const json::array* entries = EntriesOf(v);
+  if (entries == nullptr) return false;
+  for (const json::value& e : *entries) {
     const json::value* r = e.is_object() ? e.get_object().if_contains("request") : nullptr;
     const json::value* url = r != nullptr && r->is_object() ? r->get_object().if_contains("url") : nullptr;
     if (url == nullptr || !url->is_string()) continue;
@@ -372,11 +374,10 @@ absl::StatusOr<std::string> AuditingFhirApi::ProcessBundle(const std::string& te
   bool transaction = false;
   if (r.ok()) {
     transaction = std::string_view(*r).substr(0, 200).find("\"transaction-response\"") != std::string_view::npos;
-    AddBundleResponse(in, *r);
+    AddBundle(in, *r, /*responses=*/true);
   } else {
-    boost::system::error_code ec;
-    json::value v = json::parse(input.body, ec);
-    const json::value* type = !ec && v.is_object() ? v.get_object().if_contains("type") : nullptr;
+    const json::value v = ParseOrNull(input.body);
+    const json::value* type = v.is_object() ? v.get_object().if_contains("type") : nullptr;
     transaction = type != nullptr && type->is_string() && type->get_string() == "transaction";
   }
   if (transaction) in.interaction = "transaction";

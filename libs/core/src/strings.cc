@@ -50,4 +50,33 @@ void AppendUtf8(std::string& out, uint32_t cp) {
   }
 }
 
+std::optional<std::string> Base64Decode(std::string_view in, bool url_safe) {
+  const char c62 = url_safe ? '-' : '+';
+  const char c63 = url_safe ? '_' : '/';
+  auto value = [&](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == c62) return 62;
+    if (c == c63) return 63;
+    return -1;
+  };
+  std::string out;
+  out.reserve(in.size() / 4 * 3 + 3);
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=' || (!url_safe && (c == ' ' || c == '\n' || c == '\r' || c == '\t'))) continue;
+    const int v = value(c);
+    if (v < 0) return std::nullopt;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
 }  // namespace medgrid::core

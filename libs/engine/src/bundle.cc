@@ -126,32 +126,6 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
-std::optional<std::string> Base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t buf = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=' || c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
-    int v = value(c);
-    if (v < 0) return std::nullopt;
-    buf = (buf << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buf >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
 std::optional<std::string> OptString(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   if (v == nullptr || !v->is_string()) return std::nullopt;
@@ -338,7 +312,7 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
                               "(FHIRPath Patch in Parameters is not supported)");
           }
           std::optional<std::string> data = OptString(bin, "data");
-          std::optional<std::string> patch = data ? Base64Decode(*data) : std::nullopt;
+          std::optional<std::string> patch = data ? core::Base64Decode(*data) : std::nullopt;
           if (!patch) return EntryError(i, 400, "invalid", "the Binary's data is missing or not base64");
           absl::StatusOr<json::value> ops = fhir::ParseJson(*patch);
           if (!ops.ok() || !ops->is_array()) {

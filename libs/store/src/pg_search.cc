@@ -107,31 +107,6 @@ std::string Base64UrlEncode(std::string_view in) {
   return out;
 }
 
-std::optional<std::string> Base64UrlDecode(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t buf = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) return std::nullopt;
-    buf = (buf << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buf >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
 // One ORDER BY column of the page query.
 struct OrderColumn {
   std::string expr;  // SQL over alias r, never NULL
@@ -656,7 +631,7 @@ std::string EncodeCursor(const Cursor& c) {
 }
 
 absl::StatusOr<Cursor> DecodeCursor(std::string_view text, std::size_t columns) {
-  std::optional<std::string> raw = Base64UrlDecode(text);
+  std::optional<std::string> raw = core::Base64Decode(text, /*url_safe=*/true);
   if (!raw) return BadCursor();
   boost::system::error_code ec;
   json::value v = json::parse(*raw, ec);

@@ -9,6 +9,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,5 +47,11 @@ std::string StrReplaceAll(std::string_view s, std::string_view from, std::string
 // Appends code point `cp` as UTF-8. NUL, surrogates and values above
 // U+10FFFF are not characters and are dropped.
 void AppendUtf8(std::string& out, uint32_t cp);
+
+// Decodes base64 (RFC 4648 section 4), or with `url_safe` its URL and file
+// name alphabet (section 5). Padding is optional; the standard alphabet
+// also skips whitespace (line-wrapped data). nullopt for any other
+// character.
+std::optional<std::string> Base64Decode(std::string_view in, bool url_safe = false);
 
 }  // namespace medgrid::core
