@@ -1,6 +1,7 @@
 // Batch and transaction Bundles over HTTP against real PostgreSQL: the
 // official examples, atomic rollback, fullUrl and conditional reference
 // rewriting, per-entry conditions, limits and tenant isolation.
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "medgrid/fhir/json.h"
+#include "pqxx/pqxx"
 
 namespace medgrid::testing {
 namespace {
@@ -387,6 +389,319 @@ TEST_F(BundleTest, CapabilityStatementDeclaresBatchAndTransaction) {
   }
   EXPECT_TRUE(codes.count("transaction"));
   EXPECT_TRUE(codes.count("batch"));
+}
+
+// Large transaction write sets go to the store's COPY path
+// (StoreConfig::copy_write_min_versions), small ones to one INSERT ...
+// SELECT statement; both must write the same rows. One tenant gets a
+// bundle of 122 PUTs (COPY), the other the same entries in bundles of 40
+// (the statement); then every resource is updated or deleted the same
+// way. Triggers record the outbox and count-delta rows before the
+// background workers consume them, and whether COPY inserted them.
+class BundleWritePathTest : public ::testing::Test {
+ protected:
+  static constexpr int kCopyMin = 64;
+  static constexpr std::size_t kChunk = 40;
+
+  static void SetUpTestSuite() {
+    app::AppConfig config = TestServer::BaseConfig("bundle_paths");
+    config.store.copy_write_min_versions = kCopyMin;
+    server_ = new TestServer("bundle_paths", {"bycopy", "bystmt"}, config);
+    for (const std::string& db : server_->config().store.bootstrap_shards) {
+      pqxx::connection conn(TestServer::Dsn(db));
+      pqxx::work tx(conn);
+      tx.exec(R"sql(
+        CREATE TABLE test_outbox_seen (LIKE outbox, by_copy boolean);
+        CREATE TABLE test_delta_seen (LIKE idx_token_count_delta, by_copy boolean);
+        CREATE FUNCTION test_outbox_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO test_outbox_seen SELECT NEW.*, current_query() LIKE 'COPY%'; RETURN NULL; END $$;
+        CREATE FUNCTION test_delta_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO test_delta_seen SELECT NEW.*, current_query() LIKE 'COPY%'; RETURN NULL; END $$;
+        CREATE TRIGGER test_outbox_seen AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION test_outbox_seen();
+        CREATE TRIGGER test_delta_seen AFTER INSERT ON idx_token_count_delta FOR EACH ROW
+          EXECUTE FUNCTION test_delta_seen();
+      )sql");
+      tx.commit();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  HttpClient& c() { return server_->client(); }
+
+  static json::object Coding(const std::string& system, const std::string& code, const std::string& display) {
+    json::object c{{"code", code}, {"display", display}};
+    if (!system.empty()) c["system"] = system;
+    return c;
+  }
+  static json::object Concept(json::array codings, const std::string& text = "") {
+    json::object cc;
+    if (!codings.empty()) cc["coding"] = std::move(codings);
+    if (!text.empty()) cc["text"] = text;
+    return cc;
+  }
+  static json::object Ref(const std::string& ref) { return {{"reference", ref}}; }
+
+  // Round 0 creates; round 1 changes every resource and deletes some.
+  static json::array Entries(int round) {
+    json::array entries;
+    auto put = [&](const std::string& type, const std::string& id, json::object r) {
+      r["resourceType"] = type;
+      r["id"] = id;
+      entries.push_back(
+          json::object{{"resource", std::move(r)}, {"request", {{"method", "PUT"}, {"url", type + "/" + id}}}});
+    };
+    const std::string loinc = "http://loinc.org";
+    const std::string snomed = "http://snomed.info/sct";
+    const std::string ucum = "http://unitsofmeasure.org";
+    for (int i = 0; i < 10; ++i) {
+      const std::string n = std::to_string(i);
+      json::object p{
+          {"identifier",
+           json::array{json::object{
+               {"type", Concept({Coding("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical Record")})},
+               {"system", "urn:oid:1.2.36.146.595.217.0.1"},
+               {"value", "MRN-" + n}}}},
+          {"name", json::array{json::object{{"family", i % 3 == 0 ? "M\u00fcller-" + n : "O'Brien \\\"" + n + "\""},
+                                            {"given", json::array{"Ann", "Z\u00e9 " + n}}}}},
+          {"telecom", json::array{json::object{{"system", "phone"}, {"value", "555-01" + n}}}},
+          {"gender", i % 2 ? "female" : "male"},
+          {"birthDate", i % 4 == 0 ? "1970" : "1980-0" + std::to_string(1 + i % 9) + "-15"},
+          {"address",
+           json::array{json::object{
+               {"line", json::array{"1 Main St", "Apt\t" + n}}, {"city", "Springfield"}, {"postalCode", "0" + n}}}}};
+      if (round == 1) p["active"] = true;
+      put("Patient", "p" + n, p);
+    }
+    for (const char* vs : {"a", "b"}) {
+      put("ValueSet", std::string("vs-") + vs,
+          {{"url", std::string("http://example.org/fhir/ValueSet/") + vs},
+           {"status", round == 0 ? "draft" : "active"},
+           {"name", std::string("Set ") + vs}});
+    }
+    for (int i = 0; i < 10; ++i) {
+      const std::string n = std::to_string(i);
+      const std::string day = "2020-0" + std::to_string(1 + i % 9) + "-1" + std::to_string(round);
+      put("Encounter", "e" + n,
+          {{"status", "finished"},
+           {"class", Coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB", "ambulatory")},
+           {"type", json::array{Concept({Coding(snomed, i % 2 ? "185349003" : "410620009", "Check up")},
+                                        "Encounter for check up")}},
+           {"subject", Ref("Patient/p" + n)},
+           {"period", i % 5 == 0 ? json::object{{"start", day + "T09:00:00Z"}}
+                                 : json::object{{"start", day + "T09:00:00Z"}, {"end", day + "T09:30:00+02:00"}}}});
+    }
+    for (int i = 0; i < 10; ++i) {
+      const std::string n = std::to_string(i);
+      const std::string when = i % 3 == 0   ? "2020-0" + std::to_string(1 + i % 9)
+                               : i % 3 == 1 ? "2020-02-2" + n.substr(0, 1)
+                                            : "2020-03-0" + std::to_string(1 + i % 9) + "T10:1" + n + ":00.25Z";
+      auto obs = [&](const std::string& id, json::object code) {
+        return json::object{
+            {"status", "final"},
+            {"category", json::array{Concept({Coding("http://terminology.hl7.org/CodeSystem/observation-category",
+                                                     "vital-signs", "Vital Signs")})}},
+            {"code", std::move(code)},
+            {"subject", Ref("Patient/p" + n)},
+            {"encounter", Ref("Encounter/e" + n)},
+            {"effectiveDateTime", when},
+            {"id", id}};
+      };
+      json::object hr = obs("o" + n + "-hr", Concept({Coding(loinc, "8867-4", "Heart rate")}));
+      hr["valueQuantity"] = {{"value", 60 + i + round}, {"unit", "beats/minute"}, {"system", ucum}, {"code", "/min"}};
+      put("Observation", "o" + n + "-hr", hr);
+      // The same code twice, and with and without a system: one count
+      // delta per distinct code and per distinct system and code.
+      json::object wt =
+          obs("o" + n + "-wt",
+              Concept({Coding(loinc, "29463-7", "Body weight"), Coding(loinc, "29463-7", "Body weight measured"),
+                       Coding("", "29463-7", "Weight"), Coding(snomed, "27113001", "Body weight")},
+                      "Weight"));
+      wt["valueQuantity"] = {
+          {"value", json::parse(std::to_string(70 + i) + ".50")}, {"unit", "kg"}, {"system", ucum}, {"code", "kg"}};
+      if (round == 1) wt["performer"] = json::array{Ref("http://example.org/fhir/Practitioner/pr" + n)};
+      put("Observation", "o" + n + "-wt", wt);
+      json::object bp = obs("o" + n + "-bp", Concept({Coding(loinc, "85354-9", "Blood pressure panel")}));
+      bp["component"] = json::array{
+          json::object{
+              {"code", Concept({Coding(loinc, "8480-6", "Systolic")})},
+              {"valueQuantity", {{"value", 120 + i}, {"unit", "mm[Hg]"}, {"system", ucum}, {"code", "mm[Hg]"}}}},
+          json::object{
+              {"code", Concept({Coding(loinc, "8462-4", "Diastolic")})},
+              {"valueQuantity", {{"value", 80 - i}, {"unit", "mm[Hg]"}, {"system", ucum}, {"code", "mm[Hg]"}}}}};
+      put("Observation", "o" + n + "-bp", bp);
+      // A code without a system, a text-only code, a coded value.
+      json::object sm = obs("o" + n + "-sm", Concept({Coding("", "smoke-" + n, "Smoking")}));
+      sm["valueCodeableConcept"] = Concept({Coding(snomed, "266919005", "Never smoked")});
+      put("Observation", "o" + n + "-sm", sm);
+      json::object tx = obs("o" + n + "-tx", Concept({}, "Free text observation " + n));
+      tx["valueString"] = "note\\" + n;
+      put("Observation", "o" + n + "-tx", tx);
+      json::object lab = obs("o" + n + "-lab", Concept({Coding(loinc, "2339-0", "Glucose")}));
+      lab["valueQuantity"] = {
+          {"value", json::parse("5.2" + n)}, {"unit", "mmol/L"}, {"system", ucum}, {"code", "mmol/L"}};
+      put("Observation", "o" + n + "-lab", lab);
+      // A probability or an open range (quantity high +Infinity).
+      json::object prediction{{"outcome", Concept({}, "Stroke")}};
+      if (i % 2) {
+        prediction["probabilityDecimal"] = json::parse("0.2" + n);
+      } else {
+        prediction["probabilityRange"] = {{"low", {{"value", json::parse("0.1" + n)}}}};
+      }
+      put("RiskAssessment", "ra" + n,
+          {{"status", "final"}, {"subject", Ref("Patient/p" + n)}, {"prediction", json::array{prediction}}});
+      put("Condition", "c" + n,
+          {{"clinicalStatus",
+            Concept({Coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active")})},
+           {"code", Concept({Coding(snomed, i % 2 ? "44054006" : "38341003", "Diabetes")})},
+           {"subject", Ref("Patient/p" + n)},
+           {"onsetDateTime", "201" + n + "-06-01"}});
+      put("DiagnosticReport", "dr" + n,
+          {{"status", "final"},
+           {"code", Concept({Coding(loinc, "51990-0", "Basic metabolic panel")})},
+           {"subject", Ref("Patient/p" + n)},
+           {"effectiveDateTime", when},
+           {"result", json::array{Ref("Observation/o" + n + "-lab")}}});
+      put("MedicationRequest", "mr" + n,
+          {{"status", "active"},
+           {"intent", "order"},
+           {"medicationCodeableConcept",
+            Concept({Coding("http://www.nlm.nih.gov/research/umls/rxnorm", "860975", "Metformin")})},
+           {"subject", Ref("Patient/p" + n)},
+           {"authoredOn", when}});
+      if (round == 1 && i % 2 == 0) {
+        entries.push_back(json::object{{"request", {{"method", "DELETE"}, {"url", "Immunization/im" + n}}}});
+      } else {
+        put("Immunization", "im" + n,
+            {{"status", "completed"},
+             {"vaccineCode", Concept({Coding("http://hl7.org/fhir/sid/cvx", "140", "Influenza")})},
+             {"patient", Ref("Patient/p" + n)},
+             {"occurrenceDateTime", when}});
+      }
+    }
+    return entries;
+  }
+
+  static std::string BundleOf(json::array entries) {
+    return json::serialize(
+        json::object{{"resourceType", "Bundle"}, {"type", "transaction"}, {"entry", std::move(entries)}});
+  }
+
+  // Every row of `sql` ($1 the tenant) over both shards, as text, sorted.
+  static std::vector<std::string> Rows(const std::string& sql, const std::string& tenant) {
+    std::vector<std::string> out;
+    for (const std::string& db : server_->config().store.bootstrap_shards) {
+      pqxx::connection conn(TestServer::Dsn(db));
+      pqxx::read_transaction tx(conn);
+      for (const pqxx::row& row : tx.exec_params(sql, tenant)) {
+        std::string line;
+        for (const pqxx::field& f : row) line += (f.is_null() ? std::string("<null>") : f.as<std::string>()) + "|";
+        out.push_back(line);
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  // The resource ids and total of a search.
+  std::string SearchIds(const std::string& tenant, const std::string& query) {
+    auto res = c().Get("/fhir/" + tenant + "/" + query);
+    EXPECT_EQ(res.status, 200) << query << ": " << res.body;
+    const json::value b = res.Json();
+    std::string out = b.as_object().contains("total") ? std::to_string(b.at("total").as_int64()) + ":" : "?:";
+    if (b.as_object().contains("entry")) {
+      for (const json::value& e : b.at("entry").as_array()) out += Str(e.at("resource").at("id")) + ",";
+    }
+    return out;
+  }
+
+  static TestServer* server_;
+};
+TestServer* BundleWritePathTest::server_ = nullptr;
+
+TEST_F(BundleWritePathTest, CopyAndStatementWriteTheSameRows) {
+  for (int round = 0; round < 2; ++round) {
+    json::array entries = Entries(round);
+    ASSERT_GE(entries.size(), 100u);
+    auto res = c().Post("/fhir/bycopy", BundleOf(entries));
+    ASSERT_EQ(res.status, 200) << res.body;
+    for (std::size_t i = 0; i < entries.size(); i += kChunk) {
+      json::array part(entries.begin() + i, entries.begin() + std::min(entries.size(), i + kChunk));
+      res = c().Post("/fhir/bystmt", BundleOf(part));
+      ASSERT_EQ(res.status, 200) << res.body;
+    }
+  }
+
+  // Whether COPY wrote the rows: all of "bycopy"'s, none of "bystmt"'s
+  // (the deletions of a Bundle are a write set of their own, here 5).
+  const std::string by_copy =
+      "SELECT DISTINCT by_copy FROM test_outbox_seen WHERE tenant_id = $1 AND method <> 'DELETE'";
+  EXPECT_EQ(Rows(by_copy, "bycopy"), std::vector<std::string>{"t|"});
+  EXPECT_EQ(Rows(by_copy, "bystmt"), std::vector<std::string>{"f|"});
+
+  const std::vector<std::string> queries = {
+      "SELECT res_type, res_id, version_id, deleted FROM resources WHERE tenant_id = $1",
+      "SELECT res_type, res_id, version_id, method, deleted, (body::jsonb #- '{meta,lastUpdated}')::text "
+      "FROM resource_versions WHERE tenant_id = $1",
+      "SELECT res_type, res_id, version_id, method FROM test_outbox_seen WHERE tenant_id = $1",
+      "SELECT res_type, param, code, by_system, system, n FROM test_delta_seen WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, folded, exact FROM idx_string WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, system, code, text, type_system, type_code FROM idx_token "
+      "WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, lo, hi FROM idx_date WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, target_type, target_id, url, version FROM idx_reference "
+      "WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, low, high, system, code, unit FROM idx_quantity WHERE tenant_id = $1",
+      "SELECT res_type, res_id, param, grp, uri FROM idx_uri WHERE tenant_id = $1",
+      "SELECT res_type, res_id, content, narrative FROM idx_text WHERE tenant_id = $1",
+      "SELECT res_type, res_id, token_param, date_param, system, code, lo, hi, single, span FROM idx_token_date "
+      "WHERE tenant_id = $1",
+  };
+  for (const std::string& q : queries) {
+    const std::vector<std::string> copied = Rows(q, "bycopy");
+    EXPECT_FALSE(copied.empty()) << q;
+    EXPECT_EQ(copied, Rows(q, "bystmt")) << q;
+  }
+  // Both kinds of rows the statement path writes with NULLs and infinities.
+  EXPECT_FALSE(Rows("SELECT 1 FROM idx_token WHERE tenant_id = $1 AND system IS NULL", "bycopy").empty());
+  EXPECT_FALSE(Rows("SELECT 1 FROM idx_quantity WHERE tenant_id = $1 AND high = 'Infinity'", "bycopy").empty());
+  EXPECT_FALSE(Rows("SELECT 1 FROM test_delta_seen WHERE tenant_id = $1 AND n < 0", "bycopy").empty());
+  EXPECT_FALSE(Rows("SELECT 1 FROM idx_string WHERE tenant_id = $1 AND exact LIKE '%\\\\%'", "bycopy").empty());
+  // The timestamps COPY writes are the version's, to the microsecond.
+  for (const char* tenant : {"bycopy", "bystmt"}) {
+    EXPECT_EQ(Rows("SELECT v.res_type, v.res_id, v.version_id FROM resource_versions v JOIN test_outbox_seen o "
+                   "USING (tenant_id, res_type, res_id, version_id) JOIN resources r ON r.tenant_id = v.tenant_id AND "
+                   "r.res_type = v.res_type AND r.res_id = v.res_id "
+                   "WHERE v.tenant_id = $1 AND (o.changed_at <> v.last_updated OR "
+                   "(r.version_id = v.version_id AND r.last_updated <> v.last_updated))",
+                   tenant),
+              std::vector<std::string>{});
+  }
+
+  for (const char* query : {"Patient?name=muller",
+                            "Patient?name:exact=O'Brien%20%5C%220",
+                            "Patient?identifier=MRN-3",
+                            "Patient?birthdate=1970",
+                            "Encounter?date=ge2020-03-01&date=lt2020-06-01",
+                            "Encounter?type=http://snomed.info/sct|185349003",
+                            "Observation?code=http://loinc.org|8867-4&date=ge2020-02-01&_total=accurate",
+                            "Observation?code=29463-7&_total=accurate",
+                            "Observation?code=smoke-3",
+                            "Observation?code:text=free%20text",
+                            "Observation?value-quantity=gt70|http://unitsofmeasure.org|kg",
+                            "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt125",
+                            "Observation?performer=http://example.org/fhir/Practitioner/pr4",
+                            "Observation?subject=Patient/p2&_sort=_id",
+                            "Observation?_content=note",
+                            "Condition?code=44054006&onset-date=ge2015",
+                            "DiagnosticReport?result=Observation/o4-lab",
+                            "MedicationRequest?code=860975&authoredon=lt2020-03",
+                            "Immunization?vaccine-code=140",
+                            "ValueSet?url=http://example.org/fhir/ValueSet/a",
+                            "RiskAssessment?probability=gt0.5"}) {
+    EXPECT_EQ(SearchIds("bycopy", query), SearchIds("bystmt", query)) << query;
+  }
 }
 
 }  // namespace

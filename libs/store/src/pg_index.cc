@@ -1,7 +1,12 @@
 #include "pg_index.h"
 
+#include <cstdio>
+#include <set>
+#include <tuple>
+
 #include "medgrid/core/logging.h"
 #include "medgrid/core/strings.h"
+#include "pqxx/tablewriter"
 
 namespace medgrid::store {
 namespace {
@@ -201,6 +206,173 @@ std::string IndexDeleteManyCtes() {
                     " x USING k WHERE k.existed AND x.tenant_id = $1 AND x.res_type = k.t AND x.res_id = k.i)");
   }
   return sql;
+}
+
+CopyRows& CopyRows::Raw(std::string_view value) {
+  if (row_open_) text_ += '\t';
+  row_open_ = true;
+  text_ += value;
+  return *this;
+}
+
+CopyRows& CopyRows::Text(std::string_view value) {
+  if (row_open_) text_ += '\t';
+  row_open_ = true;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
+    const char* escaped = c == '\\' ? "\\\\" : c == '\t' ? "\\t" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : nullptr;
+    if (escaped == nullptr) continue;
+    text_.append(value.data() + start, i - start);
+    text_ += escaped;
+    start = i + 1;
+  }
+  text_.append(value.data() + start, value.size() - start);
+  return *this;
+}
+
+CopyRows& CopyRows::Int(int64_t value) {
+  char buf[24];
+  const int n = std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(value));
+  return Raw(std::string_view(buf, static_cast<std::size_t>(n)));
+}
+
+void CopyRows::EndRow() {
+  text_ += '\n';
+  row_open_ = false;
+}
+
+void CopyRows::Copy(pqxx::transaction_base& tx, const std::string& table, const std::vector<std::string>& columns) {
+  if (text_.empty()) return;
+  // libpqxx 6.4 sends raw COPY data only through tablewriter (stream_to
+  // escapes and sends each row as its own message); it adds a newline to
+  // what it is given, so the last one is dropped here.
+  text_.pop_back();
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  pqxx::tablewriter out(tx, table, columns.begin(), columns.end());
+#pragma GCC diagnostic pop
+  out.write_raw_line(text_);
+  out.complete();
+  text_.clear();
+}
+
+void CopyIndexRows(pqxx::transaction_base& tx, const std::string& tenant, const std::vector<PendingWrite>& writes) {
+  // Each row as IndexInsertManyCtes builds it from the document: NULL for
+  // an absent optional, "" for an empty string, open quantity ends as
+  // -Infinity/Infinity. A connection has one COPY in progress at a time, so
+  // the tables are filled one after the other.
+  auto live = [&](auto&& fn) {
+    for (const PendingWrite& w : writes) {
+      if (w.method != "DELETE") fn(w, w.body.index);
+    }
+  };
+  auto key = [&](CopyRows& rows, const PendingWrite& w) -> CopyRows& {
+    return rows.Text(tenant).Text(w.key.type).Text(w.key.id);
+  };
+  CopyRows rows;
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::StringEntry& x : e.strings) {
+      key(rows, w).Text(x.param).Int(x.group).Text(x.folded).Text(x.exact).EndRow();
+    }
+  });
+  rows.Copy(tx, "idx_string", {"tenant_id", "res_type", "res_id", "param", "grp", "folded", "exact"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::TokenEntry& x : e.tokens) {
+      key(rows, w)
+          .Text(x.param)
+          .Int(x.group)
+          .OptText(x.system)
+          .Text(x.code)
+          .Text(x.text)
+          .OptText(x.type_system)
+          .OptText(x.type_code)
+          .EndRow();
+    }
+  });
+  rows.Copy(tx, "idx_token",
+            {"tenant_id", "res_type", "res_id", "param", "grp", "system", "code", "text", "type_system", "type_code"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::DateEntry& x : e.dates) key(rows, w).Text(x.param).Int(x.group).Int(x.lo).Int(x.hi).EndRow();
+  });
+  rows.Copy(tx, "idx_date", {"tenant_id", "res_type", "res_id", "param", "grp", "lo", "hi"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::ReferenceEntry& x : e.references) {
+      key(rows, w)
+          .Text(x.param)
+          .Int(x.group)
+          .Text(x.target_type)
+          .Text(x.target_id)
+          .Text(x.url)
+          .Text(x.version)
+          .EndRow();
+    }
+  });
+  rows.Copy(tx, "idx_reference",
+            {"tenant_id", "res_type", "res_id", "param", "grp", "target_type", "target_id", "url", "version"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::QuantityEntry& x : e.quantities) {
+      key(rows, w)
+          .Text(x.param)
+          .Int(x.group)
+          .Text(x.low.empty() ? "-Infinity" : x.low)
+          .Text(x.high.empty() ? "Infinity" : x.high)
+          .Text(x.system)
+          .Text(x.code)
+          .Text(x.unit)
+          .EndRow();
+    }
+  });
+  rows.Copy(tx, "idx_quantity",
+            {"tenant_id", "res_type", "res_id", "param", "grp", "low", "high", "system", "code", "unit"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const search::UriEntry& x : e.uris) key(rows, w).Text(x.param).Int(x.group).Text(x.uri).EndRow();
+  });
+  rows.Copy(tx, "idx_uri", {"tenant_id", "res_type", "res_id", "param", "grp", "uri"});
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    for (const TokenDateCombo& k : kTokenDateCombos) {
+      if (w.key.type != k.type) continue;
+      int dates = 0;
+      for (const search::DateEntry& d : e.dates) dates += d.param == k.date_param ? 1 : 0;
+      if (dates == 0) continue;
+      for (const search::TokenEntry& t : e.tokens) {
+        if (t.param != k.token_param) continue;
+        for (const search::DateEntry& d : e.dates) {
+          if (d.param != k.date_param) continue;
+          key(rows, w)
+              .Text(k.token_param)
+              .Text(k.date_param)
+              .OptText(t.system)
+              .Text(t.code)
+              .Int(d.lo)
+              .Int(d.hi)
+              .Bool(dates == 1)
+              .EndRow();
+        }
+      }
+    }
+  });
+  // span is generated from lo and hi.
+  rows.Copy(tx, "idx_token_date",
+            {"tenant_id", "res_type", "res_id", "token_param", "date_param", "system", "code", "lo", "hi", "single"});
+  // +1 per distinct (param, code) and per distinct (param, system, code) of
+  // each resource; std::set compares nullopt systems equal, as DISTINCT
+  // does NULLs.
+  live([&](const PendingWrite& w, const search::IndexEntries& e) {
+    std::set<std::pair<std::string_view, std::string_view>> codes;
+    std::set<std::tuple<std::string_view, std::string_view, std::optional<std::string_view>>> system_codes;
+    for (const search::TokenEntry& t : e.tokens) {
+      if (codes.emplace(t.param, t.code).second) {
+        rows.Text(tenant).Text(w.key.type).Text(t.param).Text(t.code).Bool(false).Null().Int(1).EndRow();
+      }
+      std::optional<std::string_view> system;
+      if (t.system) system = *t.system;
+      if (system_codes.emplace(t.param, t.code, system).second) {
+        rows.Text(tenant).Text(w.key.type).Text(t.param).Text(t.code).Bool(true).OptText(t.system).Int(1).EndRow();
+      }
+    }
+  });
+  rows.Copy(tx, "idx_token_count_delta", {"tenant_id", "res_type", "param", "code", "by_system", "system", "n"});
 }
 
 std::string OptionalTextArrayLiteral(const std::vector<std::optional<std::string>>& values) {

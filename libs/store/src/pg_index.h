@@ -1,6 +1,8 @@
 // How search index entries reach PostgreSQL: one jsonb parameter per write,
 // expanded by jsonb_to_recordset in data-modifying CTEs of the same
-// statement that writes the version, so indexes commit with it.
+// statement that writes the version, so indexes commit with it; or, for a
+// large write set, rows built here and sent by COPY in the same transaction
+// (CopyIndexRows), the same rows.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +32,38 @@ std::string IndexInsertCtes(int param);
 // the keys that existed; IndexInsertManyCtes inserts the new ones.
 std::string IndexInsertManyCtes();
 std::string IndexDeleteManyCtes();
+
+// Rows in COPY's text format, built field by field: `\N` for NULL,
+// backslash, tab, newline and carriage return escaped, other bytes as they
+// are (the connection's encoding is the database's, UTF-8).
+class CopyRows {
+ public:
+  CopyRows& Text(std::string_view value);
+  CopyRows& OptText(const std::optional<std::string>& value) { return value ? Text(*value) : Null(); }
+  CopyRows& Int(int64_t value);
+  CopyRows& Bool(bool value) { return Raw(value ? "t" : "f"); }
+  CopyRows& Null() { return Raw("\\N"); }
+  // A field that needs no escaping.
+  CopyRows& Raw(std::string_view value);
+  void EndRow();
+
+  bool empty() const { return text_.empty(); }
+  // Sends the rows with COPY `table` (`columns`) FROM STDIN, in one
+  // message, in the transaction `tx`; nothing when there are none.
+  void Copy(pqxx::transaction_base& tx, const std::string& table, const std::vector<std::string>& columns);
+
+ private:
+  std::string text_;
+  bool row_open_ = false;
+};
+
+// The COPY path of TransactionScope::Write for large write sets: streams
+// the rows of every index table but idx_text for `writes` of `tenant`
+// (nothing for deletions) with COPY, the same rows IndexInsertManyCtes
+// inserts from EncodeIndex's documents, and the +1 token count deltas.
+// idx_text needs to_tsvector, so the caller inserts it. Throws what libpqxx
+// throws.
+void CopyIndexRows(pqxx::transaction_base& tx, const std::string& tenant, const std::vector<PendingWrite>& writes);
 
 // A PostgreSQL array literal of text values, NULL for nullopt.
 std::string OptionalTextArrayLiteral(const std::vector<std::optional<std::string>>& values);

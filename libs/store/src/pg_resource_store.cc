@@ -1,5 +1,8 @@
 #include "pg_resource_store.h"
 
+#include <cstdio>
+#include <ctime>
+
 #include "libpq-fe.h"
 #include "pg_index.h"
 #include "medgrid/core/status.h"
@@ -89,6 +92,44 @@ std::string WriteManySql(bool replace) {
       "SELECT $1, k.t, k.i, k.v, k.m, " MEDGRID_TS("k.us") " FROM k)"
       " INSERT INTO resource_versions (tenant_id, res_type, res_id, version_id, method, deleted, last_updated, body) "
       "SELECT $1, k.t, k.i, k.v, k.m, k.m = 'DELETE', " MEDGRID_TS("k.us") ", k.b FROM k");
+}
+
+// The statement of the COPY path (TransactionScope::Write of many
+// versions): moves the current pointers, replaces index rows as
+// WriteManySql does, and inserts the idx_text rows, which need to_tsvector;
+// the other rows follow by COPY. $1 is the tenant, $2-$9 parallel arrays of
+// type, id, version, method, microseconds, _content and _text (NULL when
+// the resource has no idx_text row) and whether index rows exist to be
+// replaced.
+std::string CopyWriteSql(bool replace) {
+  return core::StrCat(
+      "WITH k AS MATERIALIZED (SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], "
+      "$7::text[], $8::text[], $9::boolean[]) AS k(t, i, v, m, us, c, n, existed)), "
+      "cur AS (INSERT INTO resources (tenant_id, res_type, res_id, version_id, deleted, last_updated) "
+      "SELECT $1, k.t, k.i, k.v, k.m = 'DELETE', " MEDGRID_TS("k.us") " FROM k "
+      "ON CONFLICT (tenant_id, res_type, res_id) DO UPDATE SET version_id = EXCLUDED.version_id, "
+      "deleted = EXCLUDED.deleted, last_updated = EXCLUDED.last_updated)",
+      replace ? IndexDeleteManyCtes() : std::string(),
+      ", m_text AS (INSERT INTO idx_text (tenant_id, res_type, res_id, content, narrative) "
+      "SELECT $1, k.t, k.i, to_tsvector('simple', k.c), to_tsvector('simple', k.n) FROM k WHERE k.c IS NOT NULL) "
+      "SELECT 1");
+}
+
+// A timestamptz in COPY's text form, exactly `micros` after the epoch.
+std::string TimestampText(int64_t micros) {
+  int64_t seconds = micros / 1'000'000;
+  int64_t fraction = micros % 1'000'000;
+  if (fraction < 0) {
+    fraction += 1'000'000;
+    --seconds;
+  }
+  const auto t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d.%06lld+00", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(fraction));
+  return buf;
 }
 
 // The current versions of many keys of tenant $1 ($2 types, $3 ids), with
@@ -189,6 +230,8 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
   conn.prepare("tombstone", TombstoneSql());
   conn.prepare("write_many", WriteManySql(/*replace=*/true));
   conn.prepare("write_many_new", WriteManySql(/*replace=*/false));
+  conn.prepare("copy_write", CopyWriteSql(/*replace=*/true));
+  conn.prepare("copy_write_new", CopyWriteSql(/*replace=*/false));
 }
 
 template <typename Fn>
@@ -366,8 +409,8 @@ absl::StatusOr<HistoryPage> HistoryIn(pqxx::transaction_base& tx, const std::str
 
 class PgTransactionScope final : public TransactionScope {
  public:
-  PgTransactionScope(pqxx::work& tx, const std::string& tenant, core::TimePoint now)
-      : tx_(tx), tenant_(tenant), now_(now) {}
+  PgTransactionScope(pqxx::work& tx, const std::string& tenant, core::TimePoint now, int copy_write_min_versions)
+      : tx_(tx), tenant_(tenant), now_(now), copy_write_min_versions_(copy_write_min_versions) {}
 
   core::TimePoint Now() const override { return now_; }
 
@@ -420,6 +463,9 @@ class PgTransactionScope final : public TransactionScope {
 
   absl::Status Write(const std::vector<PendingWrite>& writes) override {
     if (writes.empty()) return absl::OkStatus();
+    if (copy_write_min_versions_ > 0 && writes.size() >= static_cast<std::size_t>(copy_write_min_versions_)) {
+      return CopyWrite(writes);
+    }
     const std::size_t n = writes.size();
     std::vector<std::string> types, ids, versions, methods, micros;
     std::vector<std::optional<std::string>> bodies, indexes;
@@ -448,16 +494,75 @@ class PgTransactionScope final : public TransactionScope {
   }
 
  private:
+  // Write of many versions: the statement of CopyWriteSql, then COPY of
+  // the version, outbox and index rows built here, which PostgreSQL
+  // inserts into the heap in batches and without expanding JSON documents,
+  // where INSERT ... SELECT goes row by row. The same rows as write_many
+  // (bundle_pgtest compares them).
+  absl::Status CopyWrite(const std::vector<PendingWrite>& writes) {
+    const std::size_t n = writes.size();
+    std::vector<std::string> types, ids, versions, methods, micros, existed;
+    std::vector<std::optional<std::string>> contents, narratives;
+    for (auto* v : {&types, &ids, &versions, &methods, &micros, &existed}) v->reserve(n);
+    contents.reserve(n);
+    narratives.reserve(n);
+    bool replace = false;
+    for (const PendingWrite& w : writes) {
+      types.push_back(w.key.type);
+      ids.push_back(w.key.id);
+      versions.push_back(std::to_string(w.version));
+      methods.push_back(w.method);
+      micros.push_back(std::to_string(core::ToUnixMicros(w.last_updated)));
+      // As EncodeIndex and IndexInsertManyCtes: a row when either text is
+      // not empty.
+      const search::IndexEntries& index = w.body.index;
+      const bool text = w.method != "DELETE" && (!index.content.empty() || !index.narrative.empty());
+      contents.push_back(text ? std::optional<std::string>(index.content) : std::nullopt);
+      narratives.push_back(text ? std::optional<std::string>(index.narrative) : std::nullopt);
+      existed.push_back(w.version > 1 ? "t" : "f");
+      replace = replace || w.version > 1;
+    }
+    tx_.exec_prepared(replace ? "copy_write" : "copy_write_new", tenant_, TextArrayLiteral(types),
+                      TextArrayLiteral(ids), TextArrayLiteral(versions), TextArrayLiteral(methods),
+                      TextArrayLiteral(micros), OptionalTextArrayLiteral(contents),
+                      OptionalTextArrayLiteral(narratives), TextArrayLiteral(existed));
+    CopyRows rows;
+    for (const PendingWrite& w : writes) {
+      const std::string stamp = TimestampText(core::ToUnixMicros(w.last_updated));
+      rows.Text(tenant_).Text(w.key.type).Text(w.key.id).Int(w.version).Text(w.method).Raw(stamp);
+      if (w.method == "DELETE") {
+        rows.Bool(true).Null().EndRow();
+      } else {
+        rows.Bool(false).Text(w.body.json).EndRow();
+      }
+    }
+    rows.Copy(tx_, "resource_versions",
+              {"tenant_id", "res_type", "res_id", "version_id", "method", "last_updated", "deleted", "body"});
+    for (const PendingWrite& w : writes) {
+      rows.Text(tenant_)
+          .Text(w.key.type)
+          .Text(w.key.id)
+          .Int(w.version)
+          .Text(w.method)
+          .Raw(TimestampText(core::ToUnixMicros(w.last_updated)))
+          .EndRow();
+    }
+    rows.Copy(tx_, "outbox", {"tenant_id", "res_type", "res_id", "version_id", "method", "changed_at"});
+    CopyIndexRows(tx_, tenant_, writes);
+    return absl::OkStatus();
+  }
+
   pqxx::work& tx_;
   const std::string& tenant_;
   const core::TimePoint now_;
+  const int copy_write_min_versions_;
 };
 
 }  // namespace
 
 absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const TransactionFn& fn) {
   absl::StatusOr<bool> done = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<bool> {
-    PgTransactionScope scope(tx, tenant, clock_.Now());
+    PgTransactionScope scope(tx, tenant, clock_.Now(), copy_write_min_versions_);
     RETURN_IF_ERROR(fn(scope));
     return true;
   });

@@ -27,9 +27,16 @@ std::unique_ptr<ExportJobStore> NewPgExportJobStore(PgPool& pool);
 class PgResourceStore final : public ResourceStore {
  public:
   // `dsn` and `shard` serve the asynchronous read path, which keeps
-  // `async_pool_size` connections per I/O thread.
-  PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, const core::Clock& clock)
-      : pool_(pool), shard_(std::move(shard)), dsn_(std::move(dsn)), async_pool_size_(async_pool_size), clock_(clock) {}
+  // `async_pool_size` connections per I/O thread. A transaction writing at
+  // least `copy_write_min_versions` versions (0: none) writes them with COPY.
+  PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, int copy_write_min_versions,
+                  const core::Clock& clock)
+      : pool_(pool),
+        shard_(std::move(shard)),
+        dsn_(std::move(dsn)),
+        async_pool_size_(async_pool_size),
+        copy_write_min_versions_(copy_write_min_versions),
+        clock_(clock) {}
 
   // Open non-blocking connections, summed over I/O threads.
   int async_open() const { return async_open_->load(); }
@@ -101,6 +108,7 @@ class PgResourceStore final : public ResourceStore {
   const std::string shard_;
   const std::string dsn_;
   const int async_pool_size_;
+  const int copy_write_min_versions_;
   const std::shared_ptr<std::atomic<int>> async_open_ = std::make_shared<std::atomic<int>>(0);
   const core::Clock& clock_;
   // Id-set sizes of recent searches, which plan their page queries (pg_search.cc).

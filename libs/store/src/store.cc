@@ -204,7 +204,8 @@ absl::Status PgStore::LoadShards(pqxx::connection& conn) {
     }
     s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
                                       &PgResourceStore::PrepareStatements);
-    s.store = std::make_unique<PgResourceStore>(*s.pool, id, dsn, config_.async_pool_size, clock_);
+    s.store = std::make_unique<PgResourceStore>(*s.pool, id, dsn, config_.async_pool_size,
+                                                config_.copy_write_min_versions, clock_);
     shards_.emplace(id, std::move(s));
   }
   return absl::OkStatus();

@@ -33,6 +33,11 @@ struct StoreConfig {
   std::chrono::milliseconds statement_timeout{30000};
   // How long an unknown tenant id stays remembered as unknown.
   std::chrono::milliseconds negative_tenant_ttl{2000};
+  // A transaction writing at least this many versions writes its version,
+  // outbox and index rows with COPY (batched inserts) instead of one
+  // INSERT ... SELECT statement, which is one round trip but inserts row at
+  // a time. 0: never COPY. The rows written are the same either way.
+  int copy_write_min_versions = 64;
 };
 
 // Returns the key=value DSN `dsn` with its dbname set to `dbname`.
