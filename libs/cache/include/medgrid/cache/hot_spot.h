@@ -1,0 +1,101 @@
+// HotSpotDetector: finds the seed's hot spots (scalability-and-reliability.md,
+// "Hot Spot Mitigation") from the request stream, in bounded memory:
+//   - a patient above 100 QPS,
+//   - a tenant above 30% of all traffic,
+//   - a resource type above 5x its baseline QPS.
+// An entity enters hot-spot mode when its rate goes over its threshold and
+// leaves it only when the rate is below 50% of the threshold and it has been
+// hot for at least the cool-down (1 hour), so a rate hovering around the
+// threshold does not flap. Rates are over a sliding window (60 s).
+//
+//   cache::HotSpotDetector hot(clock, {});
+//   hot.SetTypeBaseline("Observation", 200);
+//   hot.Record(tenant, "Observation", patient_id);   // per request
+//   for (const auto& h : hot.Evaluate()) ...         // e.g. once a second
+//
+// Thread-safe. The clock must outlive it. Not wired into the request path yet.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "medgrid/cache/space_saving.h"
+#include "medgrid/cache/string_map.h"
+#include "medgrid/core/clock.h"
+
+namespace medgrid::cache {
+
+enum class HotSpotKind { kPatient, kTenant, kResourceType };
+
+struct HotSpotConfig {
+  // A patient is hot above this many requests per second.
+  double patient_qps = 100;
+  // A tenant is hot above this share of all requests (0..1).
+  double tenant_share = 0.30;
+  // Tenant shares are judged only while total traffic is at least this many
+  // requests per second (ours, not the seed's: with a trickle of traffic, or
+  // a single tenant, every share is large and means nothing).
+  double tenant_min_total_qps = 10;
+  // A resource type is hot above this multiple of its baseline QPS; types
+  // without a baseline (SetTypeBaseline) are never hot.
+  double type_baseline_factor = 5;
+  // A hot entity turns off below this fraction of its threshold...
+  double release_fraction = 0.5;
+  // ...and only once it has been hot at least this long.
+  std::chrono::microseconds cool_down = std::chrono::hours(1);
+  // The window rates are measured over, its sub-intervals and counters.
+  WindowConfig window = {};
+};
+
+struct HotSpot {
+  HotSpotKind kind;
+  // Patient: CacheKey(tenant, "Patient", id) form; tenant: the tenant; type:
+  // the resource type.
+  std::string key;
+  // QPS for patients and types, share of traffic (0..1) for tenants.
+  double value = 0;
+  double threshold = 0;
+  core::TimePoint since;
+};
+
+class HotSpotDetector {
+ public:
+  HotSpotDetector(const core::Clock& clock, HotSpotConfig config);
+
+  // Counts one request (or `weight` of them). `patient_id` is empty when the
+  // request names no patient.
+  void Record(std::string_view tenant, std::string_view resource_type, std::string_view patient_id,
+              uint64_t weight = 1);
+  // Sets the normal QPS of a resource type (e.g. from last week's traffic).
+  void SetTypeBaseline(std::string_view resource_type, double qps);
+
+  // Applies the thresholds at the clock's now, updates the hot set and returns
+  // it, ordered by kind then key.
+  std::vector<HotSpot> Evaluate();
+  // The hot set as of the last Evaluate().
+  std::vector<HotSpot> HotSet() const;
+
+ private:
+  void Update(HotSpotKind kind, const std::string& key, double value, double threshold,
+              core::TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<HotSpot> HotSetLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const core::Clock& clock_;
+  const HotSpotConfig config_;
+  WindowedSpaceSaving patients_;
+  WindowedSpaceSaving tenants_;
+  WindowedSpaceSaving types_;
+  mutable std::mutex mu_;
+  StringMap<std::string, double> type_baselines_ ABSL_GUARDED_BY(mu_);
+  // Keyed by kind and key.
+  absl::flat_hash_map<std::pair<HotSpotKind, std::string>, HotSpot> hot_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace medgrid::cache
