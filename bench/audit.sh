@@ -65,7 +65,7 @@ base="http://127.0.0.1:$http_port"
 start_server() {
   local extra=()
   [ "$1" = on ] && extra=(--audit-spool-dir="$tmp/spool")
-  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \
+  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level=warn \
     "${extra[@]}" >>"$tmp/server.log" 2>&1 &
   server_pid=$!
   bench_wait_server "$base" "$server_pid"

@@ -77,7 +77,7 @@ pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
 
 http_port=$(free_port)
 base="http://127.0.0.1:$http_port"
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level="$log_level" \
+"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level="$log_level" \
   >"$tmp/server.log" 2>&1 &
 server_pid=$!
 bench_wait_server "$base" "$server_pid"

@@ -57,7 +57,7 @@ pg_start "$tmp/pg" "$pg_port" || die "PostgreSQL did not start"
 pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
 http_port=$(free_port)
 base="http://127.0.0.1:$http_port"
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" \
+"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off \
   --export-dir="$tmp/exports" --export-max-file-bytes="$max_file" --log-level=warn >"$tmp/server.log" 2>&1 &
 server_pid=$!
 bench_wait_server "$base" "$server_pid"

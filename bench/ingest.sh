@@ -113,7 +113,7 @@ postmaster_pid=$(head -n 1 "$(readlink -f "$tmp/pg")/data/postmaster.pid")
 
 http_port=$(free_port)
 base="http://127.0.0.1:$http_port"
-"$tmp/medgrid" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" \
+"$tmp/medgrid" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off \
   --log-level="$log_level" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 bench_wait_server "$base" "$server_pid"

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -10,6 +12,7 @@
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/beast/core.hpp"
 #include "gtest/gtest.h"
+#include "medgrid/auth/jwt.h"
 #include "medgrid/fhir/json.h"
 #include "pqxx/pqxx"
 
@@ -171,8 +174,79 @@ app::AppConfig TestServer::BaseConfig(const std::string& name) {
   return c;
 }
 
+TestTokens::TestTokens() {
+  char tmpl[] = "/tmp/medgrid-tokens.XXXXXX";
+  const char* dir = ::mkdtemp(tmpl);
+  if (dir == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    std::abort();
+  }
+  dir_ = dir;
+  auto pem = auth::GeneratePrivateKeyPem(auth::JwtAlg::kES256);
+  if (!pem.ok()) {
+    ADD_FAILURE() << pem.status();
+    std::abort();
+  }
+  key_pem_ = *pem;
+  auto signer = auth::JwtSigner::FromPem(key_pem_, "test-1");
+  if (!signer.ok()) {
+    ADD_FAILURE() << signer.status();
+    std::abort();
+  }
+  jwks_path_ = dir_ + "/jwks.json";
+  std::ofstream(jwks_path_) << signer->PublicJwks();
+}
+
+TestTokens::~TestTokens() {
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+void TestTokens::Configure(app::AppConfig& c) const {
+  c.security.enabled = true;
+  c.security.auth.jwks = jwks_path_;
+  c.security.auth.issuer = kIssuer;
+  c.security.auth.audience = kAudience;
+  const std::string db = c.store.control_db + "_consent";
+  if (c.security.consent_dsn.empty()) {
+    pqxx::connection admin(c.store.admin_dsn);
+    pqxx::nontransaction tx(admin);
+    if (tx.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", db).empty()) {
+      tx.exec("CREATE DATABASE " + tx.quote_name(db));
+    }
+    c.security.consent_dsn = TestServer::Dsn(db);
+  }
+  if (const char* redis = std::getenv("MEDGRID_TEST_REDIS"); redis != nullptr && *redis != '\0') {
+    c.redis = redis;
+    c.redis_prefix = c.store.control_db;
+  }
+}
+
+std::string TestTokens::Mint(boost::json::object claims, int64_t ttl_s) const {
+  auto signer = auth::JwtSigner::FromPem(key_pem_, "test-1");
+  EXPECT_TRUE(signer.ok()) << signer.status();
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  claims.emplace("iss", kIssuer);
+  claims.emplace("aud", kAudience);
+  claims.emplace("iat", now);
+  claims.emplace("nbf", now);
+  claims.emplace("exp", now + ttl_s);
+  claims.emplace("sub", "test-user");
+  return signer->Sign(claims);
+}
+
+std::string TestTokens::Admin() const { return Mint({{"sub", "test-admin"}, {"scope", "medgrid/admin"}}); }
+
+std::string TestTokens::User(const std::string& tenant, const std::string& scope, boost::json::object extra) const {
+  extra["tenant"] = tenant;
+  extra["scope"] = scope;
+  return Mint(std::move(extra));
+}
+
 TestServer::TestServer(const std::string& name, const std::vector<std::string>& tenants,
-                       std::optional<app::AppConfig> config)
+                       std::optional<app::AppConfig> config, const TestTokens* tokens)
     : config_(config ? *config : BaseConfig(name)) {
   core::InitLogging(config_.log_level);
   auto app = app::App::Start(config_);
@@ -183,8 +257,17 @@ TestServer::TestServer(const std::string& name, const std::vector<std::string>& 
   app_ = std::move(*app);
   client_ = std::make_unique<HttpClient>(app_->port());
   for (const std::string& t : tenants) {
-    auto res = client_->Send("POST", "/admin/tenants", "{\"id\":\"" + t + "\"}",
-                             {{"Content-Type", "application/json"}});
+    std::map<std::string, std::string> headers = {{"Content-Type", "application/json"}};
+    std::string body = "{\"id\":\"" + t + "\"}";
+    if (config_.security.enabled) {
+      if (tokens == nullptr) {
+        ADD_FAILURE() << "an auth-enabled TestServer needs TestTokens";
+        std::abort();
+      }
+      headers["Authorization"] = "Bearer " + tokens->Admin();
+      body = "{\"id\":\"" + t + "\",\"consentPolicy\":\"opt-out\",\"btgRoles\":[\"physician\"]}";
+    }
+    auto res = client_->Send("POST", "/admin/tenants", body, headers);
     EXPECT_EQ(res.status, 201) << res.body;
   }
 }
@@ -203,6 +286,7 @@ TestServer::~TestServer() {
     pqxx::nontransaction tx(admin);
     std::vector<std::string> dbs = config_.store.bootstrap_shards;
     dbs.push_back(config_.store.control_db);
+    if (config_.security.enabled) dbs.push_back(config_.store.control_db + "_consent");
     for (const std::string& db : dbs) tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(db) + " WITH (FORCE)");
   } catch (const std::exception& e) {
     ADD_FAILURE() << "dropping test databases: " << e.what();

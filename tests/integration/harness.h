@@ -58,12 +58,46 @@ class HttpClient {
   std::unique_ptr<Impl> impl_;
 };
 
+// A signing key for auth-enabled test servers (its JWKS in a temporary
+// file) and tokens signed with it.
+class TestTokens {
+ public:
+  static constexpr const char* kIssuer = "https://idp.test.medgrid";
+  static constexpr const char* kAudience = "medgrid-test";
+  TestTokens();
+  ~TestTokens();
+  // Turns auth on in `c` with this key, a consent registry database of its
+  // own (named after the config's control database) and, when the harness
+  // has one (MEDGRID_TEST_REDIS), Redis with a key prefix of its own.
+  void Configure(app::AppConfig& c) const;
+  // A token with iss, aud, iat, nbf and exp (now + ttl_s) and these claims.
+  std::string Mint(boost::json::object claims, int64_t ttl_s = 600) const;
+  // medgrid/admin.
+  std::string Admin() const;
+  // A user of `tenant` with `scope`; `extra` claims are added (patient,
+  // fhirUser, roles, ...).
+  std::string User(const std::string& tenant, const std::string& scope, boost::json::object extra = {}) const;
+  static std::map<std::string, std::string> Bearer(const std::string& token) {
+    return {{"Authorization", "Bearer " + token}};
+  }
+  const std::string& jwks_path() const { return jwks_path_; }
+  const std::string& key_pem() const { return key_pem_; }
+
+ private:
+  std::string dir_;
+  std::string jwks_path_;
+  std::string key_pem_;
+};
+
 class TestServer {
  public:
   // `name` makes the database names unique: mg_<name>_<pid>_control etc.
   // `tenants` are created through the admin API.
+  // With auth on (config.security.enabled), `tokens` signs the admin token
+  // that creates the tenants; they are created opt-out with btgRoles
+  // ["physician"].
   explicit TestServer(const std::string& name, const std::vector<std::string>& tenants = {"t1", "t2"},
-                      std::optional<app::AppConfig> config = std::nullopt);
+                      std::optional<app::AppConfig> config = std::nullopt, const TestTokens* tokens = nullptr);
   ~TestServer();
 
   uint16_t port() const { return app_->port(); }

@@ -19,6 +19,7 @@
 #include "boost/beast/websocket.hpp"
 #include "gtest/gtest.h"
 #include "integration/harness.h"
+#include "integration/receiver.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/subscriptions/service.h"
 
@@ -32,102 +33,6 @@ namespace json = boost::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using tcp = asio::ip::tcp;
-
-template <typename Pred>
-bool WaitFor(Pred pred, seconds timeout = seconds(20)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return pred();
-}
-
-struct Received {
-  std::string method;
-  std::string target;
-  std::string content_type;
-  std::string authorization;
-  std::string body;
-};
-
-// A one-request-per-connection HTTP/1.1 receiver on 127.0.0.1, answering
-// every request with `status`. Port 0 picks a free port.
-class Receiver {
- public:
-  explicit Receiver(uint16_t port = 0, unsigned status = 200) : acceptor_(io_), status_(status) {
-    tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
-    acceptor_.open(ep.protocol());
-    acceptor_.set_option(asio::socket_base::reuse_address(true));
-    acceptor_.bind(ep);
-    acceptor_.listen();
-    port_ = acceptor_.local_endpoint().port();
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Receiver() { Stop(); }
-
-  uint16_t port() const { return port_; }
-  std::string Url(const std::string& path) const { return core::StrCat("http://127.0.0.1:", port_, path); }
-  std::vector<Received> Requests() {
-    std::lock_guard lock(mu_);
-    return requests_;
-  }
-  std::size_t Count() {
-    std::lock_guard lock(mu_);
-    return requests_.size();
-  }
-  std::size_t CountAt(const std::string& target) {
-    std::lock_guard lock(mu_);
-    std::size_t n = 0;
-    for (const Received& r : requests_) n += r.target == target ? 1 : 0;
-    return n;
-  }
-  // Closes the port: connections to it are refused from now on.
-  void Stop() {
-    if (!thread_.joinable()) return;
-    stop_ = true;
-    beast::error_code ec;
-    tcp::socket wake(io_);
-    wake.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), ec);
-    thread_.join();
-    acceptor_.close(ec);
-  }
-
- private:
-  void Run() {
-    while (true) {
-      tcp::socket socket(io_);
-      beast::error_code ec;
-      acceptor_.accept(socket, ec);
-      if (stop_) return;
-      if (ec) continue;
-      beast::flat_buffer buffer;
-      bhttp::request<bhttp::string_body> req;
-      bhttp::read(socket, buffer, req, ec);
-      if (ec) continue;
-      {
-        std::lock_guard lock(mu_);
-        requests_.push_back({std::string(req.method_string()), std::string(req.target()),
-                             std::string(req[bhttp::field::content_type]),
-                             std::string(req[bhttp::field::authorization]), req.body()});
-      }
-      bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status_), 11};
-      res.keep_alive(false);
-      res.prepare_payload();
-      bhttp::write(socket, res, ec);
-      socket.shutdown(tcp::socket::shutdown_both, ec);
-    }
-  }
-
-  asio::io_context io_;
-  tcp::acceptor acceptor_;
-  const unsigned status_;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<Received> requests_;  // guarded by mu_
-};
 
 std::string Str(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : std::string(); }
 

@@ -169,6 +169,36 @@ TEST(AuditEvent, ReadOfAPatientsObservation) {
   EXPECT_EQ(entity[1].at("role").at("code"), "4");
 }
 
+// A break-the-glass grant: a DICOM security alert, Emergency Override
+// Started, with the purpose of use and the clinician's reason.
+TEST(AuditEvent, EmergencyOverrideIsASecurityAlertWithItsReason) {
+  Interaction in;
+  in.tenant = "t1";
+  in.interaction = "break-the-glass";
+  in.action = 'E';
+  in.patients = {"Patient/p1"};
+  in.agent = "Practitioner/d1";
+  in.purpose_of_use = {"BTG"};
+  in.emergency_override = true;
+  in.override_reason = "unconscious in ED";
+  in.recorded = core::FromUnixMicros(1'700'000'000'000'000);
+  const json::value e = json::parse(AuditEventJson(in, NewEventId(in.recorded), "medgrid test"));
+  EXPECT_EQ(e.at("type").at("system"), "http://dicom.nema.org/resources/ontology/DCM");
+  EXPECT_EQ(e.at("type").at("code"), "110113");
+  EXPECT_EQ(e.at("subtype").at(0).at("code"), "110127");
+  EXPECT_EQ(e.at("agent").at(0).at("who").at("reference"), "Practitioner/d1");
+  EXPECT_EQ(e.at("agent").at(0).at("purposeOfUse").at(0).at("coding").at(0).at("code"), "BTG");
+  const json::array& entity = e.at("entity").as_array();
+  ASSERT_EQ(entity.size(), 2u);
+  EXPECT_EQ(entity[0].at("what").at("reference"), "Patient/p1");
+  EXPECT_EQ(entity[1].at("detail").at(0).at("valueString"), "unconscious in ED");
+  // An ordinary interaction is not one.
+  in.emergency_override = false;
+  const json::value plain = json::parse(AuditEventJson(in, NewEventId(in.recorded), "medgrid test"));
+  EXPECT_EQ(plain.at("type").at("code"), "rest");
+  for (const json::value& en : plain.at("entity").as_array()) EXPECT_FALSE(en.as_object().contains("detail"));
+}
+
 TEST(AuditEvent, FailedSearchKeepsItsQuery) {
   Interaction in;
   in.tenant = "t1";

@@ -7,7 +7,10 @@
 #include <chrono>
 #include <map>
 
+#include "medgrid/access/access_api.h"
 #include "medgrid/audit/auditing_api.h"
+#include "medgrid/cache/redis.h"
+#include "medgrid/consent/service.h"
 #include "medgrid/bulk/export_http.h"
 #include "medgrid/bulk/object_store.h"
 #include "medgrid/audit/pipeline.h"
@@ -99,12 +102,27 @@ Flags (all --name=value):
                         is set to error (default 10)
   --subscription-backoff-ms      pause after a failed delivery, doubling with each further one (default 1000)
   --subscription-max-backoff-ms  longest pause between deliveries of a failing notification (default 300000)
+  --auth                on|off: SMART on FHIR bearer tokens, scopes, consent and break-the-glass
+                        (default on; off trusts every caller: local development only)
+  --jwks                the identity provider's JWKS: a file or an http(s) URL (required with auth)
+  --auth-issuer         required "iss" of tokens (required with auth)
+  --auth-audience       required "aud" of tokens (required with auth)
+  --auth-clock-skew-s   tolerance for exp and nbf (default 60)
+  --smart-authorize-url, --smart-token-url  published in .well-known/smart-configuration
+                        (default <issuer>/authorize and <issuer>/token)
+  --consent-dsn         DSN of the consent registry (default: admin DSN with dbname=medgrid_consent)
+  --consent-deadline-ms longest wait for the consent registry before failing closed (default 250)
+  --btg-duration-s      how long a break-the-glass grant lasts (default 3600)
+  --btg-webhook         http(s) URL told of every break-the-glass grant (default none)
+  --redis               host:port of Redis: consent cache L2, shared break-the-glass grants (default none)
+  --redis-key-prefix    prefix of this deployment's Redis keys and channels (default mg)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
 
 absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
   AppConfig c;
+  c.security.enabled = true;
   for (const std::string& arg : args) {
     if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError("Unexpected argument '" + arg + "'");
     std::size_t eq = arg.find('=');
@@ -194,6 +212,44 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseMillis(name, value, c.subscriptions.initial_backoff));
     } else if (name == "subscription-max-backoff-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.subscriptions.max_backoff));
+    } else if (name == "auth") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.security.enabled = value == "on";
+    } else if (name == "jwks") {
+      c.security.auth.jwks = value;
+    } else if (name == "auth-issuer") {
+      c.security.auth.issuer = value;
+    } else if (name == "auth-audience") {
+      c.security.auth.audience = value;
+    } else if (name == "auth-clock-skew-s") {
+      int64_t skew = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 3600, skew));
+      c.security.auth.clock_skew = std::chrono::seconds(skew);
+    } else if (name == "smart-authorize-url") {
+      c.security.auth.authorize_url = value;
+    } else if (name == "smart-token-url") {
+      c.security.auth.token_url = value;
+    } else if (name == "consent-dsn") {
+      c.security.consent_dsn = value;
+    } else if (name == "consent-deadline-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.security.consent_deadline));
+      if (c.security.consent_deadline.count() < 1) return BadFlag(name, "must be at least 1");
+    } else if (name == "btg-duration-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 60, 86400, seconds));
+      c.security.break_glass.duration = std::chrono::seconds(seconds);
+    } else if (name == "btg-webhook") {
+      if (value.rfind("http://", 0) != 0 && value.rfind("https://", 0) != 0) {
+        return BadFlag(name, "must be an http:// or https:// URL");
+      }
+      c.security.break_glass.webhook_url = value;
+    } else if (name == "redis") {
+      c.redis = value;
+    } else if (name == "redis-key-prefix") {
+      if (value.empty() || value.find_first_of("{}: ") != std::string::npos) {
+        return BadFlag(name, "must be a non-empty token without {, }, : or spaces");
+      }
+      c.redis_prefix = value;
     } else if (name == "log-level") {
       if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
     } else {
@@ -201,6 +257,12 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
     }
   }
   if (c.fhir_package_dir.empty()) return BadFlag("fhir-package-dir", "is required");
+  if (c.security.enabled) {
+    const char* off = " (or --auth=off to serve without tokens, for local development only)";
+    if (c.security.auth.jwks.empty()) return BadFlag("jwks", core::StrCat("a JWKS file or URL is required", off));
+    if (c.security.auth.issuer.empty()) return BadFlag("auth-issuer", core::StrCat("is required", off));
+    if (c.security.auth.audience.empty()) return BadFlag("auth-audience", core::StrCat("is required", off));
+  }
   if (c.export_dir.empty()) {
     // Start-up configuration, read once here like the flags themselves.
     const char* home = std::getenv("MEDGRID_HOME");
@@ -224,6 +286,13 @@ struct App::Impl {
   // Before changes (whose relays deliver to it) and server (whose websocket
   // connections use it), so it outlives both.
   std::unique_ptr<subscriptions::SubscriptionService> subscriptions;
+  // Auth on: the verifier, the consent service (a ChangeBus handler, so
+  // before changes), break-the-glass, and the FHIR API as callers may use it.
+  std::shared_ptr<cache::RedisClient> redis;
+  std::unique_ptr<auth::Authenticator> authenticator;
+  std::unique_ptr<consent::ConsentService> consent;
+  std::unique_ptr<consent::BreakGlass> break_glass;
+  std::unique_ptr<access::AccessControlledFhirApi> access;
   std::unique_ptr<ChangeEvents> changes;
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
@@ -241,6 +310,59 @@ struct App::Impl {
 };
 
 App::App() : impl_(std::make_unique<Impl>()) {}
+
+namespace {
+
+bool WebsocketAllowed(auth::Authenticator& authn, const http::Request& req) {
+  auto p = authn.Authenticate(req[boost::beast::http::field::authorization]);
+  if (!p.ok()) return false;
+  std::string_view target = req.target();
+  if (target.rfind("/fhir/", 0) != 0) return false;
+  target.remove_prefix(6);
+  const std::string_view tenant = target.substr(0, target.find('/'));
+  return !(*p)->tenant.empty() && (*p)->tenant == tenant &&
+         (*p)->scopes.Check("Subscription", auth::kRead, auth::kAnyContext) != auth::ScopeSet::Grant::kDenied;
+}
+
+}  // namespace
+
+absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
+  const SecurityConfig& sec = config.security;
+  ASSIGN_OR_RETURN(s.authenticator, auth::Authenticator::Start(sec.auth, s.clock));
+  consent::ConsentServiceConfig cc;
+  cc.dsn = sec.consent_dsn;
+  if (cc.dsn.empty()) {
+    if (config.store.admin_dsn.empty()) return BadFlag("consent-dsn", "is required without --pg-admin-dsn");
+    RETURN_IF_ERROR(store::CreateDatabase(config.store.admin_dsn, "medgrid_consent"));
+    cc.dsn = config.store.admin_dsn + " dbname=medgrid_consent";
+  }
+  cc.deadline = sec.consent_deadline;
+  cc.redis_prefix = config.redis_prefix;
+  cc.breaker = sec.consent_breaker;
+  engine::FhirEngine* engine = s.engine.get();
+  ASSIGN_OR_RETURN(s.consent,
+                   consent::ConsentService::Open(
+                       cc, s.redis,
+                       [engine](const std::string& tenant, const std::string& id,
+                                int64_t version) -> absl::StatusOr<std::optional<std::string>> {
+                         absl::StatusOr<engine::ResourceResult> r = engine->VRead(tenant, "Consent", id, version);
+                         if (r.ok()) return r->deleted ? std::nullopt : std::optional<std::string>(r->body);
+                         // A deleted version answers 410: nothing to keep.
+                         if (core::HttpStatusOf(r.status()) == 410) return std::optional<std::string>();
+                         return r.status();
+                       },
+                       s.clock, s.metrics));
+  consent::BreakGlassConfig btg = sec.break_glass;
+  btg.redis_prefix = config.redis_prefix;
+  s.break_glass = std::make_unique<consent::BreakGlass>(btg, s.redis, s.clock);
+  access::AccessConfig ac;
+  ac.authorize_url = s.authenticator->AuthorizeUrl();
+  ac.token_url = s.authenticator->TokenUrl();
+  s.access = std::make_unique<access::AccessControlledFhirApi>(ac, *s.engine, *s.consent, *s.break_glass, *s.store,
+                                                               *s.search_params, *s.compartments, s.clock);
+  core::Log(core::LogLevel::kInfo, "auth.on", {{"issuer", sec.auth.issuer}, {"audience", sec.auth.audience}});
+  return absl::OkStatus();
+}
 
 App::~App() { Stop(); }
 
@@ -273,11 +395,22 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   if (absl::Status loaded = s.subscriptions->Load(); !loaded.ok()) {
     core::Log(core::LogLevel::kWarn, "subscriptions.load_failed", {{"error", std::string(loaded.message())}});
   }
+  if (!config.redis.empty()) {
+    ASSIGN_OR_RETURN(cache::RedisConfig redis, cache::ParseRedisAddress(config.redis));
+    s.redis = std::make_shared<cache::RedisClient>(redis);
+  }
+  std::vector<events::ChangeHandler*> change_handlers = {s.subscriptions.get()};
+  if (config.security.enabled) {
+    RETURN_IF_ERROR(StartSecurity(config, s));
+    change_handlers.push_back(s.consent.get());
+  } else {
+    core::Log(core::LogLevel::kWarn, "auth.off", {{"reason", "--auth=off: every caller is trusted"}});
+  }
   ASSIGN_OR_RETURN(s.changes, ChangeEvents::Start(config.kafka, *s.store, s.clock,
                                                   core::StrCat("medgrid-changes-", instance), s.metrics,
-                                                  {s.subscriptions.get()}));
+                                                  change_handlers));
   s.subscriptions->Start();
-  engine::FhirApi* api = s.engine.get();
+  engine::FhirApi* api = s.access ? static_cast<engine::FhirApi*>(s.access.get()) : s.engine.get();
   if (!config.audit.spool_dir.empty()) {
     const AuditConfig& a = config.audit;
     std::string dsn = a.dsn;
@@ -305,14 +438,34 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
         *s.spool, *sink,
         core::StrCat("medgrid ", config.store.region, " pid ", static_cast<int64_t>(::getpid())));
     s.audit->Start();
-    s.audited = std::make_unique<audit::AuditingFhirApi>(*s.engine, *s.audit, *s.audit_index, *s.search_params,
+    s.audited = std::make_unique<audit::AuditingFhirApi>(*api, *s.audit, *s.audit_index, *s.search_params,
                                                          *s.registry, s.clock);
+    if (s.break_glass) {
+      // Each opened grant is a security alert in the tenant's ledger.
+      s.break_glass->SetOnOpen([audit = s.audit.get()](const consent::BreakGlassEvent& e) {
+        audit::Interaction in;
+        in.tenant = e.request.tenant;
+        in.interaction = "break-the-glass";
+        in.action = 'E';
+        in.http_status = 200;
+        in.patients.push_back(core::StrCat("Patient/", e.request.patient));
+        in.agent = e.request.agent;
+        in.agent_address = core::CurrentRequest().client_address;
+        in.purpose_of_use.push_back(e.request.purpose);
+        in.emergency_override = true;
+        in.override_reason = e.request.reason;
+        in.recorded = e.grant.opened;
+        audit->Record(in);
+      });
+    }
     api = s.audited.get();
     core::Log(core::LogLevel::kInfo, "audit.on", {{"spool", a.spool_dir}});
   } else {
     core::Log(core::LogLevel::kWarn, "audit.off", {{"reason", "no --audit-spool-dir"}});
   }
-  s.gateway = std::make_unique<gateway::Gateway>(config.gateway, *api, *s.store, s.metrics);
+  gateway::GatewayConfig gateway_config = config.gateway;
+  gateway_config.authenticator = s.authenticator.get();
+  s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
                        .Name("medgrid_audit_events")
@@ -352,8 +505,8 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     ASSIGN_OR_RETURN(s.export_files, bulk::FileObjectStore::Open(config.export_dir));
     s.exports = std::make_unique<bulk::ExportService>(config.exports, *s.store, *s.engine, *s.registry,
                                                       *s.compartments, *s.export_files, s.clock);
-    // Access: every caller of the FHIR API until token auth exists; then the
-    // SMART system/*.read check goes here (bulk::ExportAccess).
+    // With auth on, the gateway lets only tokens of the tenant with a
+    // system/*.read scope reach $export (and its status and files).
     s.exports->SetAccess([](const std::string&, const std::string&) { return absl::OkStatus(); });
     if (s.audit) {
       s.exports->SetKickOffHook([audit = s.audit.get(), &clock = s.clock](const bulk::KickOffEvent& e) {
@@ -388,8 +541,12 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); },
       [gw](http::Request& req, const http::Peer& peer, boost::asio::io_context& io,
            std::function<void(http::Response)> done) { return gw->HandleAsync(req, peer, io, std::move(done)); });
-  s.server->SetUpgradeHandler([hub = &s.subscriptions->websocket()](http::Request& req, const http::Peer& peer,
-                                                                     boost::asio::ip::tcp::socket& socket) {
+  s.server->SetUpgradeHandler([hub = &s.subscriptions->websocket(), authn = s.authenticator.get()](
+                                  http::Request& req, const http::Peer& peer, boost::asio::ip::tcp::socket& socket) {
+    // With auth on, the websocket channel needs a token of the path's
+    // tenant that may read Subscriptions; anything else is left to the
+    // ordinary HTTP path, which answers 401/403/404.
+    if (authn != nullptr && !WebsocketAllowed(*authn, req)) return false;
     return hub->TakeUpgrade(req, peer, socket);
   });
   RETURN_IF_ERROR(s.server->Start());

@@ -108,7 +108,13 @@ std::string AuditEventJson(const Interaction& in, const std::string& event_id, c
         {"type", Coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")},
         {"role", Coding("http://terminology.hl7.org/CodeSystem/object-role", "4", "Domain Resource")}});
   }
-  if (!in.query.empty() || in.action == 'E') {
+  if (in.emergency_override && !in.override_reason.empty()) {
+    entities.push_back(json::object{
+        {"type", Coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")},
+        {"description", "break-the-glass reason"},
+        {"detail", json::array{json::object{{"type", "reason"}, {"valueString", in.override_reason}}}}});
+  }
+  if (!in.query.empty() || (in.action == 'E' && !in.emergency_override)) {
     json::object query{
         {"type", Coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object")},
         {"role", Coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query")},
@@ -119,8 +125,12 @@ std::string AuditEventJson(const Interaction& in, const std::string& event_id, c
   json::object event{
       {"resourceType", "AuditEvent"},
       {"id", event_id},
-      {"type", Coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation")},
-      {"subtype", json::array{Coding("http://hl7.org/fhir/restful-interaction", in.interaction)}},
+      {"type", in.emergency_override
+                   ? Coding("http://dicom.nema.org/resources/ontology/DCM", "110113", "Security Alert")
+                   : Coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation")},
+      {"subtype", json::array{in.emergency_override ? Coding("http://dicom.nema.org/resources/ontology/DCM", "110127",
+                                                             "Emergency Override Started")
+                                                    : Coding("http://hl7.org/fhir/restful-interaction", in.interaction)}},
       {"action", std::string(1, in.action)},
       {"recorded", core::FormatInstant(in.recorded)},
       {"outcome", outcome},

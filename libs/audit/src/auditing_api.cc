@@ -140,6 +140,7 @@ Interaction AuditingFhirApi::Start(const std::string& tenant, const char* intera
   in.recorded = clock_.Now();
   const core::RequestContext& ctx = core::CurrentRequest();
   in.agent_address = ctx.client_address;
+  in.agent = ctx.agent;
   if (!ctx.purpose_of_use.empty()) in.purpose_of_use.push_back(ctx.purpose_of_use);
   if (!type.empty() && !id.empty()) {
     in.resources.push_back(core::StrCat(type, "/", id));

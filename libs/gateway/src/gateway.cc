@@ -8,6 +8,7 @@
 #include "boost/json.hpp"
 #include "boost/url/parse.hpp"
 #include "fmt/format.h"
+#include "medgrid/auth/principal.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/request_context.h"
 #include "medgrid/core/status.h"
@@ -223,6 +224,14 @@ struct Gateway::Impl {
   http::Response AdminRoute(http::Request& req, std::string_view path, const Query& query, const http::Peer& peer,
                             std::string& route);
   http::Response Metrics();
+  // Auth (config.authenticator set): the caller of a request, its 401, and
+  // the checks of a FHIR path (token, tenant, public endpoints), which
+  // answer a refused or public request themselves.
+  absl::StatusOr<std::shared_ptr<const auth::Principal>> Authenticate(const http::Request& req);
+  http::Response AuthError(const absl::Status& st, const http::Request& req) const;
+  std::optional<http::Response> Authorize(const http::Request& req, std::string_view path, std::string& route,
+                                          std::string& tenant);
+  http::Response SmartConfiguration(const http::Request& req, const std::string& tenant) const;
 
   std::string BaseUrl(const http::Request& req, const std::string& tenant) const {
     if (!config.public_base_url.empty()) return core::StrCat(config.public_base_url, "/fhir/", tenant);
@@ -351,6 +360,9 @@ prometheus::Histogram& Gateway::Impl::DurationFor(const std::string& method, con
 
 void Gateway::Impl::Finish(const RequestLog& log, http::Response& res) {
   res.set("X-Request-Id", log.request_id);
+  if (res.result_int() == 401 && res.find(bhttp::field::www_authenticate) == res.end()) {
+    res.set(bhttp::field::www_authenticate, R"(Bearer realm="medgrid")");
+  }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count();
   std::string status = std::to_string(res.result_int());
   DurationFor(log.method, log.route, status).Observe(seconds);
@@ -377,13 +389,29 @@ std::shared_ptr<RequestLog> StartLog(const http::Request& req) {
 
 }  // namespace
 
-// What the layers below record about who asked (the audit trail).
+// What the layers below record about who asked (the audit trail). The
+// verified caller is set later, once the token is checked.
 static void SetRequestContext(const http::Request& req, const http::Peer& peer) {
   core::RequestContext& ctx = core::CurrentRequest();
   ctx.client_address = peer.address;
-  // The purpose of use a client states (a v3-ActReason code such as TREAT),
-  // until SMART tokens carry it.
-  ctx.purpose_of_use = std::string(req["X-Purpose-Of-Use"]);
+  // The purpose of use a client states (a v3-ActReason code such as TREAT);
+  // the token's purpose_of_use claim counts when the header is absent.
+  std::string_view purpose = req["X-Purpose-Of-Use"];
+  ctx.purpose_of_use = IsSafeToken(purpose, 32) ? std::string(purpose) : "";
+  // Free text: kept for the audit trail only, bounded, never logged.
+  ctx.btg_reason = std::string(req["X-BTG-Reason"].substr(0, 1000));
+  ctx.agent.clear();
+  ctx.subject.clear();
+  auth::CurrentPrincipal().reset();
+}
+
+// The verified caller, for the layers below and the audit trail.
+static void SetCaller(const std::shared_ptr<const auth::Principal>& p) {
+  auth::CurrentPrincipal() = p;
+  core::RequestContext& ctx = core::CurrentRequest();
+  ctx.agent = p->Agent();
+  ctx.subject = p->subject;
+  if (ctx.purpose_of_use.empty()) ctx.purpose_of_use = p->purpose_of_use;
 }
 
 http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
@@ -465,9 +493,109 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
     route = "/metrics";
     return Metrics();
   }
-  if (path.rfind("/admin/", 0) == 0) return Admin(req, path, query, peer, route);
-  if (path.rfind("/fhir/", 0) == 0) return Fhir(req, path, query, route, tenant, async);
+  if (path.rfind("/admin/", 0) == 0) {
+    if (config.authenticator != nullptr) {
+      auto caller = Authenticate(req);
+      if (!caller.ok()) {
+        route = "/admin";
+        return AuthError(caller.status(), req);
+      }
+      if (!(*caller)->admin()) {
+        route = "/admin";
+        return Error(403, "The admin API needs a token with the medgrid/admin scope", v);
+      }
+      SetCaller(*caller);
+    }
+    return Admin(req, path, query, peer, route);
+  }
+  if (path.rfind("/fhir/", 0) == 0) {
+    if (config.authenticator != nullptr) {
+      if (std::optional<http::Response> refused = Authorize(req, path, route, tenant)) return *std::move(refused);
+    }
+    return Fhir(req, path, query, route, tenant, async);
+  }
   return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
+}
+
+absl::StatusOr<std::shared_ptr<const auth::Principal>> Gateway::Impl::Authenticate(const http::Request& req) {
+  return config.authenticator->Authenticate(req[bhttp::field::authorization]);
+}
+
+http::Response Gateway::Impl::AuthError(const absl::Status& st, const http::Request& req) const {
+  http::Response res = ErrorOf(st, req.version());
+  std::string challenge = R"(Bearer realm="medgrid")";
+  if (!req[bhttp::field::authorization].empty()) {
+    std::string why(st.message());
+    std::erase_if(why, [](char c) { return c == '"' || c == '\\' || c < 0x20; });
+    challenge += core::StrCat(R"(, error="invalid_token", error_description=")", why, "\"");
+  }
+  res.set(bhttp::field::www_authenticate, challenge);
+  return res;
+}
+
+std::optional<http::Response> Gateway::Impl::Authorize(const http::Request& req, std::string_view path,
+                                                       std::string& route, std::string& tenant) {
+  const unsigned v = req.version();
+  std::string_view rest = path.substr(std::string_view("/fhir/").size());
+  const std::size_t slash = rest.find('/');
+  const std::string path_tenant(rest.substr(0, slash));
+  const std::string after = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+  const bool get_like = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+  // Public: the CapabilityStatement and the SMART configuration.
+  if (get_like && after == "/.well-known/smart-configuration" && fhir::IsValidTenantId(path_tenant)) {
+    route = "/fhir/{tenant}/.well-known/smart-configuration";
+    tenant = path_tenant;
+    return SmartConfiguration(req, path_tenant);
+  }
+  if (get_like && after == "/metadata") return std::nullopt;
+  auto caller = Authenticate(req);
+  if (!caller.ok()) {
+    route = "/fhir";
+    return AuthError(caller.status(), req);
+  }
+  const auth::Principal& p = **caller;
+  // A token is for one tenant: any other answers the same, whether or not
+  // it exists.
+  if (p.tenant.empty() || p.tenant != path_tenant) {
+    route = "/fhir";
+    return Error(403, "The token is not valid for this tenant", v);
+  }
+  // Bulk export: SMART Backend Services, system/ scopes reading every type.
+  if (after.find("/$export") != std::string::npos || after.find("/%24export") != std::string::npos) {
+    if (p.scopes.Check("*", auth::kRead, auth::ContextBit(auth::ResourceScope::Context::kSystem)) !=
+        auth::ScopeSet::Grant::kFull) {
+      route = "/fhir/{tenant}/$export";
+      return Error(403, "Bulk export needs a system/*.read (or system/*.rs) scope", v);
+    }
+  }
+  SetCaller(*caller);
+  return std::nullopt;
+}
+
+http::Response Gateway::Impl::SmartConfiguration(const http::Request& req, const std::string&) const {
+  const auth::Authenticator& a = *config.authenticator;
+  json::object o{
+      {"issuer", a.config().issuer},
+      {"authorization_endpoint", a.AuthorizeUrl()},
+      {"token_endpoint", a.TokenUrl()},
+      {"grant_types_supported", json::array{"authorization_code", "client_credentials"}},
+      {"token_endpoint_auth_methods_supported", json::array{"private_key_jwt", "client_secret_basic"}},
+      {"response_types_supported", json::array{"code"}},
+      {"scopes_supported",
+       json::array{"openid", "fhirUser", "launch", "launch/patient", "offline_access", "patient/*.rs", "patient/*.cruds",
+                   "user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds", "patient/*.read", "user/*.read",
+                   "system/*.read", "user/*.write", "system/*.write"}},
+      {"capabilities", json::array{"launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
+                                   "client-confidential-asymmetric", "context-ehr-patient",
+                                   "context-standalone-patient", "permission-patient", "permission-user",
+                                   "permission-v1", "permission-v2"}},
+      {"code_challenge_methods_supported", json::array{"S256"}}};
+  if (a.config().jwks.rfind("http://", 0) == 0 || a.config().jwks.rfind("https://", 0) == 0) {
+    o["jwks_uri"] = a.config().jwks;
+  }
+  http::Response res = MakeResponse(bhttp::status::ok, req.version(), json::serialize(o), "application/json");
+  res.set(bhttp::field::cache_control, "public, max-age=3600");
+  return res;
 }
 
 void Gateway::SetMetricsHook(std::function<void()> hook) { impl_->metrics_hook = std::move(hook); }
@@ -520,7 +648,7 @@ http::Response Gateway::Impl::Admin(http::Request& req, std::string_view path, c
 http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view path, const Query& query,
                                          const http::Peer& peer, std::string& route) {
   const unsigned v = req.version();
-  if (config.admin_loopback_only && !peer.loopback) {
+  if (config.authenticator == nullptr && config.admin_loopback_only && !peer.loopback) {
     route = "/admin";
     return Error(403, "The admin API answers loopback clients only", v);
   }
@@ -532,6 +660,10 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
     o["status"] = t.status;
     o["eventsIncludeBody"] = t.events_include_body;
     o["everythingTypeLevel"] = t.everything_type_level;
+    o["consentPolicy"] = t.consent_policy;
+    json::array roles;
+    for (const std::string& r : t.btg_roles) roles.emplace_back(r);
+    o["btgRoles"] = std::move(roles);
     o["created"] = core::FormatInstant(t.created_at);
     return o;
   };
@@ -552,6 +684,8 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
       const json::value* region = o ? o->if_contains("region") : nullptr;
       const json::value* with_body = o ? o->if_contains("eventsIncludeBody") : nullptr;
       const json::value* everything = o ? o->if_contains("everythingTypeLevel") : nullptr;
+      const json::value* policy = o ? o->if_contains("consentPolicy") : nullptr;
+      const json::value* btg_roles = o ? o->if_contains("btgRoles") : nullptr;
       if (id == nullptr || !id->is_string() || !fhir::IsValidTenantId(std::string_view(id->get_string()))) {
         return Error(400, "Body must be {\"id\": \"<tenant>\", \"region\": \"<region>\"} with id matching [a-z0-9][a-z0-9-]{0,62}", v);
       }
@@ -562,9 +696,24 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
       if (everything != nullptr && !everything->is_bool()) {
         return Error(400, "everythingTypeLevel must be true or false", v);
       }
+      if (policy != nullptr && !(policy->is_string() && (policy->get_string() == "opt-in" ||
+                                                          policy->get_string() == "opt-out"))) {
+        return Error(400, "consentPolicy must be \"opt-in\" or \"opt-out\"", v);
+      }
+      std::vector<std::string> roles;
+      if (btg_roles != nullptr) {
+        const json::array* arr = btg_roles->if_array();
+        if (arr == nullptr) return Error(400, "btgRoles must be an array of role names", v);
+        for (const json::value& r : *arr) {
+          if (!r.is_string() || !IsSafeToken(std::string_view(r.get_string()), 64)) {
+            return Error(400, "btgRoles must be an array of role names such as \"physician\"", v);
+          }
+          roles.emplace_back(r.get_string());
+        }
+      }
       for (const auto& kv : *o) {
         if (kv.key() != "id" && kv.key() != "region" && kv.key() != "eventsIncludeBody" &&
-            kv.key() != "everythingTypeLevel") {
+            kv.key() != "everythingTypeLevel" && kv.key() != "consentPolicy" && kv.key() != "btgRoles") {
           return Error(400, core::StrCat("Unknown field '", std::string_view(kv.key()), "'"), v);
         }
       }
@@ -572,6 +721,8 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
       if (region != nullptr) options.region = std::string(region->get_string());
       options.events_include_body = with_body != nullptr && with_body->get_bool();
       options.everything_type_level = everything != nullptr && everything->get_bool();
+      if (policy != nullptr) options.consent_policy = std::string(policy->get_string());
+      options.btg_roles = std::move(roles);
       auto t = store.CreateTenant(std::string_view(id->get_string()), options);
       if (!t.ok()) return ErrorOf(t.status(), v);
       auto res = MakeResponse(bhttp::status::created, v, json::serialize(tenant_json(*t)), "application/json");
@@ -667,7 +818,11 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
     }
   }
   const bool form_search = method == bhttp::verb::post && (p.kind == K::kTypeSearch || p.kind == K::kSystemSearch);
-  const bool has_body = method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch;
+  // An operation invoked by POST without parameters has no body to type.
+  const bool bodiless_operation = req.body().empty() && (p.kind == K::kSystemOperation || p.kind == K::kTypeOperation ||
+                                                         p.kind == K::kInstanceOperation);
+  const bool has_body = (method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch) &&
+                        !bodiless_operation;
   if (form_search) {
     std::string ct = MediaType(req[bhttp::field::content_type]);
     if (ct != "application/x-www-form-urlencoded" && !(ct.empty() && req.body().empty())) {

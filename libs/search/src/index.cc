@@ -790,4 +790,14 @@ IndexEntries ExtractIndex(const json::value& resource, std::string_view type,
   return out;
 }
 
+IndexEntries ExtractParams(const json::value& resource, const std::vector<const fhir::SearchParamDef*>& params,
+                           const fhir::SearchParamRegistry& registry) {
+  IndexEntries out;
+  Extractor extractor(resource, registry, out);
+  for (const fhir::SearchParamDef* def : params) extractor.AddParam(*def);
+  Dedup(out.tokens);
+  Dedup(out.references);
+  return out;
+}
+
 }  // namespace medgrid::search

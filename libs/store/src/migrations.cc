@@ -41,6 +41,16 @@ ALTER TABLE tenants ADD COLUMN events_include_body boolean NOT NULL DEFAULT fals
 -- Whether GET Patient/$everything (every patient's record) is allowed.
 ALTER TABLE tenants ADD COLUMN everything_type_level boolean NOT NULL DEFAULT false;
 )sql"},
+      {4, "tenants' consent policy and break-the-glass roles", R"sql(
+-- Whether access needs a permitting Consent (opt-in) or is allowed unless a
+-- Consent denies it (opt-out), and which roles may declare an emergency.
+-- Existing tenants keep what they had (no consent checks: opt-out); new
+-- ones are opt-in unless created otherwise.
+ALTER TABLE tenants ADD COLUMN consent_policy text NOT NULL DEFAULT 'opt-out'
+  CHECK (consent_policy IN ('opt-in', 'opt-out'));
+ALTER TABLE tenants ALTER COLUMN consent_policy SET DEFAULT 'opt-in';
+ALTER TABLE tenants ADD COLUMN btg_roles text[] NOT NULL DEFAULT '{}';
+)sql"},
   };
   return kMigrations;
 }

@@ -9,6 +9,7 @@
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 #include "medgrid/store/migrations.h"
+#include "medgrid/store/sql.h"
 #include "pg_pool.h"
 #include "pg_resource_store.h"
 
@@ -220,12 +221,18 @@ TenantInfo PgStore::RowToTenant(const pqxx::row& row) {
   t.created_at = core::FromUnixMicros(row[4].as<int64_t>());
   t.events_include_body = row[5].as<bool>();
   t.everything_type_level = row[6].as<bool>();
+  t.consent_policy = row[7].as<std::string>();
+  t.btg_roles.clear();
+  auto roles = row[8].as_array();
+  for (auto item = roles.get_next(); item.first != pqxx::array_parser::juncture::done; item = roles.get_next()) {
+    if (item.first == pqxx::array_parser::juncture::string_value) t.btg_roles.push_back(item.second);
+  }
   return t;
 }
 
 constexpr const char* kTenantColumns =
     "tenant_id, region, shard_id, status, (extract(epoch from created_at) * 1000000)::bigint, events_include_body, "
-    "everything_type_level";
+    "everything_type_level, consent_policy, btg_roles";
 
 absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
   {
@@ -303,12 +310,13 @@ absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, const Tena
       return core::Error(absl::StatusCode::kFailedPrecondition, "No shard accepts new tenants").Http(503);
     }
     pqxx::result r = tx.exec_params(
-        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id, events_include_body, everything_type_level) "
-                     "VALUES ($1, $2, $3, $4, $5) "
+        core::StrCat("INSERT INTO tenants (tenant_id, region, shard_id, events_include_body, everything_type_level, "
+                     "consent_policy, btg_roles) VALUES ($1, $2, $3, $4, $5, $6, $7::text[]) "
                      "RETURNING ",
                      kTenantColumns),
         std::string(id), options.region.empty() ? config_.region : options.region, pick[0][0].as<std::string>(),
-        options.events_include_body, options.everything_type_level);
+        options.events_include_body, options.everything_type_level, options.consent_policy,
+        TextArrayLiteral(options.btg_roles));
     tx.exec("UPDATE shard_map SET version = version + 1");
     tx.commit();
     TenantInfo t = RowToTenant(r[0]);

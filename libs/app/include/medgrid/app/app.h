@@ -13,7 +13,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "medgrid/auth/principal.h"
 #include "medgrid/bulk/export_service.h"
+#include "medgrid/consent/break_glass.h"
+#include "medgrid/resilience/circuit_breaker.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/engine/fhir_engine.h"
 #include "medgrid/engine/reindexer.h"
@@ -47,8 +50,29 @@ struct AuditConfig {
   bool consume = true;
 };
 
+// SMART on FHIR auth, consent and break-the-glass. Off in a default
+// AppConfig (embedding, most tests); ParseFlags turns it on unless
+// --auth=off.
+struct SecurityConfig {
+  bool enabled = false;
+  auth::AuthConfig auth;
+  // The consent registry database. Empty: in local mode, medgrid_consent
+  // through the admin DSN (created when missing).
+  std::string consent_dsn;
+  std::chrono::milliseconds consent_deadline{250};
+  // The seed's consent breaker: 5 failures open it for 30 s, 3 probes close it.
+  resilience::BreakerSettings consent_breaker = resilience::ForDependency("consent");
+  consent::BreakGlassConfig break_glass;
+};
+
 struct AppConfig {
   http::ServerConfig http;
+  SecurityConfig security;
+  // Redis ("host:port"): the consent decision cache's L2, break-the-glass
+  // grants shared between instances. Empty: no Redis.
+  std::string redis;
+  // Prefix of every Redis key and channel of this deployment.
+  std::string redis_prefix = "mg";
   AuditConfig audit;
   // Kafka. Without brokers (local mode), committed changes go from the
   // outbox to in-process consumers, and audit events from the spool straight
@@ -105,6 +129,7 @@ class App {
  private:
   App();
   struct Impl;
+  static absl::Status StartSecurity(const AppConfig& config, Impl& impl);
   std::unique_ptr<Impl> impl_;
 };
 

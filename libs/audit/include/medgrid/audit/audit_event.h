@@ -31,6 +31,11 @@ struct Interaction {
   // requests carry verified identities; empty for an anonymous request.
   std::string agent;
   std::vector<std::string> purpose_of_use;  // v3-PurposeOfUse codes, when the request states them
+  // A break-the-glass grant opened: the event is a DICOM Security Alert
+  // (110113), subtype Emergency Override Started (110127), with the
+  // clinician's stated reason as an entity detail.
+  bool emergency_override = false;
+  std::string override_reason;
   core::TimePoint recorded;
 };
 

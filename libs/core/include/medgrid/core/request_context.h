@@ -11,6 +11,12 @@ namespace medgrid::core {
 struct RequestContext {
   std::string client_address;  // the peer's IP address
   std::string purpose_of_use;  // a v3-ActReason code the request stated, or empty
+  // Who asked, from a verified token: a reference such as
+  // "Practitioner/123", else "Device/<client id>"; empty when anonymous.
+  std::string agent;
+  // The token's subject and the reason of a break-the-glass declaration.
+  std::string subject;
+  std::string btg_reason;
 };
 
 // This thread's current request (empty outside one).

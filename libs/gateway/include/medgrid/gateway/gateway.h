@@ -32,13 +32,23 @@ namespace prometheus {
 class Registry;
 }
 
+namespace medgrid::auth {
+class Authenticator;
+}
+
 namespace medgrid::gateway {
 
 struct GatewayConfig {
   // Base used in Location, fullUrl and links, e.g. "https://fhir.example.org".
   // Empty: taken from the request's Host header (http://<host>).
   std::string public_base_url;
-  // Admin API answers only loopback peers (until token auth exists).
+  // Bearer-token auth (SMART on FHIR). Null: auth is off, every FHIR
+  // caller is trusted and the admin API answers loopback peers only
+  // (admin_loopback_only). Set: every request but /livez, /readyz,
+  // /metrics, metadata and .well-known/smart-configuration needs a valid
+  // token of the path's tenant; /admin/* needs the medgrid/admin scope.
+  auth::Authenticator* authenticator = nullptr;
+  // Admin API answers only loopback peers when auth is off.
   bool admin_loopback_only = true;
 };
 

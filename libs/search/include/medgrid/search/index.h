@@ -122,4 +122,10 @@ struct IndexEntries {
 IndexEntries ExtractIndex(const boost::json::value& resource, std::string_view type,
                           const fhir::SearchParamRegistry& registry);
 
+// The entries of `params` only (parameters of the resource's type), without
+// _content and _text: for checking a few parameters of one resource, such
+// as its compartment links, cheaply.
+IndexEntries ExtractParams(const boost::json::value& resource, const std::vector<const fhir::SearchParamDef*>& params,
+                           const fhir::SearchParamRegistry& registry);
+
 }  // namespace medgrid::search

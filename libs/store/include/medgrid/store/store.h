@@ -32,6 +32,11 @@ struct TenantInfo {
   // Whether type-level Patient/$everything (every patient's record at
   // once) is allowed; instance-level $everything always is.
   bool everything_type_level = false;
+  // Consents: "opt-in" (access needs a Consent that permits it) or "opt-out"
+  // (allowed unless a Consent denies it).
+  std::string consent_policy = "opt-in";
+  // Roles (the token's "roles") that may declare break-the-glass access.
+  std::vector<std::string> btg_roles;
   core::TimePoint created_at;
 };
 
@@ -40,6 +45,8 @@ struct TenantOptions {
   std::string region;  // empty: the server's region
   bool events_include_body = false;
   bool everything_type_level = false;
+  std::string consent_policy = "opt-in";  // or "opt-out"
+  std::vector<std::string> btg_roles;
 };
 
 struct ShardInfo {

@@ -1,0 +1,109 @@
+// Fail-closed consent: the consent registry runs in a PostgreSQL server of
+// its own, started here with deploy/local/lib.sh, and the test really stops
+// it. Non-emergency access to patient data whose Consents are not cached is
+// then refused with 503 and an OperationOutcome, within the deadline and,
+// once the breaker opens, at once; break-the-glass access still works; data
+// that is not a patient's is still served. When the server comes back, the
+// breaker lets probes through and access resumes.
+#include <sys/socket.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "boost/asio/ip/tcp.hpp"
+#include "gtest/gtest.h"
+#include "integration/harness.h"
+#include "integration/receiver.h"
+#include "medgrid/core/strings.h"
+
+namespace medgrid::testing {
+namespace {
+
+uint16_t FreePort() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+// A PostgreSQL server of this test: lib.sh's pg_start and pg_stop.
+class OwnPostgres {
+ public:
+  OwnPostgres() : port_(FreePort()) {
+    char tmpl[] = "/tmp/medgrid-consent-pg.XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    std::filesystem::permissions(dir_, std::filesystem::perms::all);
+    Run("pg_start");
+  }
+  ~OwnPostgres() {
+    Run("pg_stop");
+    std::error_code ec;
+    std::filesystem::remove_all(std::filesystem::canonical(dir_ + "/pg", ec), ec);
+    std::filesystem::remove_all(dir_, ec);
+  }
+  bool Run(const std::string& fn) {
+    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
+                                         dir_, "/pg ", port_, "' >/dev/null 2>&1");
+    return std::system(cmd.c_str()) == 0;
+  }
+  std::string Dsn() const { return core::StrCat("host=127.0.0.1 port=", port_, " user=postgres dbname=postgres"); }
+
+ private:
+  uint16_t port_;
+  std::string dir_;
+};
+
+std::string PatientJson(const std::string& id) {
+  return core::StrCat(R"({"resourceType":"Patient","id":")", id, R"("})");
+}
+
+TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
+  OwnPostgres registry;
+  TestTokens tokens;
+  app::AppConfig c = TestServer::BaseConfig("failclosed");
+  c.security.consent_dsn = registry.Dsn();
+  tokens.Configure(c);
+  c.redis.clear();  // the registry alone decides what is cached: L1 only
+  c.security.consent_deadline = std::chrono::milliseconds(300);
+  c.security.consent_breaker.open_timeout = std::chrono::seconds(2);
+  TestServer server("failclosed", {"t1"}, c, &tokens);
+  HttpClient& http = server.client();
+  const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
+  for (const std::string p : {"a", "b", "c"}) ASSERT_EQ(http.Put("/fhir/t1/Patient/" + p, PatientJson(p), writer).status, 201);
+  ASSERT_EQ(http.Put("/fhir/t1/Organization/org1", R"({"resourceType":"Organization","id":"org1"})", writer).status,
+            201);
+  auto clinician = TestTokens::Bearer(tokens.User(
+      "t1", "user/*.read", {{"sub", "dr-1"}, {"fhirUser", "Practitioner/d1"}, {"roles", boost::json::array{"physician"}}}));
+  ASSERT_EQ(http.Get("/fhir/t1/Patient/a", clinician).status, 200);  // a's (empty) Consents are cached now
+
+  ASSERT_TRUE(registry.Run("pg_stop"));
+  HttpResponse refused = http.Get("/fhir/t1/Patient/b", clinician);
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(refused.Json().at("resourceType").as_string(), "OperationOutcome");
+  EXPECT_EQ(refused.IssueCode(), "transient");
+  EXPECT_NE(refused.Diagnostics().find("Emergency access"), std::string::npos);
+  // Searches fail closed as a whole rather than dropping silently.
+  EXPECT_EQ(http.Get("/fhir/t1/Patient?_id=c", clinician).status, 503);
+  // Not patient data: no Consent applies.
+  EXPECT_EQ(http.Get("/fhir/t1/Organization/org1", clinician).status, 200);
+  // A cached decision still holds.
+  EXPECT_EQ(http.Get("/fhir/t1/Patient/a", clinician).status, 200);
+  // Break-the-glass goes through, with its reason.
+  auto emergency = clinician;
+  emergency["X-Purpose-Of-Use"] = "BTG";
+  emergency["X-BTG-Reason"] = "cardiac arrest, consent service down";
+  EXPECT_EQ(http.Get("/fhir/t1/Patient/b", emergency).status, 200);
+  // After five failures the breaker is open: refusals come without waiting.
+  for (int i = 0; i < 6; ++i) http.Get("/fhir/t1/Patient/c", clinician);
+  EXPECT_EQ(http.Get("/fhir/t1/Patient/c", clinician).status, 503);
+  HttpResponse metrics = http.Get("/metrics");
+  EXPECT_NE(metrics.body.find(R"(medgrid_circuit_breaker_state{dependency="consent"} 1)"), std::string::npos);
+  EXPECT_NE(metrics.body.find(R"(medgrid_consent_lookups_total{source="failed"})"), std::string::npos);
+
+  ASSERT_TRUE(registry.Run("pg_start"));
+  EXPECT_TRUE(WaitFor([&] { return http.Get("/fhir/t1/Patient/c", clinician).status == 200; },
+                      std::chrono::seconds(30)));
+  EXPECT_EQ(http.Get("/fhir/t1/Patient/b", clinician).status, 200);
+}
+
+}  // namespace
+}  // namespace medgrid::testing
