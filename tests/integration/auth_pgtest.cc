@@ -209,6 +209,7 @@ TEST_F(AuthTest, ScopesV1AndV2GateInteractionsAndTypes) {
   HttpResponse search = http().Get("/fhir/t1/Observation?subject=Patient/p1", labs);
   ASSERT_EQ(search.status, 200);
   EXPECT_EQ(Ids(search), std::vector<std::string>{"o1-lab"});
+  EXPECT_FALSE(http().Get("/fhir/t1/Observation?_summary=count", labs).Json().as_object().contains("total"));
 }
 
 TEST_F(AuthTest, PatientContextLimitsEverythingToTheCompartment) {
@@ -222,6 +223,12 @@ TEST_F(AuthTest, PatientContextLimitsEverythingToTheCompartment) {
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(ids, (std::vector<std::string>{"o1-lab", "o1-vital"}));
   EXPECT_TRUE(Ids(http().Get("/fhir/t1/Observation?subject=Patient/p2", p1)).empty());
+  // Counts: exact within the compartment; none where others' resources would count.
+  const json::value count = http().Get("/fhir/t1/Observation?_summary=count", p1).Json();
+  EXPECT_EQ(count.at("total").as_int64(), 2);
+  const json::value system_count = http().Get("/fhir/t1?_type=Observation&_summary=count", p1).Json();
+  EXPECT_EQ(system_count.at("resourceType").as_string(), "Bundle");
+  EXPECT_FALSE(system_count.as_object().contains("total"));
   EXPECT_EQ(Ids(http().Get("/fhir/t1/Patient", p1)), std::vector<std::string>{"p1"});
   // An include that would reach outside the compartment drops the resource.
   HttpResponse inc = http().Get("/fhir/t1/Observation?_include=Observation:subject&_id=o1-lab", p1);

@@ -1,6 +1,8 @@
+// The consent service when what it depends on fails, with servers of the
+// test's own, started and stopped with deploy/local/lib.sh.
+//
 // Fail-closed consent: the consent registry runs in a PostgreSQL server of
-// its own, started here with deploy/local/lib.sh, and the test really stops
-// it. Non-emergency access to patient data whose Consents are not cached is
+// its own, and the test really stops it. Non-emergency access to patient data whose Consents are not cached is
 // then refused with 503 and an OperationOutcome, within the deadline and,
 // once the breaker opens, at once; break-the-glass access still works; data
 // that is not a patient's is still served. When the server comes back, the
@@ -51,6 +53,49 @@ class OwnPostgres {
   uint16_t port_;
   std::string dir_;
 };
+
+// A Redis server of this test: lib.sh's redis_start and redis_stop.
+class OwnRedis {
+ public:
+  OwnRedis() : port_(FreePort()) {
+    char tmpl[] = "/tmp/medgrid-consent-redis.XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    Run("redis_start");
+  }
+  ~OwnRedis() {
+    Run("redis_stop");
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  bool Run(const std::string& fn) {
+    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
+                                         dir_, " ", port_, "' >/dev/null 2>&1");
+    return std::system(cmd.c_str()) == 0;
+  }
+  bool Cli(const std::string& args) {
+    return std::system(core::StrCat("redis-cli -h 127.0.0.1 -p ", port_, " ", args, " >/dev/null 2>&1").c_str()) == 0;
+  }
+  std::string Address() const { return core::StrCat("127.0.0.1:", port_); }
+
+ private:
+  uint16_t port_;
+  std::string dir_;
+};
+
+// The value of a counter line of /metrics, 0 when absent.
+double Metric(HttpClient& http, const std::string& series) {
+  const std::string body = http.Get("/metrics").body;
+  const std::size_t at = body.find(series + " ");
+  return at == std::string::npos ? 0 : std::stod(body.substr(at + series.size() + 1));
+}
+
+std::string ConsentDeny(const std::string& patient) {
+  return core::StrCat(
+      R"({"resourceType":"Consent","status":"active","scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},)",
+      R"("category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],"patient":{"reference":"Patient/)",
+      patient, R"("},"policyRule":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"OPTOUT"}]},)",
+      R"("provision":{"type":"deny"}})");
+}
 
 std::string PatientJson(const std::string& id) {
   return core::StrCat(R"({"resourceType":"Patient","id":")", id, R"("})");
@@ -103,6 +148,60 @@ TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
   EXPECT_TRUE(WaitFor([&] { return http.Get("/fhir/t1/Patient/c", clinician).status == 200; },
                       std::chrono::seconds(30)));
   EXPECT_EQ(http.Get("/fhir/t1/Patient/b", clinician).status, 200);
+}
+
+// Redis under the consent cache: shared by two instances (L2 hits on the
+// second), then unable to take writes while a Consent changes (the stale
+// set it holds is not served; the missed invalidation is delivered once it
+// can be), then killed (decisions come from the registry) and back.
+TEST(ConsentRedis, L2IsSharedBypassedWhenFailingAndNeverServesAStaleSet) {
+  OwnRedis redis;
+  TestTokens tokens;
+  app::AppConfig c = TestServer::BaseConfig("consentredis");
+  tokens.Configure(c);
+  c.redis = redis.Address();
+  c.security.consent_redis_backoff = std::chrono::milliseconds(0);
+  TestServer server("consentredis", {"t1"}, c, &tokens);
+  HttpClient& a = server.client();
+  auto second = app::App::Start(server.config());
+  ASSERT_TRUE(second.ok()) << second.status();
+  HttpClient b((*second)->port());
+  const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
+  for (const std::string p : {"r1", "r2", "r3", "r4", "r5"}) {
+    ASSERT_EQ(a.Put("/fhir/t1/Patient/" + p, PatientJson(p), writer).status, 201);
+  }
+  const auto clinician = TestTokens::Bearer(tokens.User("t1", "user/*.read", {{"fhirUser", "Practitioner/d1"}}));
+  const std::string l2 = R"(medgrid_consent_lookups_total{source="l2"})";
+
+  ASSERT_EQ(a.Get("/fhir/t1/Patient/r1", clinician).status, 200);  // registry, then L2
+  ASSERT_EQ(b.Get("/fhir/t1/Patient/r1", clinician).status, 200);
+  EXPECT_EQ(Metric(b, l2), 1);
+
+  // Redis takes no writes for a while: the Consent's invalidation cannot
+  // reach it, and its old (empty) set for r1 is still readable there.
+  ASSERT_TRUE(redis.Cli("CLIENT PAUSE 5000 WRITE"));
+  ASSERT_EQ(a.Post("/fhir/t1/Consent", ConsentDeny("r1"), writer).status, 201);
+  EXPECT_EQ(a.Get("/fhir/t1/Patient/r1", clinician).status, 403);
+  ASSERT_TRUE(redis.Cli("CLIENT UNPAUSE"));
+  // Once Redis takes writes again, the missed invalidation goes first.
+  EXPECT_EQ(a.Get("/fhir/t1/Patient/r2", clinician).status, 200);
+  EXPECT_TRUE(WaitFor([&] { return b.Get("/fhir/t1/Patient/r1", clinician).status == 403; },
+                      std::chrono::seconds(65)));  // at worst, B's L1 entry expires (60 s)
+
+  // Redis killed: decisions come from the registry, changes still count.
+  ASSERT_TRUE(redis.Run("redis_stop"));
+  EXPECT_EQ(a.Get("/fhir/t1/Patient/r3", clinician).status, 200);
+  ASSERT_EQ(a.Post("/fhir/t1/Consent", ConsentDeny("r4"), writer).status, 201);
+  EXPECT_EQ(a.Get("/fhir/t1/Patient/r4", clinician).status, 403);
+  EXPECT_GT(Metric(a, R"(medgrid_consent_lookups_total{source="registry"})"), 0);
+
+  // Back (empty): L2 fills and serves again.
+  ASSERT_TRUE(redis.Run("redis_start"));
+  const double b_l2 = Metric(b, l2);
+  ASSERT_EQ(a.Get("/fhir/t1/Patient/r5", clinician).status, 200);  // registry, then L2
+  ASSERT_EQ(b.Get("/fhir/t1/Patient/r5", clinician).status, 200);
+  EXPECT_EQ(Metric(b, l2), b_l2 + 1);
+  EXPECT_EQ(b.Get("/fhir/t1/Patient/r4", clinician).status, 403);
 }
 
 }  // namespace

@@ -304,6 +304,12 @@ struct AccessControlledFhirApi::Impl {
     }
     absl::StatusOr<store::TenantInfo> t = store.Tenant(tenant);
     if (!t.ok()) return t.status();
+    // The common case without parsing the body: a Patient read under a
+    // user/ or system/ scope, in an opt-out tenant, of a patient known (from
+    // this process's cache) to have no Consent.
+    if (r->type == "Patient" && t->consent_policy == "opt-out" && GrantFor(*c.p, "Patient", Interaction::kRead).wide_full) {
+      if (std::optional<bool> has = consent.HasConsentsCached(tenant, r->id); has && !*has) return r;
+    }
     boost::system::error_code ec;
     json::value v = json::parse(r->body, ec);
     if (ec || !v.is_object()) return r;  // not JSON: nothing to decide on
@@ -335,13 +341,18 @@ struct AccessControlledFhirApi::Impl {
   // Drops what the caller may not see from a searchset or history Bundle,
   // saying so in an OperationOutcome entry. Unavailable when Consent
   // cannot be checked (fail-closed).
-  absl::StatusOr<std::string> FilterBundle(const std::string& tenant, const Caller& c, std::string body) {
+  // `exact_total`: the query itself was limited to what the caller may
+  // see, so Bundle.total counts only that (until something is withheld);
+  // otherwise total is dropped, as it would count others' resources.
+  absl::StatusOr<std::string> FilterBundle(const std::string& tenant, const Caller& c, std::string body,
+                                           bool exact_total) {
     boost::system::error_code ec;
     json::value v = json::parse(body, ec);
     if (ec || !v.is_object()) return body;
     absl::StatusOr<store::TenantInfo> t = store.Tenant(tenant);
     if (!t.ok()) return t.status();
     RETURN_IF_ERROR(FilterBundleObject(tenant, c, *t, v.get_object()));
+    if (!exact_total) v.get_object().erase("total");
     return json::serialize(v);
   }
 
@@ -574,9 +585,12 @@ absl::StatusOr<std::string> AccessControlledFhirApi::Search(const std::string& t
   Caller c = CurrentCaller();
   if (!c.p) return Unauthenticated();
   engine::SearchInput in = input;
+  bool exact_total = false;
   if (!in.type.empty()) {
     const Grant g = GrantFor(*c.p, in.type, Interaction::kSearch);
     if (!g.any()) return NoScope(in.type, "searches");
+    // Unfiltered, or the patient's whole compartment (set below).
+    exact_total = g.wide_full || (g.narrow_only() && g.narrow_full);
     if (g.narrow_only()) {
       // patient/ scopes only: search inside the patient's compartment, so
       // pages and totals count only what the caller may see.
@@ -593,14 +607,15 @@ absl::StatusOr<std::string> AccessControlledFhirApi::Search(const std::string& t
         in.compartment_id = c.p->patient;
       }
     }
-  } else if (in.all_types) {
-    if (!c.p->patient.empty() && in.compartment_id != c.p->patient) {
-      const Grant g = GrantFor(*c.p, "*", Interaction::kSearch);
-      if (g.narrow_only()) return Forbidden("The token's patient/ scopes allow only the patient's own compartment");
+  } else {
+    const Grant g = GrantFor(*c.p, "*", Interaction::kSearch);
+    exact_total = g.wide_full;
+    if (in.all_types && g.narrow_only() && !c.p->patient.empty() && in.compartment_id != c.p->patient) {
+      return Forbidden("The token's patient/ scopes allow only the patient's own compartment");
     }
   }
   ASSIGN_OR_RETURN(std::string bundle, impl_->inner.Search(tenant, in));
-  return impl_->FilterBundle(tenant, c, std::move(bundle));
+  return impl_->FilterBundle(tenant, c, std::move(bundle), exact_total);
 }
 
 absl::StatusOr<std::string> AccessControlledFhirApi::Everything(const std::string& tenant,
@@ -614,7 +629,7 @@ absl::StatusOr<std::string> AccessControlledFhirApi::Everything(const std::strin
     if (input.id != c.p->patient) return NotKnown("Patient", input.id);
   }
   ASSIGN_OR_RETURN(std::string bundle, impl_->inner.Everything(tenant, input));
-  return impl_->FilterBundle(tenant, c, std::move(bundle));
+  return impl_->FilterBundle(tenant, c, std::move(bundle), GrantFor(*c.p, "*", Interaction::kRead).wide_full);
 }
 
 absl::StatusOr<std::string> AccessControlledFhirApi::ExplainSearch(const std::string& tenant, const std::string& type,
@@ -711,7 +726,9 @@ absl::StatusOr<std::string> AccessControlledFhirApi::History(const std::string& 
     }
   }
   ASSIGN_OR_RETURN(std::string bundle, impl_->inner.History(tenant, request));
-  return impl_->FilterBundle(tenant, c, std::move(bundle));
+  const bool exact_total =
+      GrantFor(*c.p, request.type.value_or("*"), request.id ? Interaction::kRead : Interaction::kSearch).wide_full;
+  return impl_->FilterBundle(tenant, c, std::move(bundle), exact_total);
 }
 
 absl::StatusOr<std::string> AccessControlledFhirApi::ProcessBundle(const std::string& tenant,

@@ -339,6 +339,7 @@ absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
   cc.deadline = sec.consent_deadline;
   cc.redis_prefix = config.redis_prefix;
   cc.breaker = sec.consent_breaker;
+  cc.redis_backoff = sec.consent_redis_backoff;
   engine::FhirEngine* engine = s.engine.get();
   ASSIGN_OR_RETURN(s.consent,
                    consent::ConsentService::Open(

@@ -1,7 +1,7 @@
 #include "medgrid/auth/principal.h"
 
-#include <mutex>
-#include <unordered_map>
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 
 #include "boost/json.hpp"
 #include "medgrid/auth/jwks.h"
@@ -122,8 +122,9 @@ absl::StatusOr<Principal> PrincipalFromClaims(const Claims& claims) {
 // Principals of verified tokens, by token, until they expire.
 struct Authenticator::Cache {
   static constexpr std::size_t kMaxEntries = 50000;
-  std::mutex mu;
-  std::unordered_map<std::string, std::shared_ptr<const Principal>> by_token;
+  absl::Mutex mu;
+  // Looked up by string_view: no copy of the token per request.
+  absl::flat_hash_map<std::string, std::shared_ptr<const Principal>> by_token ABSL_GUARDED_BY(mu);
 };
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Start(const AuthConfig& config,
@@ -171,10 +172,10 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authenticator::Authenticate(std
   if (token.empty() || token.size() > 16384) return unauthenticated("malformed token");
   const int64_t now = core::ToUnixMicros(clock_.Now()) / 1000000;
   {
-    std::lock_guard lock(cache_->mu);
-    if (auto it = cache_->by_token.find(std::string(token)); it != cache_->by_token.end()) {
+    absl::ReaderMutexLock lock(&cache_->mu);
+    if (auto it = cache_->by_token.find(absl::string_view(token.data(), token.size())); it != cache_->by_token.end()) {
+      // An expired entry is left for the next insertion's sweep.
       if (it->second->expires_at + config_.clock_skew.count() > now) return it->second;
-      cache_->by_token.erase(it);
     }
   }
   JwtRejection rejection = JwtRejection::kNone;
@@ -182,14 +183,14 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authenticator::Authenticate(std
   if (!claims.ok()) return unauthenticated(std::string(claims.status().message()));
   ASSIGN_OR_RETURN(Principal p, PrincipalFromClaims(*claims));
   auto principal = std::make_shared<const Principal>(std::move(p));
-  std::lock_guard lock(cache_->mu);
+  absl::MutexLock lock(&cache_->mu);
   if (cache_->by_token.size() >= Cache::kMaxEntries) {
-    for (auto it = cache_->by_token.begin(); it != cache_->by_token.end();) {
-      it = it->second->expires_at + config_.clock_skew.count() <= now ? cache_->by_token.erase(it) : std::next(it);
-    }
+    absl::erase_if(cache_->by_token, [&](const auto& kv) {
+      return kv.second->expires_at + config_.clock_skew.count() <= now;
+    });
     if (cache_->by_token.size() >= Cache::kMaxEntries) cache_->by_token.clear();
   }
-  cache_->by_token.emplace(std::string(token), principal);
+  cache_->by_token.insert_or_assign(std::string(token), principal);
   return principal;
 }
 

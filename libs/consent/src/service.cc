@@ -5,6 +5,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -87,7 +88,11 @@ struct ConsentService::Impl {
   std::atomic<int64_t> redis_retry_at_us{0};
 
   std::atomic<uint64_t> l1_hits{0}, l2_hits{0}, misses{0}, failures{0}, redis_errors{0};
-  prometheus::Family<prometheus::Counter>* lookups = nullptr;
+  // medgrid_consent_lookups_total by source: l1, l2, registry, failed.
+  prometheus::Counter* lookups_l1 = nullptr;
+  prometheus::Counter* lookups_l2 = nullptr;
+  prometheus::Counter* lookups_registry = nullptr;
+  prometheus::Counter* lookups_failed = nullptr;
   prometheus::Gauge* breaker_gauge = nullptr;
 
   std::string RedisTag(std::string_view tenant, std::string_view patient) const {
@@ -110,11 +115,15 @@ struct ConsentService::Impl {
                      {"to", std::string(resilience::BreakerStateName(to))}});
           if (breaker_gauge != nullptr) breaker_gauge->Set(static_cast<double>(to));
         }) {
-    lookups = &prometheus::BuildCounter()
-                   .Name("medgrid_consent_lookups_total")
-                   .Help("Consent lookups by where the patient's Consents came from: l1, l2 (Redis), registry, "
-                         "or failed (registry unavailable, timed out, or breaker open)")
-                   .Register(metrics);
+    auto& lookups = prometheus::BuildCounter()
+                        .Name("medgrid_consent_lookups_total")
+                        .Help("Consent lookups by where the patient's Consents came from: l1, l2 (Redis), registry, "
+                              "or failed (registry unavailable, timed out, or breaker open)")
+                        .Register(metrics);
+    lookups_l1 = &lookups.Add({{"source", "l1"}});
+    lookups_l2 = &lookups.Add({{"source", "l2"}});
+    lookups_registry = &lookups.Add({{"source", "registry"}});
+    lookups_failed = &lookups.Add({{"source", "failed"}});
     breaker_gauge = &prometheus::BuildGauge()
                          .Name("medgrid_circuit_breaker_state")
                          .Help("Circuit breaker state by dependency: 0 closed, 1 open, 2 half-open")
@@ -122,7 +131,6 @@ struct ConsentService::Impl {
                          .Add({{"dependency", "consent"}});
   }
 
-  void Count(const char* source) { lookups->Add({{"source", source}}).Increment(); }
 
   void StartThreads() {
     for (int i = 0; i < config.pool_size; ++i) threads.emplace_back([this] { Run(); });
@@ -200,14 +208,52 @@ struct ConsentService::Impl {
     return future.get();
   }
 
-  bool RedisUsable() const {
-    return redis != nullptr && core::ToUnixMicros(clock.Now()) >= redis_retry_at_us.load();
+  // Invalidations Redis did not take: (tenant, patient). While any is
+  // left, L2 is not read, since it may hold a set they should have removed.
+  std::mutex pending_mu;
+  std::set<std::pair<std::string, std::string>> pending;  // guarded by pending_mu
+  std::atomic<bool> l2_disabled{false};
+
+  // Sends one patient's invalidation to Redis (the epoch bump, the set's
+  // removal, and the message to other instances).
+  absl::Status SendInvalidation(const std::string& tenant, const std::string& patient) {
+    const std::string tag = RedisTag(tenant, patient);
+    absl::StatusOr<std::vector<cache::RedisReply>> r = redis->Pipeline({
+        {"INCR", tag + ":e"},
+        {"EXPIRE", tag + ":e", "86400"},
+        {"DEL", tag + ":s"},
+        {"PUBLISH", InvalidateChannel(config.redis_prefix), core::StrCat(tenant, "/", patient)},
+    });
+    if (!r.ok()) return r.status();
+    for (const cache::RedisReply& reply : *r) {
+      if (reply.type == cache::RedisReply::Type::kError) return absl::UnavailableError("Redis refused an invalidation");
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether L2 may be read now: Redis configured, not failing lately, and
+  // every invalidation it missed delivered.
+  bool RedisUsable() {
+    if (redis == nullptr || l2_disabled.load() || core::ToUnixMicros(clock.Now()) < redis_retry_at_us.load()) {
+      return false;
+    }
+    std::lock_guard lock(pending_mu);
+    while (!pending.empty()) {
+      const auto& [tenant, patient] = *pending.begin();
+      if (absl::Status st = SendInvalidation(tenant, patient); !st.ok()) {
+        RedisFailed(st);
+        return false;
+      }
+      pending.erase(pending.begin());
+    }
+    return true;
   }
 
   void RedisFailed(const absl::Status& st) {
     ++redis_errors;
     const int64_t now = core::ToUnixMicros(clock.Now());
-    if (redis_retry_at_us.exchange(now + 1000000) < now) {
+    const int64_t backoff_us = std::chrono::duration_cast<std::chrono::microseconds>(config.redis_backoff).count();
+    if (redis_retry_at_us.exchange(now + backoff_us) < now) {
       core::Log(core::LogLevel::kWarn, "consent.redis_bypassed", {{"error", std::string(st.message())}});
     }
   }
@@ -252,7 +298,7 @@ struct ConsentService::Impl {
     const uint64_t started = generation.load();
     if (auto set = L1Get(key)) {
       ++l1_hits;
-      Count("l1");
+      lookups_l1->Increment();
       return set;
     }
     const std::string tag = RedisTag(tenant, patient);
@@ -269,7 +315,7 @@ struct ConsentService::Impl {
           if (nl != std::string::npos && std::string_view(value).substr(0, nl) == *epoch) {
             auto set = ParseSet(std::string_view(value).substr(nl + 1));
             ++l2_hits;
-            Count("l2");
+            lookups_l2->Increment();
             L1Put(key, set, started);
             return set;
           }
@@ -279,7 +325,7 @@ struct ConsentService::Impl {
     resilience::CircuitBreaker::Permit permit = breaker.Allow();
     if (!permit) {
       ++failures;
-      Count("failed");
+      lookups_failed->Increment();
       return Unavailable("circuit open after repeated failures");
     }
     const core::TimePoint t0 = clock.Now();
@@ -296,11 +342,11 @@ struct ConsentService::Impl {
     breaker.Record(permit, rows.ok() ? resilience::Outcome::kSuccess : resilience::Outcome::kFailure, took);
     if (!rows.ok()) {
       ++failures;
-      Count("failed");
+      lookups_failed->Increment();
       return rows.status();
     }
     ++misses;
-    Count("registry");
+    lookups_registry->Increment();
     auto set = ParseSet(*rows);
     L1Put(key, set, started);
     if (epoch && RedisUsable()) {
@@ -372,12 +418,20 @@ absl::StatusOr<Decision> ConsentService::Decide(const std::string& tenant, Defau
   return Evaluate(consents, request, policy);
 }
 
+std::optional<bool> ConsentService::HasConsentsCached(const std::string& tenant, const std::string& patient) {
+  std::shared_ptr<const ConsentSet> set = impl_->L1Get(core::StrCat(tenant, "\x1f", patient));
+  if (set == nullptr) return std::nullopt;
+  ++impl_->l1_hits;
+  impl_->lookups_l1->Increment();
+  return !set->consents.empty();
+}
+
 std::optional<Decision> ConsentService::DecideIfCached(const std::string& tenant, DefaultPolicy policy,
                                                       const AccessRequest& request) {
   std::shared_ptr<const ConsentSet> set = impl_->L1Get(core::StrCat(tenant, "\x1f", request.patient_id));
   if (set == nullptr) return std::nullopt;
   ++impl_->l1_hits;
-  impl_->Count("l1");
+  impl_->lookups_l1->Increment();
   std::vector<const json::object*> consents;
   consents.reserve(set->consents.size());
   for (const json::object& c : set->consents) consents.push_back(&c);
@@ -387,16 +441,19 @@ std::optional<Decision> ConsentService::DecideIfCached(const std::string& tenant
 void ConsentService::Invalidate(const std::string& tenant, const std::string& patient) {
   impl_->L1Drop(core::StrCat(tenant, "\x1f", patient));
   if (impl_->redis == nullptr) return;
-  const std::string tag = impl_->RedisTag(tenant, patient);
-  // Tried even while L2 reads are bypassed: a stale entry must not outlive
-  // Redis coming back.
-  absl::StatusOr<std::vector<cache::RedisReply>> r = impl_->redis->Pipeline({
-      {"INCR", tag + ":e"},
-      {"EXPIRE", tag + ":e", "86400"},
-      {"DEL", tag + ":s"},
-      {"PUBLISH", InvalidateChannel(impl_->config.redis_prefix), core::StrCat(tenant, "/", patient)},
-  });
-  if (!r.ok()) impl_->RedisFailed(r.status());
+  // Tried even while L2 reads are bypassed. One Redis did not take is kept
+  // and sent before L2 is read again: a stale set must not outlive Redis
+  // coming back.
+  if (absl::Status st = impl_->SendInvalidation(tenant, patient); !st.ok()) {
+    impl_->RedisFailed(st);
+    std::lock_guard lock(impl_->pending_mu);
+    if (impl_->pending.size() < 100000) {
+      impl_->pending.emplace(tenant, patient);
+    } else if (!impl_->l2_disabled.exchange(true)) {
+      // Too many to remember: L2 can no longer be trusted by this process.
+      core::Log(core::LogLevel::kError, "consent.l2_disabled", {{"reason", "too many invalidations Redis missed"}});
+    }
+  }
 }
 
 absl::Status ConsentService::Record(const std::string& tenant, const std::string& id, int64_t version,

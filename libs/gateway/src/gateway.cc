@@ -418,6 +418,7 @@ http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
   SetRequestContext(req, peer);
   std::shared_ptr<RequestLog> log = StartLog(req);
   http::Response res = impl_->Route(req, peer, log->route, log->tenant, nullptr);
+  auth::CurrentPrincipal().reset();  // this thread's next work is not this caller's
   impl_->Finish(*log, res);
   return res;
 }
@@ -450,6 +451,7 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
     done(std::move(res));
   };
   http::Response res = impl_->Route(req, peer, log->route, log->tenant, &async);
+  auth::CurrentPrincipal().reset();  // this I/O thread's next work is not this caller's
   if (!async.deferred) async.done(std::move(res));
   return true;
 }

@@ -62,6 +62,8 @@ struct SecurityConfig {
   std::chrono::milliseconds consent_deadline{250};
   // The seed's consent breaker: 5 failures open it for 30 s, 3 probes close it.
   resilience::BreakerSettings consent_breaker = resilience::ForDependency("consent");
+  // How long the consent cache skips Redis after a Redis error.
+  std::chrono::milliseconds consent_redis_backoff{1000};
   consent::BreakGlassConfig break_glass;
 };
 

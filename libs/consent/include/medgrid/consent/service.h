@@ -53,6 +53,10 @@ class ConsentApi {
   // (for I/O threads); nullopt when Decide would have to look further.
   virtual std::optional<Decision> DecideIfCached(const std::string& tenant, DefaultPolicy policy,
                                                  const AccessRequest& request) = 0;
+  // Whether the patient has any privacy Consent, from this process's cache
+  // only; nullopt when that is not cached. With none, the tenant's policy
+  // decides without looking at the resource.
+  virtual std::optional<bool> HasConsentsCached(const std::string& tenant, const std::string& patient) = 0;
   // A Consent was written (`body`, the resource JSON) or deleted (nullopt)
   // at `version`. Updates the registry and invalidates the caches of the
   // patients concerned (before and after).
@@ -72,6 +76,8 @@ struct ConsentServiceConfig {
   std::chrono::microseconds l1_ttl = std::chrono::seconds(60);
   std::size_t l1_max_entries = 100000;
   std::chrono::seconds redis_ttl{600};
+  // After a Redis error, L2 is skipped for this long.
+  std::chrono::milliseconds redis_backoff{1000};
   // Namespaces this deployment's Redis keys and channel.
   std::string redis_prefix = "mg";
   resilience::BreakerSettings breaker = resilience::ForDependency("consent");
@@ -96,6 +102,7 @@ class ConsentService final : public ConsentApi, public events::ChangeHandler {
                                   const AccessRequest& request) override;
   std::optional<Decision> DecideIfCached(const std::string& tenant, DefaultPolicy policy,
                                          const AccessRequest& request) override;
+  std::optional<bool> HasConsentsCached(const std::string& tenant, const std::string& patient) override;
   absl::Status Record(const std::string& tenant, const std::string& id, int64_t version,
                       const std::optional<std::string>& body) override;
   // Consent changes from the FHIR store's outbox.
