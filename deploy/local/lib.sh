@@ -70,10 +70,14 @@ redis_start() {
   return 1
 }
 
+# redis_stop DIR: stops it and waits (up to 10 s) until it has exited, so
+# that its port is free for the next start.
 redis_stop() {
-  local dir=$1
+  local dir=$1 pid
   if [ -f "$dir/redis.pid" ]; then
-    kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+    pid=$(cat "$dir/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     rm -f "$dir/redis.pid"
   fi
 }
