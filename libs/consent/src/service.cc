@@ -87,7 +87,7 @@ struct ConsentService::Impl {
   // Redis is skipped until then after an error.
   std::atomic<int64_t> redis_retry_at_us{0};
 
-  std::atomic<uint64_t> l1_hits{0}, l2_hits{0}, misses{0}, failures{0}, redis_errors{0};
+  std::atomic<uint64_t> l1_hits{0}, l2_hits{0}, misses{0}, failures{0}, redis_errors{0}, registry_us{0};
   // medgrid_consent_lookups_total by source: l1, l2, registry, failed.
   prometheus::Counter* lookups_l1 = nullptr;
   prometheus::Counter* lookups_l2 = nullptr;
@@ -339,6 +339,7 @@ struct ConsentService::Impl {
           return r[0][0].as<std::string>();
         });
     const auto took = std::chrono::duration_cast<std::chrono::microseconds>(clock.Now() - t0);
+    registry_us += static_cast<uint64_t>(std::max<int64_t>(took.count(), 0));
     breaker.Record(permit, rows.ok() ? resilience::Outcome::kSuccess : resilience::Outcome::kFailure, took);
     if (!rows.ok()) {
       ++failures;
@@ -479,8 +480,10 @@ absl::Status ConsentService::Record(const std::string& tenant, const std::string
         pqxx::result old = tx.exec_params(
             "SELECT version, patient_id FROM consents WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, id);
         if (!old.empty()) {
-          if (old[0][0].as<int64_t>() >= version) return patients;  // already as new
           if (!old[0][1].is_null()) patients.push_back(old[0][1].as<std::string>());
+          // Already as new (the other feed got here first): its patient is
+          // invalidated again, as that feed may not have done it yet.
+          if (old[0][0].as<int64_t>() >= version) return patients;
         }
         tx.exec_params(
             "INSERT INTO consents (tenant_id, id, version, patient_id, body) VALUES ($1, $2, $3, $4, $5::jsonb) "
@@ -517,7 +520,7 @@ absl::Status ConsentService::Handle(const events::ChangeEvent& event) {
 
 ConsentService::Stats ConsentService::stats() const {
   return {impl_->l1_hits.load(), impl_->l2_hits.load(), impl_->misses.load(), impl_->failures.load(),
-          impl_->redis_errors.load()};
+          impl_->redis_errors.load(), impl_->registry_us.load()};
 }
 
 resilience::BreakerState ConsentService::breaker_state() { return impl_->breaker.state(); }
