@@ -110,6 +110,7 @@ TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
   c.redis.clear();  // the registry alone decides what is cached: L1 only
   c.security.consent_deadline = std::chrono::milliseconds(300);
   c.security.consent_breaker.open_timeout = std::chrono::seconds(2);
+  c.degradation_interval = std::chrono::milliseconds(100);
   TestServer server("failclosed", {"t1"}, c, &tokens);
   HttpClient& http = server.client();
   const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
@@ -143,6 +144,14 @@ TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
   HttpResponse metrics = http.Get("/metrics");
   EXPECT_NE(metrics.body.find(R"(medgrid_circuit_breaker_state{dependency="consent"} 1)"), std::string::npos);
   EXPECT_NE(metrics.body.find(R"(medgrid_consent_lookups_total{source="failed"})"), std::string::npos);
+  // The consent breaker open is degradation level 3, with its reason.
+  const auto admin = TestTokens::Bearer(tokens.Admin());
+  EXPECT_TRUE(WaitFor([&] {
+    HttpResponse d = http.Get("/admin/degradation", admin);
+    return d.status == 200 && d.body.find(R"("level":3)") != std::string::npos &&
+           d.body.find("consent") != std::string::npos;
+  }, std::chrono::seconds(10)));
+  EXPECT_EQ(http.Get("/fhir/t1/Organization/org1", clinician).Header("X-Degradation-Level"), "3");
 
   ASSERT_TRUE(registry.Run("pg_start"));
   EXPECT_TRUE(WaitFor([&] { return http.Get("/fhir/t1/Patient/c", clinician).status == 200; },

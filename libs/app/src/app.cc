@@ -22,6 +22,7 @@
 #include "medgrid/core/request_context.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "medgrid/core/worker.h"
 #include "medgrid/engine/fhir_engine.h"
 #include "medgrid/engine/reindexer.h"
 #include "medgrid/fhir/compartments.h"
@@ -294,6 +295,10 @@ struct App::Impl {
   std::unique_ptr<consent::BreakGlass> break_glass;
   std::unique_ptr<access::AccessControlledFhirApi> access;
   std::unique_ptr<ChangeEvents> changes;
+  std::unique_ptr<resilience::DegradationController> degradation;
+  // Samples the health signals into `degradation`.
+  std::unique_ptr<core::Worker> degradation_worker;
+  consent::ConsentService::Stats last_consent;  // the worker's own
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
   std::unique_ptr<audit::AuditIndex> audit_index;
@@ -464,8 +469,46 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   } else {
     core::Log(core::LogLevel::kWarn, "audit.off", {{"reason", "no --audit-spool-dir"}});
   }
+  auto& level_gauge = prometheus::BuildGauge()
+                          .Name("medgrid_degradation_level")
+                          .Help("The degradation level in effect (0 normal ... 5 regional outage), as in the seed")
+                          .Register(s.metrics)
+                          .Add({});
+  s.degradation = std::make_unique<resilience::DegradationController>(
+      config.degradation, s.clock, [&level_gauge](const resilience::DegradationStatus& st) {
+        level_gauge.Set(static_cast<double>(st.level));
+        std::string reasons;
+        for (const std::string& r : st.reasons) reasons += (reasons.empty() ? "" : "; ") + r;
+        core::Log(st.level == resilience::DegradationLevel::kNormal ? core::LogLevel::kInfo : core::LogLevel::kWarn,
+                  "degradation.level", {{"level", std::to_string(static_cast<int>(st.level))},
+                                         {"name", std::string(resilience::DegradationLevelName(st.level))},
+                                         {"reasons", reasons}});
+      });
+  s.degradation_worker = std::make_unique<core::Worker>([&s, interval = config.degradation_interval] {
+    resilience::HealthSignals h;
+    const std::vector<store::PoolStats> pools = s.store->Pools();
+    h.shards_total = static_cast<int>(pools.size());
+    h.shards_reachable = s.store->ReachableShards();
+    if (s.consent) {
+      const consent::ConsentService::Stats now = s.consent->stats();
+      const uint64_t hits = (now.l1_hits - s.last_consent.l1_hits) + (now.l2_hits - s.last_consent.l2_hits);
+      const uint64_t misses = (now.misses - s.last_consent.misses) + (now.failures - s.last_consent.failures);
+      h.consent_hits = hits;
+      h.consent_misses = misses;
+      if (misses > 0) {
+        h.consent_db_latency =
+            std::chrono::milliseconds((now.registry_us - s.last_consent.registry_us) / misses / 1000);
+      }
+      h.consent_breaker_open = s.consent->breaker_state() == resilience::BreakerState::kOpen;
+      s.last_consent = now;
+    }
+    s.degradation->Update(h);
+    return std::optional<std::chrono::milliseconds>(interval);
+  });
+  s.degradation_worker->Start();
   gateway::GatewayConfig gateway_config = config.gateway;
   gateway_config.authenticator = s.authenticator.get();
+  gateway_config.degradation = s.degradation.get();
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
@@ -564,6 +607,8 @@ events::ChangeBus& App::changes() const { return impl_->changes->bus(); }
 
 subscriptions::SubscriptionService& App::subscriptions() const { return *impl_->subscriptions; }
 
+resilience::DegradationController& App::degradation() const { return *impl_->degradation; }
+
 void App::Stop() {
   if (!impl_->server || impl_->stopped) return;
   impl_->stopped = true;
@@ -571,6 +616,7 @@ void App::Stop() {
   // I/O threads. What is queued stays in the shards for the next start.
   impl_->subscriptions->Stop();
   impl_->server->Stop();
+  impl_->degradation_worker->Stop();
   impl_->reindexer->Stop();
   if (impl_->exports) impl_->exports->Stop();
   if (impl_->audit) {

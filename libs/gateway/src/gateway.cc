@@ -18,6 +18,7 @@
 #include "medgrid/fhir/rest_path.h"
 #include "medgrid/fhir/validator.h"
 #include "medgrid/fhir/http_errors.h"
+#include "medgrid/resilience/degradation.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -232,6 +233,8 @@ struct Gateway::Impl {
   std::optional<http::Response> Authorize(const http::Request& req, std::string_view path, std::string& route,
                                           std::string& tenant);
   http::Response SmartConfiguration(const http::Request& req, const std::string& tenant) const;
+  // GET, POST (override) and DELETE (clear the override) /admin/degradation.
+  http::Response Degradation(http::Request& req);
 
   std::string BaseUrl(const http::Request& req, const std::string& tenant) const {
     if (!config.public_base_url.empty()) return core::StrCat(config.public_base_url, "/fhir/", tenant);
@@ -360,6 +363,9 @@ prometheus::Histogram& Gateway::Impl::DurationFor(const std::string& method, con
 
 void Gateway::Impl::Finish(const RequestLog& log, http::Response& res) {
   res.set("X-Request-Id", log.request_id);
+  if (config.degradation != nullptr) {
+    res.set("X-Degradation-Level", std::to_string(static_cast<int>(config.degradation->level())));
+  }
   if (res.result_int() == 401 && res.find(bhttp::field::www_authenticate) == res.end()) {
     res.set(bhttp::field::www_authenticate, R"(Bearer realm="medgrid")");
   }
@@ -600,6 +606,47 @@ http::Response Gateway::Impl::SmartConfiguration(const http::Request& req, const
   return res;
 }
 
+http::Response Gateway::Impl::Degradation(http::Request& req) {
+  const unsigned v = req.version();
+  resilience::DegradationController& d = *config.degradation;
+  if (req.method() == bhttp::verb::post) {
+    auto body = fhir::ParseJson(req.body());
+    if (!body.ok()) return ErrorOf(body.status(), v);
+    const json::object* o = body->if_object();
+    const json::value* level = o ? o->if_contains("level") : nullptr;
+    const json::value* reason = o ? o->if_contains("reason") : nullptr;
+    if (level == nullptr || !level->is_int64() || level->as_int64() < 0 || level->as_int64() > 5 ||
+        (reason != nullptr && !reason->is_string())) {
+      return Error(400, "Body must be {\"level\": 0..5, \"reason\": \"...\"}", v);
+    }
+    for (const auto& kv : *o) {
+      if (kv.key() != "level" && kv.key() != "reason") {
+        return Error(400, core::StrCat("Unknown field '", std::string_view(kv.key()), "'"), v);
+      }
+    }
+    d.SetOverride(static_cast<resilience::DegradationLevel>(level->as_int64()),
+                  reason != nullptr ? std::string(reason->get_string()) : "operator override");
+  } else if (req.method() == bhttp::verb::delete_) {
+    d.ClearOverride();
+  } else if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
+    auto res = Error(405, "Use GET, POST or DELETE on /admin/degradation", v);
+    res.set(bhttp::field::allow, "GET, POST, DELETE");
+    return res;
+  }
+  const resilience::DegradationStatus st = d.Status();
+  json::array reasons;
+  for (const std::string& r : st.reasons) reasons.emplace_back(r);
+  json::object o{{"level", static_cast<int>(st.level)},
+                 {"name", resilience::DegradationLevelName(st.level)},
+                 {"computed", static_cast<int>(st.computed)},
+                 {"reasons", std::move(reasons)},
+                 {"since", core::FormatInstant(st.since)}};
+  if (st.override_level) {
+    o["override"] = json::object{{"level", static_cast<int>(*st.override_level)}, {"reason", st.override_reason}};
+  }
+  return MakeResponse(bhttp::status::ok, v, json::serialize(o), "application/json");
+}
+
 void Gateway::SetMetricsHook(std::function<void()> hook) { impl_->metrics_hook = std::move(hook); }
 
 void Gateway::SetAdminHook(std::function<void(const AdminAction&)> hook) { impl_->admin_hook = std::move(hook); }
@@ -748,6 +795,11 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
     for (const auto& s : *shards) arr.push_back(json::object{{"id", s.id}, {"dsn", s.dsn}, {"tenants", s.tenants}});
     return MakeResponse(bhttp::status::ok, v, json::serialize(json::object{{"shards", arr}}), "application/json");
   }
+  if (path == "/admin/degradation") {
+    route = "/admin/degradation";
+    if (config.degradation == nullptr) return Error(404, "Degradation levels are not enabled", v);
+    return Degradation(req);
+  }
   if (path.rfind("/admin/explain/", 0) == 0) {
     // /admin/explain/{tenant}/{type}?{search}: the plans of that search.
     route = "/admin/explain";
@@ -798,6 +850,22 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   tenant = p.tenant;
   const std::string base = BaseUrl(req, p.tenant);
   const bhttp::verb method = req.method();
+  // Read-only from level 4: what changes data is refused; searches by POST
+  // and operations that only read are not.
+  if (config.degradation != nullptr &&
+      !resilience::DegradationController::WritesAllowed(config.degradation->level())) {
+    const bool post_search = method == bhttp::verb::post && (p.kind == K::kSystemSearch || p.kind == K::kTypeSearch);
+    const bool writes = (method == bhttp::verb::post && !post_search) || method == bhttp::verb::put ||
+                        method == bhttp::verb::patch || method == bhttp::verb::delete_;
+    if (writes) {
+      http::Response res = Error(503, core::StrCat("The service is read-only at degradation level ",
+                                                   static_cast<int>(config.degradation->level()),
+                                                   " (database degraded); writes are refused until it recovers"),
+                                 v);
+      res.set(bhttp::field::retry_after, "30");
+      return res;
+    }
+  }
 
   // Content negotiation: JSON only. XML gets a clear 406/415.
   std::string format;

@@ -17,6 +17,7 @@
 #include "medgrid/bulk/export_service.h"
 #include "medgrid/consent/break_glass.h"
 #include "medgrid/resilience/circuit_breaker.h"
+#include "medgrid/resilience/degradation.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/engine/fhir_engine.h"
 #include "medgrid/engine/reindexer.h"
@@ -75,6 +76,10 @@ struct AppConfig {
   std::string redis;
   // Prefix of every Redis key and channel of this deployment.
   std::string redis_prefix = "mg";
+  // Degradation levels: the seed's rules, and how often the signals are
+  // sampled (consent lookups and registry latency, shards reachable).
+  resilience::DegradationRules degradation;
+  std::chrono::milliseconds degradation_interval{2000};
   AuditConfig audit;
   // Kafka. Without brokers (local mode), committed changes go from the
   // outbox to in-process consumers, and audit events from the spool straight
@@ -123,6 +128,8 @@ class App {
   // Where committed changes arrive in this process: register consumers here
   // (before writes they must see).
   events::ChangeBus& changes() const;
+  // The degradation controller of this process (for operations and tests).
+  resilience::DegradationController& degradation() const;
   // The Subscriptions of this process (for operations and tests).
   subscriptions::SubscriptionService& subscriptions() const;
   // Graceful: drains in-flight requests, then releases everything. Idempotent.

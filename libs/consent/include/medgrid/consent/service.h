@@ -118,6 +118,7 @@ class ConsentService final : public ConsentApi, public events::ChangeHandler {
     uint64_t misses = 0;        // read from the registry
     uint64_t failures = 0;      // registry failed, timed out, or breaker open
     uint64_t redis_errors = 0;  // L2 bypassed
+    uint64_t registry_us = 0;   // time spent on registry reads (misses and failures)
   };
   Stats stats() const;
   resilience::BreakerState breaker_state();

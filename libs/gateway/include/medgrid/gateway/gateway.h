@@ -36,6 +36,10 @@ namespace medgrid::auth {
 class Authenticator;
 }
 
+namespace medgrid::resilience {
+class DegradationController;
+}
+
 namespace medgrid::gateway {
 
 struct GatewayConfig {
@@ -50,6 +54,10 @@ struct GatewayConfig {
   auth::Authenticator* authenticator = nullptr;
   // Admin API answers only loopback peers when auth is off.
   bool admin_loopback_only = true;
+  // Degradation levels (the seed's 0-5). Set: every response carries
+  // X-Degradation-Level, FHIR writes are refused with 503 from level 4
+  // (read-only), and /admin/degradation shows and overrides the level.
+  resilience::DegradationController* degradation = nullptr;
 };
 
 // An admin API request, for the audit trail.
