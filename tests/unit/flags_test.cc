@@ -22,7 +22,7 @@ TEST(Flags, RejectsUnknownAndBadValues) {
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
                                 "--http-port", "--pg-shards=a,,b", "--worker-threads=-1", "--auth=maybe",
                                 "--consent-deadline-ms=0", "--btg-webhook=ftp://x", "--btg-duration-s=5",
-                                "--redis-key-prefix=a:b"}) {
+                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);
@@ -41,7 +41,7 @@ TEST(Flags, AuthIsOnByDefaultAndNeedsItsSettings) {
   auto args = base;
   args.insert(args.end(), {"--jwks=/k.json", "--auth-issuer=https://idp", "--auth-audience=medgrid",
                            "--redis=127.0.0.1:6379", "--btg-webhook=https://sec.example/btg", "--consent-deadline-ms=100",
-                           "--auth-clock-skew-s=30"});
+                           "--auth-clock-skew-s=30", "--rate-limit-tenant-rps=50"});
   auto c = ParseFlags(args);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->security.enabled);
@@ -50,6 +50,7 @@ TEST(Flags, AuthIsOnByDefaultAndNeedsItsSettings) {
   EXPECT_EQ(c->security.consent_deadline, std::chrono::milliseconds(100));
   EXPECT_EQ(c->security.break_glass.webhook_url, "https://sec.example/btg");
   EXPECT_EQ(c->redis, "127.0.0.1:6379");
+  EXPECT_EQ(c->tenant_rate_limit, 50);
   args.pop_back();
   args.erase(args.begin() + 3);  // no issuer
   EXPECT_FALSE(ParseFlags(args).ok());

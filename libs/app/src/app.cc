@@ -9,6 +9,7 @@
 
 #include "medgrid/access/access_api.h"
 #include "medgrid/audit/auditing_api.h"
+#include "medgrid/cache/rate_limiter.h"
 #include "medgrid/cache/redis.h"
 #include "medgrid/consent/service.h"
 #include "medgrid/bulk/export_http.h"
@@ -117,6 +118,9 @@ Flags (all --name=value):
   --btg-webhook         http(s) URL told of every break-the-glass grant (default none)
   --redis               host:port of Redis: consent cache L2, shared break-the-glass grants (default none)
   --redis-key-prefix    prefix of this deployment's Redis keys and channels (default mg)
+  --rate-limit-tenant-rps    FHIR requests per second per tenant, over all instances on one Redis
+                        (each instance alone without Redis); 0 = no limit (default 0)
+  --rate-limit-tenant-burst  requests a tenant may send at once (default twice the rate)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -246,6 +250,10 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       c.security.break_glass.webhook_url = value;
     } else if (name == "redis") {
       c.redis = value;
+    } else if (name == "rate-limit-tenant-rps" || name == "rate-limit-tenant-burst") {
+      int64_t n = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 10'000'000, n));
+      (name == "rate-limit-tenant-rps" ? c.tenant_rate_limit : c.tenant_rate_burst) = static_cast<double>(n);
     } else if (name == "redis-key-prefix") {
       if (value.empty() || value.find_first_of("{}: ") != std::string::npos) {
         return BadFlag(name, "must be a non-empty token without {, }, : or spaces");
@@ -296,6 +304,7 @@ struct App::Impl {
   std::unique_ptr<access::AccessControlledFhirApi> access;
   std::unique_ptr<ChangeEvents> changes;
   std::unique_ptr<resilience::DegradationController> degradation;
+  std::unique_ptr<cache::RateLimiter> tenant_rate_limit;
   // Samples the health signals into `degradation`.
   std::unique_ptr<core::Worker> degradation_worker;
   consent::ConsentService::Stats last_consent;  // the worker's own
@@ -509,6 +518,13 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   gateway::GatewayConfig gateway_config = config.gateway;
   gateway_config.authenticator = s.authenticator.get();
   gateway_config.degradation = s.degradation.get();
+  if (config.tenant_rate_limit > 0) {
+    resilience::TokenBucketSettings limit;
+    limit.rate_per_second = config.tenant_rate_limit;
+    limit.burst = config.tenant_rate_burst > 0 ? config.tenant_rate_burst : 2 * config.tenant_rate_limit;
+    s.tenant_rate_limit = std::make_unique<cache::RateLimiter>(limit, s.redis, config.redis_prefix, s.clock);
+    gateway_config.tenant_rate_limit = s.tenant_rate_limit.get();
+  }
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()

@@ -18,6 +18,7 @@
 #include "medgrid/fhir/rest_path.h"
 #include "medgrid/fhir/validator.h"
 #include "medgrid/fhir/http_errors.h"
+#include "medgrid/cache/rate_limiter.h"
 #include "medgrid/resilience/degradation.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -519,6 +520,27 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
   if (path.rfind("/fhir/", 0) == 0) {
     if (config.authenticator != nullptr) {
       if (std::optional<http::Response> refused = Authorize(req, path, route, tenant)) return *std::move(refused);
+    }
+    if (config.tenant_rate_limit != nullptr) {
+      std::string_view rest = std::string_view(path).substr(std::string_view("/fhir/").size());
+      const std::string_view path_tenant = rest.substr(0, rest.find('/'));
+      if (fhir::IsValidTenantId(path_tenant)) {
+        const auto d = config.tenant_rate_limit->Acquire(core::StrCat("tenant:", path_tenant));
+        if (!d.allowed) {
+          route = "/fhir";
+          tenant = std::string(path_tenant);
+          const int64_t seconds = std::max<int64_t>(1, (d.retry_after.count() + 999999) / 1000000);
+          http::Response res = MakeResponse(
+              bhttp::status::too_many_requests, v,
+              fhir::OperationOutcomeJson({{"error", "throttled",
+                                           fmt::format("The tenant's request rate limit ({} per second) is "
+                                                       "exceeded; retry after {} s",
+                                                       config.tenant_rate_limit->limit().rate_per_second, seconds),
+                                           ""}}));
+          res.set(bhttp::field::retry_after, std::to_string(seconds));
+          return res;
+        }
+      }
     }
     return Fhir(req, path, query, route, tenant, async);
   }

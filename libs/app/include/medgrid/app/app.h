@@ -79,6 +79,10 @@ struct AppConfig {
   // Degradation levels: the seed's rules, and how often the signals are
   // sampled (consent lookups and registry latency, shards reachable).
   resilience::DegradationRules degradation;
+  // Requests per second per tenant, shared by the instances on one Redis;
+  // 0: no limit. The burst defaults to twice the rate.
+  double tenant_rate_limit = 0;
+  double tenant_rate_burst = 0;
   std::chrono::milliseconds degradation_interval{2000};
   AuditConfig audit;
   // Kafka. Without brokers (local mode), committed changes go from the

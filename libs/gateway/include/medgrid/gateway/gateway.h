@@ -40,6 +40,10 @@ namespace medgrid::resilience {
 class DegradationController;
 }
 
+namespace medgrid::cache {
+class RateLimiter;
+}
+
 namespace medgrid::gateway {
 
 struct GatewayConfig {
@@ -58,6 +62,10 @@ struct GatewayConfig {
   // X-Degradation-Level, FHIR writes are refused with 503 from level 4
   // (read-only), and /admin/degradation shows and overrides the level.
   resilience::DegradationController* degradation = nullptr;
+  // Per-tenant rate limit of FHIR requests (shared through Redis when the
+  // limiter has it). Null: none. Over it: 429 with Retry-After and an
+  // OperationOutcome.
+  cache::RateLimiter* tenant_rate_limit = nullptr;
 };
 
 // An admin API request, for the audit trail.
