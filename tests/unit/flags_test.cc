@@ -22,7 +22,9 @@ TEST(Flags, RejectsUnknownAndBadValues) {
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
                                 "--http-port", "--pg-shards=a,,b", "--worker-threads=-1", "--auth=maybe",
                                 "--consent-deadline-ms=0", "--btg-webhook=ftp://x", "--btg-duration-s=5",
-                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1"}) {
+                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1",
+                                "--bulkhead-capacity=-1", "--bulkhead-shares=60,30", "--bulkhead-shares=60,30,20",
+                                "--bulkhead-shed-at=0", "--bulkhead-shed-at=1.5", "--bulkhead-shed-at=0.855"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);
@@ -30,6 +32,25 @@ TEST(Flags, RejectsUnknownAndBadValues) {
   }
   EXPECT_FALSE(ParseFlags({"--pg-admin-dsn=x"}).ok());          // no package dir
   EXPECT_FALSE(ParseFlags({"--fhir-package-dir=/p"}).ok());     // no database
+}
+
+TEST(Flags, BulkheadPools) {
+  const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
+  auto defaults = ParseFlags(base);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->service_pools.capacity, 256);
+  EXPECT_DOUBLE_EQ(defaults->service_pools.shed_fraction, 0.8);
+  auto args = base;
+  args.insert(args.end(), {"--bulkhead-capacity=40", "--bulkhead-shares=70,20,10", "--bulkhead-shed-at=0.75"});
+  auto c = ParseFlags(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->service_pools.capacity, 40);
+  EXPECT_EQ(c->service_pools.share_pct[0], 70);
+  EXPECT_EQ(c->service_pools.share_pct[1], 20);
+  EXPECT_EQ(c->service_pools.share_pct[2], 10);
+  EXPECT_DOUBLE_EQ(c->service_pools.shed_fraction, 0.75);
+  args.push_back("--bulkhead-capacity=0");  // off
+  EXPECT_EQ(ParseFlags(args)->service_pools.capacity, 0);
 }
 
 // Auth is on unless turned off, and then needs its JWKS, issuer and audience.

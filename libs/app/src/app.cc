@@ -121,6 +121,12 @@ Flags (all --name=value):
   --rate-limit-tenant-rps    FHIR requests per second per tenant, over all instances on one Redis
                         (each instance alone without Redis); 0 = no limit (default 0)
   --rate-limit-tenant-burst  requests a tenant may send at once (default twice the rate)
+  --bulkhead-capacity   requests this instance serves at once, split into the service pools
+                        critical/standard/ai (shares from --bulkhead-shares); 0 = no admission
+                        control (default 256)
+  --bulkhead-shares     percent of capacity for critical,standard,ai (default 60,30,10)
+  --bulkhead-shed-at    fraction of capacity in flight from which standard and ai work is shed
+                        (default 0.8)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -254,6 +260,33 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       int64_t n = 0;
       RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 10'000'000, n));
       (name == "rate-limit-tenant-rps" ? c.tenant_rate_limit : c.tenant_rate_burst) = static_cast<double>(n);
+    } else if (name == "bulkhead-capacity") {
+      RETURN_IF_ERROR(ParseInt<int>(name, value, 0, 1'000'000, c.service_pools.capacity));
+    } else if (name == "bulkhead-shares") {
+      const std::vector<std::string_view> parts = core::StrSplit(value, ',');
+      if (parts.size() != 3) return BadFlag(name, "must be three percentages: critical,standard,ai");
+      double sum = 0;
+      for (int i = 0; i < 3; ++i) {
+        int pct = 0;
+        RETURN_IF_ERROR(ParseInt<int>(name, parts[i], 0, 100, pct));
+        c.service_pools.share_pct[i] = pct;
+        sum += pct;
+      }
+      if (sum != 100) return BadFlag(name, "the three percentages must add up to 100");
+    } else if (name == "bulkhead-shed-at") {
+      // Hundredths, so that the flag parses exactly: 0.8 or 80%.
+      int pct = 0;
+      std::string_view v = value;
+      if (v.rfind("0.", 0) == 0 && v.size() <= 4) {
+        std::string digits(v.substr(2));
+        digits.resize(2, '0');
+        RETURN_IF_ERROR(ParseInt<int>(name, digits, 1, 99, pct));
+      } else if (v == "1" || v == "1.0") {
+        pct = 100;
+      } else {
+        return BadFlag(name, "must be a fraction in (0, 1] with at most two decimals, e.g. 0.8");
+      }
+      c.service_pools.shed_fraction = pct / 100.0;
     } else if (name == "redis-key-prefix") {
       if (value.empty() || value.find_first_of("{}: ") != std::string::npos) {
         return BadFlag(name, "must be a non-empty token without {, }, : or spaces");
@@ -305,6 +338,7 @@ struct App::Impl {
   std::unique_ptr<ChangeEvents> changes;
   std::unique_ptr<resilience::DegradationController> degradation;
   std::unique_ptr<cache::RateLimiter> tenant_rate_limit;
+  std::unique_ptr<resilience::ServicePools> service_pools;
   // Samples the health signals into `degradation`.
   std::unique_ptr<core::Worker> degradation_worker;
   consent::ConsentService::Stats last_consent;  // the worker's own
@@ -525,6 +559,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     s.tenant_rate_limit = std::make_unique<cache::RateLimiter>(limit, s.redis, config.redis_prefix, s.clock);
     gateway_config.tenant_rate_limit = s.tenant_rate_limit.get();
   }
+  if (config.service_pools.capacity > 0) {
+    s.service_pools = std::make_unique<resilience::ServicePools>(config.service_pools);
+    gateway_config.service_pools = s.service_pools.get();
+  }
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
@@ -601,6 +639,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       [gw](int status, const std::string& msg, unsigned version) { return gw->ErrorResponse(status, msg, version); },
       [gw](http::Request& req, const http::Peer& peer, boost::asio::io_context& io,
            std::function<void(http::Response)> done) { return gw->HandleAsync(req, peer, io, std::move(done)); });
+  s.server->SetAdmission([gw](const http::Request& req, const http::Peer& peer, std::shared_ptr<void>& ticket) {
+    return gw->Admit(req, peer, ticket);
+  });
   s.server->SetUpgradeHandler([hub = &s.subscriptions->websocket(), authn = s.authenticator.get()](
                                   http::Request& req, const http::Peer& peer, boost::asio::ip::tcp::socket& socket) {
     // With auth on, the websocket channel needs a token of the path's

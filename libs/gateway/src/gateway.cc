@@ -185,6 +185,15 @@ struct Gateway::Impl {
                              .Help("Database connections per shard: blocking pool (open, busy, max) and "
                                    "non-blocking connections of the I/O threads (async_open)")
                              .Register(m)),
+        shed(prometheus::BuildCounter()
+                 .Name("medgrid_bulkhead_rejections_total")
+                 .Help("Requests refused by a bulkhead: the service pools critical, standard and ai (503 with "
+                       "Retry-After)")
+                 .Register(m)),
+        pool_in_flight(prometheus::BuildGauge()
+                           .Name("medgrid_bulkhead_in_flight")
+                           .Help("Requests holding a place in each service pool")
+                           .Register(m)),
         search_set_sizes(prometheus::BuildCounter()
                              .Name("medgrid_search_set_sizes_total")
                              .Help("Searches intersecting several id sets, by how the page query was planned: "
@@ -198,6 +207,8 @@ struct Gateway::Impl {
   prometheus::Registry& metrics;
   prometheus::Family<prometheus::Histogram>& durations;
   prometheus::Family<prometheus::Gauge>& pool_connections;
+  prometheus::Family<prometheus::Counter>& shed;
+  prometheus::Family<prometheus::Gauge>& pool_in_flight;
   prometheus::Family<prometheus::Counter>& search_set_sizes;
   // The store keeps these counts; a scrape moves the counters up to them.
   std::mutex counters_mu;
@@ -463,6 +474,76 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   return true;
 }
 
+std::optional<RequestClass> ClassifyRequest(std::string_view method, std::string_view target) {
+  using Kind = fhir::RestPath::Kind;
+  const std::string_view path = target.substr(0, target.find('?'));
+  // The ops endpoints and the admin API (the operators' controls, needed
+  // most during an overload) are never shed.
+  if (path == "/livez" || path == "/readyz" || path == "/metrics" || path.rfind("/admin/", 0) == 0) {
+    return std::nullopt;
+  }
+  const bool get_like = method == "GET" || method == "HEAD";
+  if (path.rfind("/fhir/", 0) != 0) return RequestClass{resilience::ServiceClass::kCritical, get_like};
+  // Bulk export: the kick-off, its status URL and its files
+  // ($export-status/{job}, which is no FHIR path).
+  if (path.find("/$export") != std::string_view::npos || path.find("/%24export") != std::string_view::npos) {
+    return RequestClass{resilience::ServiceClass::kStandard, get_like};
+  }
+  auto parsed = fhir::ParseRestPath(path);
+  if (!parsed.ok()) return RequestClass{resilience::ServiceClass::kCritical, get_like};
+  switch (parsed->kind) {
+    case Kind::kSystemHistory:
+    case Kind::kTypeHistory:
+      return RequestClass{resilience::ServiceClass::kStandard, get_like};
+    case Kind::kSystemOperation:
+    case Kind::kTypeOperation:
+    case Kind::kInstanceOperation: {
+      const std::string& op = parsed->operation;
+      if (op.rfind("ai-", 0) == 0) return RequestClass{resilience::ServiceClass::kAi, false};
+      if (op == "reindex" || op == "everything") {
+        return RequestClass{resilience::ServiceClass::kStandard, false};
+      }
+      return RequestClass{resilience::ServiceClass::kCritical, get_like};
+    }
+    case Kind::kSystemSearch:
+    case Kind::kTypeSearch:
+      return RequestClass{resilience::ServiceClass::kCritical, get_like || method == "POST"};
+    default:
+      return RequestClass{resilience::ServiceClass::kCritical, get_like};
+  }
+}
+
+std::optional<http::Response> Gateway::Admit(const http::Request& req, const http::Peer& peer,
+                                             std::shared_ptr<void>& ticket) {
+  resilience::ServicePools* pools = impl_->config.service_pools;
+  if (pools == nullptr) return std::nullopt;
+  const std::optional<RequestClass> cls = ClassifyRequest(req.method_string(), req.target());
+  if (!cls) return std::nullopt;
+  // Critical reads are never shed; a standard or ai read (type history,
+  // $export status) is.
+  resilience::ServicePools::Permit permit =
+      pools->TryAcquire(cls->pool, cls->pool == resilience::ServiceClass::kCritical && cls->read);
+  if (permit) {
+    ticket = std::make_shared<resilience::ServicePools::Permit>(std::move(permit));
+    return std::nullopt;
+  }
+  const std::string pool(resilience::ServiceClassName(cls->pool));
+  impl_->shed.Add({{"pool", pool}}).Increment();
+  core::RequestContext& ctx = core::CurrentRequest();
+  ctx.client_address = peer.address;
+  std::shared_ptr<RequestLog> log = StartLog(req);
+  log->route = "shed";
+  http::Response res = MakeResponse(
+      bhttp::status::service_unavailable, req.version(),
+      fhir::OperationOutcomeJson({{"error", "transient",
+                                   core::StrCat("The server is overloaded and sheds ", pool,
+                                                " work first; retry after 1 s"),
+                                   ""}}));
+  res.set(bhttp::field::retry_after, "1");
+  impl_->Finish(*log, res);
+  return res;
+}
+
 http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, std::string& route,
                                     std::string& tenant, AsyncRead* async) {
   const unsigned v = req.version();
@@ -677,6 +758,13 @@ void Gateway::SetExportHook(ExportHook hook) { impl_->export_hook = std::move(ho
 
 http::Response Gateway::Impl::Metrics() {
   if (metrics_hook) metrics_hook();
+  if (config.service_pools != nullptr) {
+    for (int i = 0; i < resilience::kServiceClasses; ++i) {
+      const auto cls = static_cast<resilience::ServiceClass>(i);
+      pool_in_flight.Add({{"pool", std::string(resilience::ServiceClassName(cls))}})
+          .Set(config.service_pools->stats(cls).in_flight);
+    }
+  }
   for (const store::PoolStats& p : store.Pools()) {
     pool_connections.Add({{"shard", p.shard_id}, {"state", "open"}}).Set(p.open);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);

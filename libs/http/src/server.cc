@@ -41,6 +41,7 @@ struct Server::Impl {
   ErrorResponder errors;
   AsyncHandler async_handler;
   UpgradeHandler upgrade_handler;  // set before Start
+  Admission admission;             // set before Start
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
@@ -163,14 +164,23 @@ class Session : public std::enable_shared_from_this<Session> {
     const bool keep_alive = req.keep_alive();
     const unsigned version = req.version();
     const bool head = req.method() == bhttp::verb::head;
+    std::shared_ptr<void> ticket;
+    if (server_.admission) {
+      if (std::optional<Response> refused = server_.admission(req, peer_, ticket)) {
+        return Write(Finalize(*std::move(refused), keep_alive, version, head));
+      }
+    }
     if (server_.async_handler &&
-        server_.async_handler(req, peer_, io_, [self = shared_from_this(), keep_alive, version, head](Response res) {
+        server_.async_handler(req, peer_, io_, [self = shared_from_this(), keep_alive, version, head, ticket](Response res) mutable {
+          ticket.reset();
           self->Write(self->Finalize(std::move(res), keep_alive, version, head));
         })) {
       return;
     }
-    asio::post(server_.workers, [self = shared_from_this(), req = std::move(req), keep_alive, version, head]() mutable {
+    asio::post(server_.workers, [self = shared_from_this(), req = std::move(req), keep_alive, version, head,
+                                 ticket = std::move(ticket)]() mutable {
       auto res = self->Finalize(self->server_.handler(std::move(req), self->peer_), keep_alive, version, head);
+      ticket.reset();
       asio::post(self->stream_.get_executor(), [self, res]() { self->Write(res); });
     });
   }
@@ -236,6 +246,7 @@ Server::Server(ServerConfig config, Handler handler, ErrorResponder errors, Asyn
 Server::~Server() { Stop(); }
 
 void Server::SetUpgradeHandler(UpgradeHandler upgrade) { impl_->upgrade_handler = std::move(upgrade); }
+void Server::SetAdmission(Admission admission) { impl_->admission = std::move(admission); }
 
 absl::Status Server::Start() {
   int n = impl_->config.io_threads > 0 ? impl_->config.io_threads

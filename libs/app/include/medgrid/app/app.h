@@ -17,6 +17,7 @@
 #include "medgrid/bulk/export_service.h"
 #include "medgrid/consent/break_glass.h"
 #include "medgrid/resilience/circuit_breaker.h"
+#include "medgrid/resilience/bulkhead.h"
 #include "medgrid/resilience/degradation.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/engine/fhir_engine.h"
@@ -84,6 +85,9 @@ struct AppConfig {
   double tenant_rate_limit = 0;
   double tenant_rate_burst = 0;
   std::chrono::milliseconds degradation_interval{2000};
+  // Service bulkheads: the seed's critical/standard/ai pools (60/30/10% of
+  // capacity); standard and ai work is shed first. capacity 0: off.
+  resilience::ServicePoolSettings service_pools;
   AuditConfig audit;
   // Kafka. Without brokers (local mode), committed changes go from the
   // outbox to in-process consumers, and audit events from the spool straight

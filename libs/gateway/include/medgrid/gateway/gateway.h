@@ -19,9 +19,11 @@
 #include <utility>
 #include <vector>
 #include <string>
+#include <string_view>
 
 #include "medgrid/engine/fhir_api.h"
 #include "medgrid/http/server.h"
+#include "medgrid/resilience/bulkhead.h"
 #include "medgrid/store/store.h"
 
 namespace boost::asio {
@@ -66,7 +68,26 @@ struct GatewayConfig {
   // limiter has it). Null: none. Over it: 429 with Retry-After and an
   // OperationOutcome.
   cache::RateLimiter* tenant_rate_limit = nullptr;
+  // Service bulkheads (critical, standard, ai), applied by Admit before a
+  // request is queued for a worker. Null: no admission control.
+  resilience::ServicePools* service_pools = nullptr;
 };
+
+// The service pool a request belongs to, and whether it is a read (a
+// critical read is never shed).
+struct RequestClass {
+  resilience::ServiceClass pool = resilience::ServiceClass::kCritical;
+  bool read = false;
+};
+// Classifies by method and target alone (it runs on the I/O thread):
+//   standard: $export*, $reindex, $everything, type- and system-level
+//             _history;
+//   ai:       FHIR operations named $ai-* (the AI service's);
+//   critical: every other FHIR interaction; reads are GET/HEAD and POST
+//             _search.
+// nullopt for /livez, /readyz, /metrics and the admin API, which no pool
+// limits (operators need them most during an overload).
+std::optional<RequestClass> ClassifyRequest(std::string_view method, std::string_view target);
 
 // An admin API request, for the audit trail.
 struct AdminAction {
@@ -91,6 +112,11 @@ class Gateway {
   // untouched, for every other request, which then goes to Handle.
   bool HandleAsync(http::Request& request, const http::Peer& peer, boost::asio::io_context& io,
                    std::function<void(http::Response)> done);
+  // The HTTP server's admission check (http::Admission): a place in the
+  // request's service pool, held in `ticket` until its answer is ready, or
+  // 503 with Retry-After and an OperationOutcome when the pool is full.
+  std::optional<http::Response> Admit(const http::Request& request, const http::Peer& peer,
+                                      std::shared_ptr<void>& ticket);
   // Responses for requests the HTTP server rejects before routing.
   http::Response ErrorResponse(int status, const std::string& message, unsigned version) const;
   // Called on each GET /metrics before the registry is collected, to bring

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -87,6 +88,14 @@ using ErrorResponder = std::function<Response(int status, const std::string& mes
 using UpgradeHandler =
     std::function<bool(Request& request, const Peer& peer, boost::asio::ip::tcp::socket& socket)>;
 
+// Admission control (load shedding): runs on the I/O thread for every
+// request before the handlers. Returns a response that refuses the request
+// (say 503 when overloaded), or nullopt to let it through; it may set
+// `ticket` to whatever must live while the request is handled (a place in a
+// bulkhead), which the server drops once the handler's response is ready.
+using Admission =
+    std::function<std::optional<Response>(const Request& request, const Peer& peer, std::shared_ptr<void>& ticket)>;
+
 class Server {
  public:
   // `async` may be empty.
@@ -97,6 +106,8 @@ class Server {
 
   // Sets the websocket upgrade handler. Before Start(); none by default.
   void SetUpgradeHandler(UpgradeHandler upgrade);
+  // Sets the admission check. Before Start(); none by default.
+  void SetAdmission(Admission admission);
   // Binds and starts the threads. Errors: Unavailable if the address cannot
   // be bound.
   absl::Status Start();

@@ -20,8 +20,6 @@
 //   absl::Status s = CallConsent();
 //   breaker.Record(permit, s.ok() ? Outcome::kSuccess : Outcome::kFailure,
 //                  std::chrono::duration_cast<std::chrono::microseconds>(clock.Now() - start));
-//
-// Not wired into the request path yet.
 #pragma once
 
 #include <chrono>

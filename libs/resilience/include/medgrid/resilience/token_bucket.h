@@ -6,7 +6,7 @@
 //   TokenBucket::Decision d = bucket.TryAcquire();
 //   if (!d.allowed) return TooManyRequests(d.retry_after);
 //
-// Not wired into the request path yet.
+// The local fallback of cache::RateLimiter (per-tenant limits).
 #pragma once
 
 #include <chrono>
