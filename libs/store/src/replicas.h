@@ -56,12 +56,6 @@
 
 namespace medgrid::store {
 
-// `dsn` with target_session_attrs=read-write added when it names several
-// hosts (key=value or URI form) and does not say which to use, so every new
-// connection lands on the writable node. Other DSNs are returned unchanged.
-std::string EnsureReadWrite(const std::string& dsn);
-// Whether a DSN names more than one host.
-bool IsMultiHost(const std::string& dsn);
 // The caller of the current request for read-your-writes: the token's
 // subject, else the agent, else the client address; empty outside a request.
 std::string CurrentCaller();

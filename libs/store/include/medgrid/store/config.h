@@ -57,4 +57,13 @@ struct StoreConfig {
 // Returns the key=value DSN `dsn` with its dbname set to `dbname`.
 std::string WithDbName(const std::string& dsn, const std::string& dbname);
 
+// Whether a libpq DSN (key=value or URI) names more than one host.
+bool IsMultiHost(const std::string& dsn);
+
+// `dsn` with target_session_attrs=read-write added when it names several
+// hosts and does not say which to use, so every new connection lands on the
+// writable node (after a failover, the promoted one). Other DSNs are
+// returned unchanged.
+std::string EnsureReadWrite(const std::string& dsn);
+
 }  // namespace medgrid::store
