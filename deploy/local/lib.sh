@@ -42,7 +42,7 @@ pg_start() {
   fi
   if as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then return 0; fi
   as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=${MEDGRID_PG_SHARED_BUFFERS:-256MB} -c autovacuum_naptime=2s -c fsync=${MEDGRID_PG_FSYNC:-on}" >/dev/null \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=${MEDGRID_PG_SHARED_BUFFERS:-256MB} -c autovacuum_naptime=2s -c fsync=${MEDGRID_PG_FSYNC:-on} ${MEDGRID_PG_OPTS:-}" >/dev/null \
     || { tail -20 "$dir/postgres.log" >&2; return 1; }
 }
 
@@ -53,6 +53,42 @@ pg_stop() {
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
+}
+
+# pg_replica_create PRIMARY_PORT DIR: a streaming replica of the server on
+# 127.0.0.1:PRIMARY_PORT under state directory DIR (pg_basebackup -R: a hot
+# standby that follows the primary). Start it with pg_start DIR PORT.
+# The primary needs wal_level replica and max_wal_senders (PostgreSQL 15's
+# defaults) and replication in pg_hba.conf (initdb's trust default).
+pg_replica_create() {
+  local primary_port=$1 dir
+  dir=$(pg_dir "$2") || return 1
+  [ -f "$dir/data/PG_VERSION" ] && return 0
+  as_pg_owner "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres -D "$dir/data" -R -X stream \
+    -c fast >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; return 1; }
+}
+
+# pg_sync_standbys PORT NAMES: sets synchronous_standby_names on the server on
+# 127.0.0.1:PORT (e.g. '*': a commit is acknowledged once a standby has
+# flushed it). Set it after pg_replica_create, so the standby does not copy
+# it: promoted, it would wait for a standby of its own.
+pg_sync_standbys() {
+  "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d postgres \
+    -c "ALTER SYSTEM SET synchronous_standby_names = '$2'" -c "SELECT pg_reload_conf()" >/dev/null
+}
+
+# pg_crash DIR: stops the server at once, as a crash would (no checkpoint;
+# sessions are cut).
+pg_crash() {
+  local dir
+  [ -e "$1" ] || return 0
+  dir=$(readlink -f "$1")
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+}
+
+# pg_promote DIR: promotes the standby of DIR to a primary and waits for it.
+pg_promote() {
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$(readlink -f "$1")/data" -w -t 60 promote >/dev/null
 }
 
 # redis_start DIR PORT

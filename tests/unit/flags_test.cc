@@ -17,6 +17,32 @@ TEST(Flags, ParsesAndValidates) {
   EXPECT_EQ(c->gateway.public_base_url, "https://x.org");
 }
 
+// Replicas, their lag threshold and monitor, and the degradation sampler:
+// the seed's numbers unless set.
+TEST(Flags, ReplicasAndDegradation) {
+  const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
+  auto defaults = ParseFlags(base);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_TRUE(defaults->store.replica_admin_dsns.empty());
+  EXPECT_EQ(defaults->store.replica_max_lag, std::chrono::milliseconds(100));
+  EXPECT_EQ(defaults->store.replica_monitor_interval, std::chrono::milliseconds(100));
+  EXPECT_EQ(defaults->store.failover_after_samples, 3);
+  EXPECT_EQ(defaults->degradation_interval, std::chrono::milliseconds(2000));
+  EXPECT_EQ(defaults->degradation.recovery, std::chrono::seconds(30));
+  auto args = base;
+  args.insert(args.end(), {"--pg-replica-admin-dsn=host=a port=1", "--pg-replica-admin-dsn=host=b port=2",
+                           "--replica-max-lag-ms=250", "--replica-monitor-interval-ms=50", "--replica-failover-after=5",
+                           "--degradation-interval-ms=200", "--degradation-recovery-s=3"});
+  auto c = ParseFlags(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->store.replica_admin_dsns, (std::vector<std::string>{"host=a port=1", "host=b port=2"}));
+  EXPECT_EQ(c->store.replica_max_lag, std::chrono::milliseconds(250));
+  EXPECT_EQ(c->store.replica_monitor_interval, std::chrono::milliseconds(50));
+  EXPECT_EQ(c->store.failover_after_samples, 5);
+  EXPECT_EQ(c->degradation_interval, std::chrono::milliseconds(200));
+  EXPECT_EQ(c->degradation.recovery, std::chrono::seconds(3));
+}
+
 TEST(Flags, RejectsUnknownAndBadValues) {
   const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
@@ -24,7 +50,10 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--consent-deadline-ms=0", "--btg-webhook=ftp://x", "--btg-duration-s=5",
                                 "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1",
                                 "--bulkhead-capacity=-1", "--bulkhead-shares=60,30", "--bulkhead-shares=60,30,20",
-                                "--bulkhead-shed-at=0", "--bulkhead-shed-at=1.5", "--bulkhead-shed-at=0.855"}) {
+                                "--bulkhead-shed-at=0", "--bulkhead-shed-at=1.5", "--bulkhead-shed-at=0.855",
+                                "--pg-replica-admin-dsn=", "--replica-max-lag-ms=0", "--replica-monitor-interval-ms=5",
+                                "--replica-failover-after=0", "--degradation-interval-ms=1",
+                                "--degradation-recovery-s=-1"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

@@ -60,5 +60,21 @@ TEST(Dsn, WithDbNameReplacesOrAppends) {
   EXPECT_EQ(WithDbName("host=h xdbname=keep", "s4"), "host=h xdbname=keep dbname=s4");
 }
 
+// A primary DSN naming several hosts must land on the writable one.
+TEST(Dsn, MultiHostDsnsGetReadWrite) {
+  EXPECT_FALSE(IsMultiHost("host=h port=5 dbname=d"));
+  EXPECT_TRUE(IsMultiHost("host=a,b port=5,6 dbname=d"));
+  EXPECT_TRUE(IsMultiHost("hostaddr=10.0.0.1,10.0.0.2 dbname=d"));
+  EXPECT_TRUE(IsMultiHost("postgresql://a:5,b:6/d"));
+  EXPECT_EQ(EnsureReadWrite("host=h port=5 dbname=d"), "host=h port=5 dbname=d");
+  EXPECT_EQ(EnsureReadWrite("host=a,b port=5,6 dbname=d"), "host=a,b port=5,6 dbname=d target_session_attrs=read-write");
+  EXPECT_EQ(EnsureReadWrite("postgresql://a:5,b:6/d"), "postgresql://a:5,b:6/d?target_session_attrs=read-write");
+  EXPECT_EQ(EnsureReadWrite("postgresql://a:5,b:6/d?sslmode=off"),
+            "postgresql://a:5,b:6/d?sslmode=off&target_session_attrs=read-write");
+  // The operator's choice stands.
+  EXPECT_EQ(EnsureReadWrite("host=a,b target_session_attrs=primary"), "host=a,b target_session_attrs=primary");
+  EXPECT_EQ(EnsureReadWrite(""), "");
+}
+
 }  // namespace
 }  // namespace medgrid::store

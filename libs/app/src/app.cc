@@ -33,6 +33,7 @@
 #include "medgrid/ledger/signer.h"
 #include "medgrid/store/migrations.h"
 #include "medgrid/store/store.h"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
@@ -81,6 +82,13 @@ Flags (all --name=value):
   --pg-pool-size        blocking connections per shard (default 16)
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --pg-replica-admin-dsn  DSN of a streaming replica's maintenance database (repeatable); in local mode
+                        every shard reads from these replicas (dbname=<shard>); otherwise replicas come
+                        from the shards table (replica_dsns). A DSN naming several hosts (the primary and
+                        its standbys) gets target_session_attrs=read-write
+  --replica-max-lag-ms  reads go to a replica only while it lags less than this (default 100)
+  --replica-monitor-interval-ms  how often replication lag and the primary are sampled (default 100)
+  --replica-failover-after  failed samples of the primary in a row that mean a failover (default 3)
   --reindex-batch       resources per reindex transaction (default 500)
   --max-bundle-entries  most entries in one batch or transaction Bundle (default 10000)
   --max-bundle-bytes    largest batch or transaction Bundle (default 16777216; --max-body-bytes also applies)
@@ -127,6 +135,8 @@ Flags (all --name=value):
   --bulkhead-shares     percent of capacity for critical,standard,ai (default 60,30,10)
   --bulkhead-shed-at    fraction of capacity in flight from which standard and ai work is shed
                         (default 0.8)
+  --degradation-interval-ms  how often the degradation level is computed (default 2000)
+  --degradation-recovery-s   readings below a level needed for this long before it is left (default 30)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -174,6 +184,24 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
     } else if (name == "pg-statement-timeout-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
+    } else if (name == "pg-replica-admin-dsn") {
+      if (value.empty()) return BadFlag(name, "must not be empty");
+      c.store.replica_admin_dsns.push_back(value);
+    } else if (name == "replica-max-lag-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.store.replica_max_lag));
+      if (c.store.replica_max_lag.count() < 1) return BadFlag(name, "must be at least 1");
+    } else if (name == "replica-monitor-interval-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.store.replica_monitor_interval));
+      if (c.store.replica_monitor_interval.count() < 10) return BadFlag(name, "must be at least 10");
+    } else if (name == "replica-failover-after") {
+      RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.failover_after_samples));
+    } else if (name == "degradation-interval-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.degradation_interval));
+      if (c.degradation_interval.count() < 10) return BadFlag(name, "must be at least 10");
+    } else if (name == "degradation-recovery-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 86400, seconds));
+      c.degradation.recovery = std::chrono::seconds(seconds);
     } else if (name == "max-bundle-entries") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1, 1'000'000, c.engine.max_bundle_entries));
     } else if (name == "max-bundle-bytes") {
@@ -532,6 +560,11 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     const std::vector<store::PoolStats> pools = s.store->Pools();
     h.shards_total = static_cast<int>(pools.size());
     h.shards_reachable = s.store->ReachableShards();
+    // A shard whose lag monitor finds no writable primary is failing over
+    // (level 4: read-only, reads served by its replicas).
+    for (const store::ShardReplication& r : s.store->Replication()) {
+      if (r.monitored && !r.primary_writable) h.db_failover = true;
+    }
     if (s.consent) {
       const consent::ConsentService::Stats now = s.consent->stats();
       const uint64_t hits = (now.l1_hits - s.last_consent.l1_hits) + (now.l2_hits - s.last_consent.l2_hits);
@@ -564,6 +597,46 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     gateway_config.service_pools = s.service_pools.get();
   }
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
+  auto& reads_routed = prometheus::BuildCounter()
+                           .Name("medgrid_db_reads_routed_total")
+                           .Help("Reads (by id, versions, searches, history) by the node that served them: "
+                                 "target=primary|replica")
+                           .Register(s.metrics);
+  auto& replica_lag = prometheus::BuildGauge()
+                          .Name("medgrid_db_replica_lag_seconds")
+                          .Help("How long a replica has been missing WAL its primary had, as last sampled")
+                          .Register(s.metrics);
+  auto& replica_lag_bytes = prometheus::BuildGauge()
+                                .Name("medgrid_db_replica_lag_bytes")
+                                .Help("The primary's sampled WAL position minus the replica's replay position")
+                                .Register(s.metrics);
+  auto& replica_up = prometheus::BuildGauge()
+                         .Name("medgrid_db_replica_up")
+                         .Help("1 when the replica answered the last sample and is in recovery (may serve reads)")
+                         .Register(s.metrics);
+  auto& primary_writable = prometheus::BuildGauge()
+                               .Name("medgrid_db_primary_writable")
+                               .Help("0 while a monitored shard has no writable primary (failover in progress)")
+                               .Register(s.metrics);
+  // Copies the store's replication figures into the metrics at each scrape.
+  auto replication_metrics = [&reads_routed, &replica_lag, &replica_lag_bytes, &replica_up, &primary_writable,
+                              db = s.store.get()] {
+    for (const store::ShardReplication& r : db->Replication()) {
+      for (const auto& [target, n] :
+           {std::pair{"primary", r.reads_primary}, std::pair{"replica", r.reads_replica}}) {
+        prometheus::Counter& counter = reads_routed.Add({{"shard", r.shard_id}, {"target", target}});
+        if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+      }
+      if (r.monitored) primary_writable.Add({{"shard", r.shard_id}}).Set(r.primary_writable ? 1 : 0);
+      for (const store::ReplicaStats& replica : r.replicas) {
+        const std::map<std::string, std::string> labels = {{"shard", r.shard_id},
+                                                           {"replica", std::to_string(replica.index)}};
+        replica_lag.Add(labels).Set(replica.lag_seconds);
+        replica_lag_bytes.Add(labels).Set(static_cast<double>(replica.lag_bytes));
+        replica_up.Add(labels).Set(replica.reachable && replica.standby ? 1 : 0);
+      }
+    }
+  };
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
                        .Name("medgrid_audit_events")
@@ -587,7 +660,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       in.recorded = clock.Now();
       audit->Record(in);
     });
-    s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get()] {
+    s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get(),
+                               replication_metrics] {
+      replication_metrics();
       changes->UpdateMetrics();
       const audit::AuditPipeline::Stats st = audit->stats();
       audit_events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
@@ -597,7 +672,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       pending.Set(static_cast<double>(st.pending_bytes));
     });
   } else {
-    s.gateway->SetMetricsHook([changes = s.changes.get()] { changes->UpdateMetrics(); });
+    s.gateway->SetMetricsHook([changes = s.changes.get(), replication_metrics] {
+      replication_metrics();
+      changes->UpdateMetrics();
+    });
   }
   if (!config.export_dir.empty()) {
     ASSIGN_OR_RETURN(s.export_files, bulk::FileObjectStore::Open(config.export_dir));

@@ -150,10 +150,11 @@ std::string CurrentManySql(bool lock, bool with_bodies) {
   return sql;
 }
 
-std::string PrepareAsync(void* raw) {
+std::string PrepareAsyncStatements(void* raw, bool with_writes) {
   auto* conn = static_cast<PGconn*>(raw);
   for (const auto& [name, sql] :
        {std::pair{"read", kReadSql}, std::pair{"vread", kVreadSql}, std::pair{"insert_new", InsertNewSql().c_str()}}) {
+    if (!with_writes && std::string_view(name) == "insert_new") continue;
     PGresult* r = PQprepare(conn, name, sql, 0, nullptr);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
@@ -161,6 +162,10 @@ std::string PrepareAsync(void* raw) {
   }
   return "";
 }
+
+std::string PrepareAsync(void* raw) { return PrepareAsyncStatements(raw, true); }
+// A replica's connections run reads only.
+std::string PrepareAsyncRead(void* raw) { return PrepareAsyncStatements(raw, false); }
 
 ResourceVersion RowToVersion(const pqxx::row& row, const ResourceKey& key) {
   ResourceVersion v;
@@ -213,7 +218,24 @@ absl::Status NotFound(const ResourceKey& key) {
       .Issue("not-found");
 }
 
+// A read by id (version unset) or version on `pool`.
+void ReadAsyncOn(AsyncPgPool& pool, const ResourceKey& key, std::optional<int64_t> version, ReadCallback done) {
+  std::vector<std::string> params = {key.tenant, key.type, key.id};
+  if (version) params.push_back(std::to_string(*version));
+  pool.QueryPrepared(version ? "vread" : "read", std::move(params),
+                     [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows, bool) {
+                       if (!rows.ok()) return done(rows.status());
+                       if (rows->empty()) return done(version ? VersionNotFound(key, *version) : NotFound(key));
+                       done(TextRowToVersion(rows->front(), key));
+                     });
+}
+
 }  // namespace
+
+void PgResourceStore::PrepareReadStatements(pqxx::connection& conn) {
+  conn.prepare("read", kReadSql);
+  conn.prepare("vread", kVreadSql);
+}
 
 void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
   conn.prepare("read", kReadSql);
@@ -254,7 +276,8 @@ auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx:
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
+                    [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
@@ -264,15 +287,26 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
-  std::vector<std::string> params = {key.tenant, key.type, key.id};
-  if (version) params.push_back(std::to_string(*version));
-  pool.QueryPrepared(version ? "vread" : "read", std::move(params),
-                     [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows, bool) {
-                       if (!rows.ok()) return done(rows.status());
-                       if (rows->empty()) return done(version ? VersionNotFound(key, *version) : NotFound(key));
-                       done(TextRowToVersion(rows->front(), key));
-                     });
+  const int r = replicas_.Pick(key.tenant);
+  if (r < 0) {
+    replicas_.CountRead(false);
+    return ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io), key,
+                       version, std::move(done));
+  }
+  AsyncPgPool& replica = AsyncPgPool::ForThread(replicas_.async_name(r), replicas_.dsn(r), async_pool_size_,
+                                                &PrepareAsyncRead, replicas_.async_open(r), io);
+  // As RoutedRead: what the replica cannot answer goes to the primary.
+  ReadAsyncOn(replica, key, version, [this, key, version, r, &io, done](absl::StatusOr<ResourceVersion> v) {
+    const absl::StatusCode code = v.status().code();
+    if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
+    if (!ReadOnPrimaryAfter(code, /*not_found_on_primary=*/true)) {
+      replicas_.CountRead(true);
+      return done(std::move(v));
+    }
+    replicas_.CountRead(false);
+    ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io), key, version,
+                done);
+  });
 }
 
 void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn, boost::asio::io_context& io,
@@ -285,19 +319,21 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
   pool.QueryPrepared("insert_new", std::move(params),
-                     [v = std::move(v), done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows,
-                                                                 bool retried) mutable {
+                     [this, tenant = key.tenant, caller = CurrentCaller(), v = std::move(v), done = std::move(done)](
+                         absl::StatusOr<std::vector<PgRow>> rows, bool retried) mutable {
                        // The id is fresh, so on a retry a unique violation
                        // means the first attempt committed before its
                        // connection broke.
                        bool committed_before = retried && rows.status().code() == absl::StatusCode::kAlreadyExists;
                        if (!rows.ok() && !committed_before) return done(rows.status());
+                       replicas_.NoteWrite(tenant, caller);
                        done(std::move(v));
                      });
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
+                    [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
@@ -315,6 +351,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, 
     tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
     return absl::OkStatus();
   }));
+  replicas_.NoteWrite(key.tenant, CurrentCaller());
   return NewVersion(key, 1, now, "POST", std::move(body.json));
 }
 
@@ -338,7 +375,9 @@ absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const 
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
                                                         const BodyFn& body_fn) {
-  return WithTransaction([&](pqxx::work& tx) { return UpdateIn(tx, key, method, body_fn); });
+  absl::StatusOr<ResourceVersion> v = WithTransaction([&](pqxx::work& tx) { return UpdateIn(tx, key, method, body_fn); });
+  if (v.ok()) replicas_.NoteWrite(key.tenant, CurrentCaller());
+  return v;
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
@@ -357,14 +396,17 @@ absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
     const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
-  return WithTransaction([&](pqxx::work& tx) { return DeleteIn(tx, key, check); });
+  absl::StatusOr<ResourceVersion> v = WithTransaction([&](pqxx::work& tx) { return DeleteIn(tx, key, check); });
+  if (v.ok()) replicas_.NoteWrite(key.tenant, CurrentCaller());
+  return v;
 }
 
 absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(const std::string& tenant,
                                                                             const search::SearchRequest& match,
                                                                             const std::string& lock_key,
                                                                             const DecideFn& decide) {
-  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
+  absl::StatusOr<std::optional<ResourceVersion>> written =
+      WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
     tx.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant, "\n", lock_key));
     ASSIGN_OR_RETURN(SearchPage page, RunSearch(tx, tenant, match, std::nullopt, clock_.Now(), /*one_snapshot=*/false));
     ASSIGN_OR_RETURN(std::optional<ConditionalWrite> write, decide(page.matches));
@@ -378,6 +420,8 @@ absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(cons
     ASSIGN_OR_RETURN(ResourceVersion v, UpdateIn(tx, write->key, write->method, write->body));
     return std::optional<ResourceVersion>(std::move(v));
   });
+  if (written.ok() && written->has_value()) replicas_.NoteWrite(tenant, CurrentCaller());
+  return written;
 }
 
 namespace {
@@ -566,11 +610,12 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
     RETURN_IF_ERROR(fn(scope));
     return true;
   });
+  if (done.ok()) replicas_.NoteWrite(tenant, CurrentCaller());
   return done.status();
 }
 
 absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
+  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
     pqxx::nontransaction tx(conn);
     return HistoryIn(tx, tenant, q);
   });

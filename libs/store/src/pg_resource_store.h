@@ -10,6 +10,7 @@
 #include "medgrid/store/store.h"
 #include "async_pg.h"
 #include "pg_pool.h"
+#include "replicas.h"
 
 namespace medgrid::store {
 
@@ -29,9 +30,12 @@ class PgResourceStore final : public ResourceStore {
   // `dsn` and `shard` serve the asynchronous read path, which keeps
   // `async_pool_size` connections per I/O thread. A transaction writing at
   // least `copy_write_min_versions` versions (0: none) writes them with COPY.
+  // `replicas` (outliving the store) routes reads by id, versions, searches
+  // and history to replicas and is told of every committed write.
   PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, int copy_write_min_versions,
-                  const core::Clock& clock)
-      : pool_(pool),
+                  const core::Clock& clock, ReplicaRouter& replicas)
+      : replicas_(replicas),
+        pool_(pool),
         shard_(std::move(shard)),
         dsn_(std::move(dsn)),
         async_pool_size_(async_pool_size),
@@ -49,6 +53,8 @@ class PgResourceStore final : public ResourceStore {
 
   // Prepares this store's statements on a new pooled connection.
   static void PrepareStatements(pqxx::connection& conn);
+  // Prepares the read statements on a replica's connection.
+  static void PrepareReadStatements(pqxx::connection& conn);
 
   absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) override;
   absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override;
@@ -93,6 +99,34 @@ class PgResourceStore final : public ResourceStore {
   absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) override;
 
  private:
+  // Runs the read `fn(connection)` (safe to repeat, outside any
+  // transaction of the caller) on the replica the router picks for
+  // `tenant`, else on the primary. A replica that fails for lack of a
+  // connection (Unavailable) or cancels the statement (Aborted: a conflict
+  // with recovery) hands the read to the primary, and so does NotFound when
+  // `not_found_on_primary` (a read by id or version of something written
+  // moments ago by another caller).
+  template <typename Fn>
+  auto RoutedRead(const std::string& tenant, bool not_found_on_primary, Fn&& fn)
+      -> decltype(fn(std::declval<pqxx::connection&>())) {
+    const int r = replicas_.Pick(tenant);
+    if (r >= 0) {
+      auto result = WithConnection(replicas_.pool(r), kRetryIfBroken, fn);
+      const absl::StatusCode code = result.status().code();
+      if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
+      if (!ReadOnPrimaryAfter(code, not_found_on_primary)) {
+        replicas_.CountRead(true);
+        return result;
+      }
+    }
+    replicas_.CountRead(false);
+    return WithConnection(pool_, kRetryIfBroken, fn);
+  }
+  static bool ReadOnPrimaryAfter(absl::StatusCode code, bool not_found_on_primary) {
+    return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kAborted ||
+           (not_found_on_primary && code == absl::StatusCode::kNotFound);
+  }
+
   // Runs `fn(tx)` in a read-committed transaction, retrying on a unique
   // violation or serialization conflict (concurrent first writes of one id).
   template <typename Fn>
@@ -104,6 +138,7 @@ class PgResourceStore final : public ResourceStore {
   absl::StatusOr<ResourceVersion> DeleteIn(pqxx::work& tx, const ResourceKey& key,
                                            const std::function<absl::Status(const ResourceVersion&)>& check);
 
+  ReplicaRouter& replicas_;
   PgPool& pool_;
   const std::string shard_;
   const std::string dsn_;

@@ -1313,7 +1313,7 @@ absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, co
       ASSIGN_OR_RETURN(remembered, BuildSearch(tenant, req, compartment, now, &*sizes, /*sizes_in_snapshot=*/false));
     }
   }
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
+  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
     // Counting the sets, counting the matches and reading included resources
     // share the page's snapshot; otherwise one statement needs no transaction
     // (BEGIN and COMMIT would double the round trips of a plain search).

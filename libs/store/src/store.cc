@@ -12,6 +12,7 @@
 #include "medgrid/store/sql.h"
 #include "pg_pool.h"
 #include "pg_resource_store.h"
+#include "replicas.h"
 
 namespace medgrid::store {
 
@@ -68,8 +69,10 @@ absl::Status Migrate(pqxx::connection& conn, const std::vector<Migration>& all, 
 
 struct Shard {
   std::string id;
-  std::string dsn;
+  std::string dsn;  // the primary's, with target_session_attrs=read-write when it names several hosts
   std::unique_ptr<PgPool> pool;
+  // Before `store`, which routes its reads through it.
+  std::unique_ptr<ReplicaRouter> router;
   std::unique_ptr<PgResourceStore> store;
 };
 
@@ -88,6 +91,7 @@ class PgStore final : public Store {
   std::vector<PoolStats> Pools() const override;
   std::vector<ResourceStore*> AllShards() override;
   int ReachableShards() override;
+  std::vector<ShardReplication> Replication() const override;
 
  private:
   absl::Status LoadShards(pqxx::connection& conn);
@@ -146,13 +150,13 @@ absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string&
 }
 
 absl::Status PgStore::Init() {
-  std::string control_dsn = config_.control_dsn;
+  std::string control_dsn = EnsureReadWrite(config_.control_dsn);
   try {
     if (!config_.admin_dsn.empty()) {
-      pqxx::connection admin(config_.admin_dsn);
+      pqxx::connection admin(EnsureReadWrite(config_.admin_dsn));
       RETURN_IF_ERROR(CreateDatabaseIfMissing(admin, config_.control_db));
       for (const std::string& shard : config_.bootstrap_shards) RETURN_IF_ERROR(CreateDatabaseIfMissing(admin, shard));
-      if (control_dsn.empty()) control_dsn = WithDbName(config_.admin_dsn, config_.control_db);
+      if (control_dsn.empty()) control_dsn = EnsureReadWrite(WithDbName(config_.admin_dsn, config_.control_db));
     }
     if (control_dsn.empty()) return absl::InvalidArgumentError("No control database DSN configured");
     control_ = std::make_unique<PgPool>("control", control_dsn, 4, config_.acquire_timeout, nullptr);
@@ -162,11 +166,15 @@ absl::Status PgStore::Init() {
       pqxx::work tx(lease.conn());
       for (const std::string& shard : config_.bootstrap_shards) {
         // In local mode the admin DSN is the truth about where the cluster
-        // is (its port may change between runs), so refresh the DSN too.
+        // is (its port may change between runs), so refresh the DSN too;
+        // likewise the replicas' DSNs.
+        std::vector<std::string> replicas;
+        for (const std::string& r : config_.replica_admin_dsns) replicas.push_back(WithDbName(r, shard));
         tx.exec_params(
-            "INSERT INTO shards (shard_id, primary_dsn) VALUES ($1, $2) "
-            "ON CONFLICT (shard_id) DO UPDATE SET primary_dsn = EXCLUDED.primary_dsn",
-            shard, WithDbName(config_.admin_dsn, shard));
+            "INSERT INTO shards (shard_id, primary_dsn, replica_dsns) VALUES ($1, $2, $3::text[]) "
+            "ON CONFLICT (shard_id) DO UPDATE SET primary_dsn = EXCLUDED.primary_dsn, "
+            "replica_dsns = EXCLUDED.replica_dsns",
+            shard, WithDbName(config_.admin_dsn, shard), TextArrayLiteral(replicas));
       }
       tx.commit();
     }
@@ -193,20 +201,31 @@ absl::Status PgStore::Init() {
 absl::Status PgStore::LoadShards(pqxx::connection& conn) {
   pqxx::nontransaction tx(conn);
   std::lock_guard lock(mu_);
-  for (const auto& row : tx.exec("SELECT shard_id, primary_dsn FROM shards ORDER BY shard_id")) {
+  for (const auto& row : tx.exec("SELECT shard_id, primary_dsn, replica_dsns FROM shards ORDER BY shard_id")) {
     std::string id = row[0].as<std::string>();
     if (shards_.contains(id)) continue;
     Shard s;
     s.id = id;
-    s.dsn = row[1].as<std::string>();
-    std::string dsn = s.dsn;
-    if (config_.statement_timeout.count() > 0) {
-      core::StrAppend(dsn, " options='-c statement_timeout=", config_.statement_timeout.count(), "'");
+    s.dsn = EnsureReadWrite(row[1].as<std::string>());
+    auto with_timeout = [&](std::string dsn) {
+      if (config_.statement_timeout.count() > 0) {
+        core::StrAppend(dsn, " options='-c statement_timeout=", config_.statement_timeout.count(), "'");
+      }
+      return dsn;
+    };
+    const std::string dsn = with_timeout(s.dsn);
+    std::vector<std::string> replicas;
+    auto array = row[2].as_array();
+    for (auto item = array.get_next(); item.first != pqxx::array_parser::juncture::done; item = array.get_next()) {
+      if (item.first == pqxx::array_parser::juncture::string_value) replicas.push_back(with_timeout(item.second));
     }
     s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
                                       &PgResourceStore::PrepareStatements);
+    s.router = std::make_unique<ReplicaRouter>(id, s.dsn, std::move(replicas), config_, clock_,
+                                               &PgResourceStore::PrepareReadStatements);
     s.store = std::make_unique<PgResourceStore>(*s.pool, id, dsn, config_.async_pool_size,
-                                                config_.copy_write_min_versions, clock_);
+                                                config_.copy_write_min_versions, clock_, *s.router);
+    s.router->Start();
     shards_.emplace(id, std::move(s));
   }
   return absl::OkStatus();
@@ -388,6 +407,16 @@ int PgStore::ReachableShards() {
     if (PQping(core::StrCat(dsn, " connect_timeout=2").c_str()) == PQPING_OK) ++reachable;
   }
   return reachable;
+}
+
+std::vector<ShardReplication> PgStore::Replication() const {
+  std::lock_guard lock(mu_);
+  std::vector<ShardReplication> out;
+  for (const auto& [id, shard] : shards_) {
+    ShardReplication& r = out.emplace_back(shard.router->Stats());
+    for (ReplicaStats& replica : r.replicas) replica.dsn = RedactDsn(replica.dsn);
+  }
+  return out;
 }
 
 }  // namespace

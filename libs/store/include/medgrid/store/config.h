@@ -38,9 +38,32 @@ struct StoreConfig {
   // INSERT ... SELECT statement, which is one round trip but inserts row at
   // a time. 0: never COPY. The rows written are the same either way.
   int copy_write_min_versions = 64;
+  // Streaming replicas in local mode (admin_dsn set): the DSN of the
+  // maintenance database of each replica of the cluster; every bootstrap
+  // shard gets them, with dbname=<shard>, as its replica DSNs (the shards
+  // table's replica_dsns, which is where replicas come from otherwise).
+  std::vector<std::string> replica_admin_dsns;
+  // Reads go to a replica only while its replay lag is below this (the
+  // seed's lag_threshold), else to the primary.
+  std::chrono::milliseconds replica_max_lag{100};
+  // How often each shard with replicas or a multi-host primary DSN samples
+  // the primary's WAL position and the replicas' replay positions.
+  std::chrono::milliseconds replica_monitor_interval{100};
+  // Consecutive samples that find no writable primary before the shard
+  // reports a failover in progress (the seed's health monitor: 3).
+  int failover_after_samples = 3;
 };
 
 // Returns the key=value DSN `dsn` with its dbname set to `dbname`.
 std::string WithDbName(const std::string& dsn, const std::string& dbname);
+
+// Whether a libpq DSN (key=value or URI) names more than one host.
+bool IsMultiHost(const std::string& dsn);
+
+// `dsn` with target_session_attrs=read-write added when it names several
+// hosts and does not say which to use, so every new connection lands on the
+// writable node (after a failover, the promoted one). Other DSNs are
+// returned unchanged.
+std::string EnsureReadWrite(const std::string& dsn);
 
 }  // namespace medgrid::store

@@ -70,6 +70,29 @@ struct PoolStats {
   int64_t sizes_changed = 0;
 };
 
+// One streaming replica of a shard, as its lag monitor last saw it.
+struct ReplicaStats {
+  int index = 0;           // position in the shard's replica_dsns
+  std::string dsn;         // with any password removed
+  bool reachable = false;  // answered the last sample
+  bool standby = false;    // in recovery (a promoted replica is not)
+  double lag_seconds = 0;  // see replicas.h: time it has missed WAL the primary had
+  int64_t lag_bytes = 0;   // primary's last sampled WAL position minus the replay position
+};
+
+// Replication of one shard: read routing and the health of its nodes.
+struct ShardReplication {
+  std::string shard_id;
+  // Whether a monitor samples this shard (it has replicas or a multi-host
+  // primary DSN); primary_writable is only measured then.
+  bool monitored = false;
+  bool primary_writable = true;
+  // Reads (by id, versions, searches, history) served by each target.
+  int64_t reads_primary = 0;
+  int64_t reads_replica = 0;
+  std::vector<ReplicaStats> replicas;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -98,6 +121,9 @@ class Store {
   // Number of shards whose server accepts connections right now (PQping,
   // at most 2 s each, outside the pools).
   virtual int ReachableShards() = 0;
+  // Replication and read routing of every shard. From memory (the lag
+  // monitors' last samples), no I/O.
+  virtual std::vector<ShardReplication> Replication() const = 0;
 };
 
 }  // namespace medgrid::store
