@@ -121,6 +121,23 @@ Flags (all --name=value):
   --rate-limit-tenant-rps    FHIR requests per second per tenant, over all instances on one Redis
                         (each instance alone without Redis); 0 = no limit (default 0)
   --rate-limit-tenant-burst  requests a tenant may send at once (default twice the rate)
+  --cache               on|off: the FHIR read cache (L1 in process, L2 in Redis with --redis) and
+                        hot-spot mode (default on)
+  --cache-l1-ttl-ms     how long L1 serves an entry (default 60000)
+  --cache-l1-max-bytes  L1 size bound per instance (default 1073741824)
+  --cache-l2-ttl-s      how long Redis keeps an entry, 1..86400 (default 600)
+  --cache-hot-l1-ttl-s  L1 lifetime of a hot patient's entries (default 300)
+  --cache-hot-l2-ttl-s  Redis lifetime of a hot patient's entries (default 900)
+  --cache-coalescing    hot|always|off: concurrent misses of one key share one database read for
+                        hot keys, for every key, or never (default hot)
+  --hot-patient-qps     a patient is hot above this many requests per second (default 100)
+  --hot-tenant-share-pct  a tenant is hot above this share of all requests, in percent (default 30)
+  --hot-cool-down-s     least time in hot-spot mode before it turns off below half the
+                        threshold (default 3600)
+  --hot-evaluate-ms     how often hot spots are evaluated (default 1000)
+  --hot-patient-rps     requests per second a hot patient may receive, over all instances on one
+                        Redis; 0 = no limit (default 200)
+  --hot-patient-burst   requests a hot patient may receive at once (default twice the rate)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -259,6 +276,51 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
         return BadFlag(name, "must be a non-empty token without {, }, : or spaces");
       }
       c.redis_prefix = value;
+    } else if (name == "cache") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.cache_enabled = value == "on";
+    } else if (name == "cache-l1-ttl-ms") {
+      std::chrono::milliseconds ms{0};
+      RETURN_IF_ERROR(ParseMillis(name, value, ms));
+      if (ms.count() < 1) return BadFlag(name, "must be at least 1");
+      c.cache.l1.ttl = ms;
+    } else if (name == "cache-l1-max-bytes") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1 << 20, std::size_t{1} << 40, c.cache.l1.max_bytes));
+    } else if (name == "cache-l2-ttl-s" || name == "cache-hot-l1-ttl-s" || name == "cache-hot-l2-ttl-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 86400, seconds));
+      (name == "cache-l2-ttl-s"       ? c.cache.l2_ttl
+       : name == "cache-hot-l1-ttl-s" ? c.cache.hot_l1_ttl
+                                      : c.cache.hot_l2_ttl) = std::chrono::seconds(seconds);
+    } else if (name == "cache-coalescing") {
+      if (value == "hot") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kHot;
+      } else if (value == "always") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kAlways;
+      } else if (value == "off") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kOff;
+      } else {
+        return BadFlag(name, "must be hot, always or off");
+      }
+    } else if (name == "hot-patient-qps") {
+      int64_t qps = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 10'000'000, qps));
+      c.hot_spots.detector.patient_qps = static_cast<double>(qps);
+    } else if (name == "hot-tenant-share-pct") {
+      int64_t pct = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 100, pct));
+      c.hot_spots.detector.tenant_share = static_cast<double>(pct) / 100.0;
+    } else if (name == "hot-cool-down-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 7 * 86400, seconds));
+      c.hot_spots.detector.cool_down = std::chrono::seconds(seconds);
+    } else if (name == "hot-evaluate-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.hot_spots.evaluate_every));
+      if (c.hot_spots.evaluate_every.count() < 10) return BadFlag(name, "must be at least 10");
+    } else if (name == "hot-patient-rps" || name == "hot-patient-burst") {
+      int64_t n = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 10'000'000, n));
+      (name == "hot-patient-rps" ? c.hot_spots.patient_rps : c.hot_spots.patient_burst) = static_cast<double>(n);
     } else if (name == "log-level") {
       if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
     } else {
@@ -298,6 +360,12 @@ struct App::Impl {
   // Auth on: the verifier, the consent service (a ChangeBus handler, so
   // before changes), break-the-glass, and the FHIR API as callers may use it.
   std::shared_ptr<cache::RedisClient> redis;
+  // The read cache (a ChangeBus handler, so before changes; below access,
+  // so before it) and its hot-spot tracking. `data_api` is what access
+  // control (or, with auth off, the gateway) calls: the cache or the engine.
+  std::unique_ptr<resource_cache::HotSpots> hot_spots;
+  std::unique_ptr<resource_cache::CachingFhirApi> cached;
+  engine::FhirApi* data_api = nullptr;
   std::unique_ptr<auth::Authenticator> authenticator;
   std::unique_ptr<consent::ConsentService> consent;
   std::unique_ptr<consent::BreakGlass> break_glass;
@@ -373,7 +441,7 @@ absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
   access::AccessConfig ac;
   ac.authorize_url = s.authenticator->AuthorizeUrl();
   ac.token_url = s.authenticator->TokenUrl();
-  s.access = std::make_unique<access::AccessControlledFhirApi>(ac, *s.engine, *s.consent, *s.break_glass, *s.store,
+  s.access = std::make_unique<access::AccessControlledFhirApi>(ac, *s.data_api, *s.consent, *s.break_glass, *s.store,
                                                                *s.search_params, *s.compartments, s.clock);
   core::Log(core::LogLevel::kInfo, "auth.on", {{"issuer", sec.auth.issuer}, {"audience", sec.auth.audience}});
   return absl::OkStatus();
@@ -415,6 +483,18 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     s.redis = std::make_shared<cache::RedisClient>(redis);
   }
   std::vector<events::ChangeHandler*> change_handlers = {s.subscriptions.get()};
+  s.data_api = s.engine.get();
+  if (config.cache_enabled) {
+    s.hot_spots = std::make_unique<resource_cache::HotSpots>(config.hot_spots, s.clock, s.redis, config.redis_prefix,
+                                                             &s.metrics);
+    resource_cache::CacheConfig cc = config.cache;
+    cc.redis_prefix = config.redis_prefix;
+    s.cached = std::make_unique<resource_cache::CachingFhirApi>(cc, *s.engine, s.redis, s.hot_spots.get(), s.clock,
+                                                                &s.metrics);
+    change_handlers.push_back(s.cached.get());
+    s.data_api = s.cached.get();
+    s.hot_spots->Start();
+  }
   if (config.security.enabled) {
     RETURN_IF_ERROR(StartSecurity(config, s));
     change_handlers.push_back(s.consent.get());
@@ -425,7 +505,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
                                                   core::StrCat("medgrid-changes-", instance), s.metrics,
                                                   change_handlers));
   s.subscriptions->Start();
-  engine::FhirApi* api = s.access ? static_cast<engine::FhirApi*>(s.access.get()) : s.engine.get();
+  engine::FhirApi* api = s.access ? static_cast<engine::FhirApi*>(s.access.get()) : s.data_api;
   if (!config.audit.spool_dir.empty()) {
     const AuditConfig& a = config.audit;
     std::string dsn = a.dsn;
@@ -525,6 +605,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     s.tenant_rate_limit = std::make_unique<cache::RateLimiter>(limit, s.redis, config.redis_prefix, s.clock);
     gateway_config.tenant_rate_limit = s.tenant_rate_limit.get();
   }
+  if (s.hot_spots) gateway_config.hotspots = [hot = s.hot_spots.get()] { return hot->ToJson(); };
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
@@ -549,8 +630,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       in.recorded = clock.Now();
       audit->Record(in);
     });
-    s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get()] {
+    s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get(),
+                               cached = s.cached.get()] {
       changes->UpdateMetrics();
+      if (cached != nullptr) cached->UpdateMetrics();
       const audit::AuditPipeline::Stats st = audit->stats();
       audit_events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
       audit_events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
@@ -559,7 +642,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       pending.Set(static_cast<double>(st.pending_bytes));
     });
   } else {
-    s.gateway->SetMetricsHook([changes = s.changes.get()] { changes->UpdateMetrics(); });
+    s.gateway->SetMetricsHook([changes = s.changes.get(), cached = s.cached.get()] {
+      changes->UpdateMetrics();
+      if (cached != nullptr) cached->UpdateMetrics();
+    });
   }
   if (!config.export_dir.empty()) {
     ASSIGN_OR_RETURN(s.export_files, bulk::FileObjectStore::Open(config.export_dir));
@@ -633,6 +719,7 @@ void App::Stop() {
   impl_->subscriptions->Stop();
   impl_->server->Stop();
   impl_->degradation_worker->Stop();
+  if (impl_->hot_spots) impl_->hot_spots->Stop();
   impl_->reindexer->Stop();
   if (impl_->exports) impl_->exports->Stop();
   if (impl_->audit) {
@@ -643,6 +730,8 @@ void App::Stop() {
   }
   if (impl_->audit_consumer) impl_->audit_consumer->Stop();
   impl_->changes->Stop();
+  // After the change stream: its handler writes to L2.
+  if (impl_->cached) impl_->cached->Stop();
   core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 

@@ -66,6 +66,9 @@ struct GatewayConfig {
   // limiter has it). Null: none. Over it: 429 with Retry-After and an
   // OperationOutcome.
   cache::RateLimiter* tenant_rate_limit = nullptr;
+  // GET /admin/hotspots: the JSON of the current hot patients, tenants and
+  // resource types. Null: 404.
+  std::function<std::string()> hotspots;
 };
 
 // An admin API request, for the audit trail.
