@@ -75,7 +75,7 @@ TEST(Flags, CacheAndHotSpotsDefaultToTheSeed) {
   EXPECT_EQ(d->hot_spots.patient_rps, 200);
   auto args = base;
   args.insert(args.end(), {"--cache=off", "--cache-l1-ttl-ms=500", "--cache-l1-max-bytes=2097152",
-                           "--cache-l2-ttl-s=300", "--cache-hot-l1-ttl-s=30", "--cache-hot-l2-ttl-s=600",
+                           "--cache-l2-ttl-s=300", "--cache-hot-l1-ttl-ms=30000", "--cache-hot-l2-ttl-s=600",
                            "--cache-coalescing=always", "--hot-patient-qps=50", "--hot-tenant-share-pct=40",
                            "--hot-cool-down-s=60", "--hot-evaluate-ms=250", "--hot-patient-rps=20",
                            "--hot-patient-burst=30"});
@@ -86,6 +86,7 @@ TEST(Flags, CacheAndHotSpotsDefaultToTheSeed) {
   EXPECT_EQ(c->cache.l1.max_bytes, 2097152u);
   EXPECT_EQ(c->cache.l2_ttl, std::chrono::seconds(300));
   EXPECT_EQ(c->cache.hot_l1_ttl, std::chrono::seconds(30));
+  EXPECT_EQ(d->cache.hot_l1_ttl, std::chrono::minutes(5));
   EXPECT_EQ(c->cache.hot_l2_ttl, std::chrono::seconds(600));
   EXPECT_EQ(c->hot_spots.coalescing, resource_cache::Coalescing::kAlways);
   EXPECT_EQ(c->hot_spots.detector.patient_qps, 50);

@@ -126,7 +126,7 @@ Flags (all --name=value):
   --cache-l1-ttl-ms     how long L1 serves an entry (default 60000)
   --cache-l1-max-bytes  L1 size bound per instance (default 1073741824)
   --cache-l2-ttl-s      how long Redis keeps an entry, 1..86400 (default 600)
-  --cache-hot-l1-ttl-s  L1 lifetime of a hot patient's entries (default 300)
+  --cache-hot-l1-ttl-ms L1 lifetime of a hot patient's entries (default 300000)
   --cache-hot-l2-ttl-s  Redis lifetime of a hot patient's entries (default 900)
   --cache-coalescing    hot|always|off: concurrent misses of one key share one database read for
                         hot keys, for every key, or never (default hot)
@@ -286,12 +286,13 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       c.cache.l1.ttl = ms;
     } else if (name == "cache-l1-max-bytes") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1 << 20, std::size_t{1} << 40, c.cache.l1.max_bytes));
-    } else if (name == "cache-l2-ttl-s" || name == "cache-hot-l1-ttl-s" || name == "cache-hot-l2-ttl-s") {
+    } else if (name == "cache-hot-l1-ttl-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.cache.hot_l1_ttl));
+      if (c.cache.hot_l1_ttl.count() < 1) return BadFlag(name, "must be at least 1");
+    } else if (name == "cache-l2-ttl-s" || name == "cache-hot-l2-ttl-s") {
       int64_t seconds = 0;
       RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 86400, seconds));
-      (name == "cache-l2-ttl-s"       ? c.cache.l2_ttl
-       : name == "cache-hot-l1-ttl-s" ? c.cache.hot_l1_ttl
-                                      : c.cache.hot_l2_ttl) = std::chrono::seconds(seconds);
+      (name == "cache-l2-ttl-s" ? c.cache.l2_ttl : c.cache.hot_l2_ttl) = std::chrono::seconds(seconds);
     } else if (name == "cache-coalescing") {
       if (value == "hot") {
         c.hot_spots.coalescing = resource_cache::Coalescing::kHot;

@@ -83,7 +83,7 @@ struct CacheConfig {
   // L2 TTL: the seed's 5-15 minutes.
   std::chrono::seconds l2_ttl{600};
   // TTLs of a hot patient's entries (raised cache priority).
-  std::chrono::seconds hot_l1_ttl{300};
+  std::chrono::milliseconds hot_l1_ttl{300000};
   std::chrono::seconds hot_l2_ttl{900};
   // Prefix of the Redis keys and the invalidation channel.
   std::string redis_prefix = "mg";
