@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <map>
+#include <mutex>
 
 #include "medgrid/access/access_api.h"
 #include "medgrid/audit/auditing_api.h"
@@ -33,6 +34,7 @@
 #include "medgrid/ledger/signer.h"
 #include "medgrid/store/migrations.h"
 #include "medgrid/store/store.h"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
@@ -60,6 +62,36 @@ absl::Status ParseMillis(std::string_view name, std::string_view value, std::chr
   out = std::chrono::milliseconds(ms);
   return absl::OkStatus();
 }
+
+// medgrid_db_queries_total{shard,kind}: the store counts statements per
+// shard (PoolStats::queries); each scrape moves the counters up to them.
+class DbQueryMetrics {
+ public:
+  DbQueryMetrics(store::Store& store, prometheus::Registry& registry)
+      : store_(store),
+        family_(prometheus::BuildCounter()
+                    .Name("medgrid_db_queries_total")
+                    .Help("Statements this process sent to each shard database, by kind: read, search, write, "
+                          "history, tx (BEGIN/COMMIT/ROLLBACK/SET), prepare (once per statement and connection), "
+                          "other (reindex, export, outbox, subscriptions, migrations)")
+                    .Register(registry)) {}
+
+  void Update() {
+    const std::vector<store::PoolStats> pools = store_.Pools();
+    std::lock_guard lock(mu_);
+    for (const store::PoolStats& p : pools) {
+      for (const auto& [kind, n] : p.queries) {
+        prometheus::Counter& counter = family_.Add({{"shard", p.shard_id}, {"kind", kind}});
+        if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+      }
+    }
+  }
+
+ private:
+  store::Store& store_;
+  prometheus::Family<prometheus::Counter>& family_;
+  std::mutex mu_;  // one scrape at a time moves the counters
+};
 
 }  // namespace
 
@@ -389,6 +421,7 @@ struct App::Impl {
   std::unique_ptr<bulk::FileObjectStore> export_files;
   std::unique_ptr<bulk::ExportService> exports;
   std::unique_ptr<http::Server> server;
+  std::unique_ptr<DbQueryMetrics> db_queries;
   bool stopped = false;
 };
 
@@ -608,6 +641,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   }
   if (s.hot_spots) gateway_config.hotspots = [hot = s.hot_spots.get()] { return hot->ToJson(); };
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
+  s.db_queries = std::make_unique<DbQueryMetrics>(*s.store, s.metrics);
   if (s.audit) {
     auto& audit_events = prometheus::BuildGauge()
                        .Name("medgrid_audit_events")
@@ -632,9 +666,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       audit->Record(in);
     });
     s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get(),
-                               cached = s.cached.get()] {
+                               cached = s.cached.get(), db_queries = s.db_queries.get()] {
       changes->UpdateMetrics();
       if (cached != nullptr) cached->UpdateMetrics();
+      db_queries->Update();
       const audit::AuditPipeline::Stats st = audit->stats();
       audit_events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
       audit_events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
@@ -643,9 +678,11 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       pending.Set(static_cast<double>(st.pending_bytes));
     });
   } else {
-    s.gateway->SetMetricsHook([changes = s.changes.get(), cached = s.cached.get()] {
+    s.gateway->SetMetricsHook([changes = s.changes.get(), cached = s.cached.get(),
+                               db_queries = s.db_queries.get()] {
       changes->UpdateMetrics();
       if (cached != nullptr) cached->UpdateMetrics();
+      db_queries->Update();
     });
   }
   if (!config.export_dir.empty()) {

@@ -215,7 +215,7 @@ absl::Status NotFound(const ResourceKey& key) {
 
 }  // namespace
 
-void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
+void PgResourceStore::PrepareStatements(pqxx::connection_base& conn) {
   conn.prepare("read", kReadSql);
   conn.prepare("vread", kVreadSql);
   conn.prepare("lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
@@ -237,7 +237,7 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
 template <typename Fn>
 auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>())) {
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
-    auto result = WithConnection(pool_, [&](pqxx::connection& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
+    auto result = WithConnection(pool_, [&](pqxx::connection_base& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
       pqxx::work tx(conn);
       auto r = fn(tx);
       if (r.ok()) {
@@ -254,7 +254,8 @@ auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx:
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  QueryKindScope kind(QueryKind::kRead);
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
@@ -264,7 +265,8 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
+  QueryKindScope kind(QueryKind::kRead);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io);
   std::vector<std::string> params = {key.tenant, key.type, key.id};
   if (version) params.push_back(std::to_string(*version));
   pool.QueryPrepared(version ? "vread" : "read", std::move(params),
@@ -277,10 +279,11 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
 
 void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn, boost::asio::io_context& io,
                                   ReadCallback done) {
+  QueryKindScope kind(QueryKind::kWrite);
   core::TimePoint now = clock_.Now();
   absl::StatusOr<StoredBody> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io);
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
@@ -297,7 +300,8 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+  QueryKindScope kind(QueryKind::kRead);
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
@@ -306,10 +310,11 @@ absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& 
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, const BodyFn& body_fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   core::TimePoint now = clock_.Now();
   ASSIGN_OR_RETURN(StoredBody body, body_fn(std::nullopt, 1, now));
   const std::string index = EncodeIndex(body.index);
-  RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection& conn) {
+  RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection_base& conn) {
     // A single statement commits on its own: one round trip per create.
     pqxx::nontransaction tx(conn);
     tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
@@ -338,6 +343,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const 
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
                                                         const BodyFn& body_fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   return WithTransaction([&](pqxx::work& tx) { return UpdateIn(tx, key, method, body_fn); });
 }
 
@@ -357,6 +363,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
     const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
+  QueryKindScope kind(QueryKind::kWrite);
   return WithTransaction([&](pqxx::work& tx) { return DeleteIn(tx, key, check); });
 }
 
@@ -364,6 +371,7 @@ absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(cons
                                                                             const search::SearchRequest& match,
                                                                             const std::string& lock_key,
                                                                             const DecideFn& decide) {
+  QueryKindScope kind(QueryKind::kWrite);
   return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
     tx.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant, "\n", lock_key));
     ASSIGN_OR_RETURN(SearchPage page, RunSearch(tx, tenant, match, std::nullopt, clock_.Now(), /*one_snapshot=*/false));
@@ -561,6 +569,7 @@ class PgTransactionScope final : public TransactionScope {
 }  // namespace
 
 absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const TransactionFn& fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<bool> done = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<bool> {
     PgTransactionScope scope(tx, tenant, clock_.Now(), copy_write_min_versions_);
     RETURN_IF_ERROR(fn(scope));
@@ -570,7 +579,8 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
 }
 
 absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
+  QueryKindScope kind(QueryKind::kHistory);
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<HistoryPage> {
     pqxx::nontransaction tx(conn);
     return HistoryIn(tx, tenant, q);
   });

@@ -48,7 +48,7 @@ class PgResourceStore final : public ResourceStore {
   }
 
   // Prepares this store's statements on a new pooled connection.
-  static void PrepareStatements(pqxx::connection& conn);
+  static void PrepareStatements(pqxx::connection_base& conn);
 
   absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) override;
   absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override;
