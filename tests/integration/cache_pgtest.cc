@@ -37,7 +37,8 @@ double Metric(HttpClient& http, const std::string& series) {
 // The sum of every series of `name` whose labels contain `label`.
 double MetricSum(HttpClient& http, const std::string& name, const std::string& label) {
   double sum = 0;
-  for (std::string_view line : core::StrSplit(http.Get("/metrics").body, '\n')) {
+  const std::string body = http.Get("/metrics").body;
+  for (std::string_view line : core::StrSplit(body, '\n')) {
     if (!line.starts_with(name + "{") || line.find(label) == std::string_view::npos) continue;
     sum += std::stod(std::string(line.substr(line.rfind(' ') + 1)));
   }
