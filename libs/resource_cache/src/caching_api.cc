@@ -77,7 +77,7 @@ struct CachingFhirApi::Impl {
   boost::asio::thread_pool pool;
   std::unique_ptr<cache::RedisSubscriber> subscriber;
   std::mutex flush_mu;  // one flusher of pending invalidations at a time
-  bool stopped = false;
+  std::atomic<bool> stopped{false};
   // Metrics (null without a registry).
   prometheus::Counter* l1_hit = nullptr;
   prometheus::Counter* l1_miss = nullptr;
@@ -163,8 +163,7 @@ CachingFhirApi::CachingFhirApi(CacheConfig config, engine::FhirApi& inner, std::
 CachingFhirApi::~CachingFhirApi() { Stop(); }
 
 void CachingFhirApi::Stop() {
-  if (impl_->stopped) return;
-  impl_->stopped = true;
+  if (impl_->stopped.exchange(true)) return;
   if (impl_->subscriber) impl_->subscriber->Stop();
   impl_->pool.join();
 }
