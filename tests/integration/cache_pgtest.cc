@@ -117,6 +117,27 @@ TEST(Cache, AnUpdateOrDeleteOnOneInstanceReachesTheOthersCache) {
   EXPECT_EQ(a.client().Get("/fhir/t1/Patient/p1").status, 410);
 }
 
+// A transaction Bundle's writes reach the cache before its response does,
+// not only when the change stream gets to them.
+TEST(Cache, ATransactionsWritesAreReadBackAtOnce) {
+  TestServer a("cachebundle", {"t1"});
+  HttpClient& http = a.client();
+  ASSERT_EQ(http.Put("/fhir/t1/Patient/b1", PatientJson("b1", "Before")).status, 201);
+  ASSERT_EQ(http.Put("/fhir/t1/Patient/b2", PatientJson("b2", "Doomed")).status, 201);
+  ASSERT_EQ(Family(http.Get("/fhir/t1/Patient/b1")), "Before");  // cached
+  ASSERT_EQ(http.Get("/fhir/t1/Patient/b2").status, 200);        // cached
+  const std::string bundle = core::StrCat(
+      R"({"resourceType":"Bundle","type":"transaction","entry":[)",
+      R"({"resource":)", PatientJson("b1", "After"), R"(,"request":{"method":"PUT","url":"Patient/b1"}},)",
+      R"({"request":{"method":"DELETE","url":"Patient/b2"}}]})");
+  HttpResponse done = http.Post("/fhir/t1", bundle, {{"Prefer", "return=minimal"}});
+  ASSERT_EQ(done.status, 200) << done.body;
+  HttpResponse b1 = http.Get("/fhir/t1/Patient/b1");
+  EXPECT_EQ(b1.Header("ETag"), "W/\"2\"");
+  EXPECT_EQ(Family(b1), "After");
+  EXPECT_EQ(http.Get("/fhir/t1/Patient/b2").status, 410);
+}
+
 TEST(Cache, AClientThatKnowsANewerVersionNeverGetsAnOlderOne) {
   if (TestRedis() == nullptr) GTEST_SKIP() << "MEDGRID_TEST_REDIS is not set";
   TestServer a("cacheryw", {"t1"}, RedisConfig("cacheryw"));

@@ -10,6 +10,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/thread_pool.hpp"
+#include "boost/json.hpp"
 #include "medgrid/cache/redis.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/request_context.h"
@@ -628,9 +629,58 @@ absl::StatusOr<std::string> CachingFhirApi::History(const std::string& tenant, c
 }
 
 absl::StatusOr<std::string> CachingFhirApi::ProcessBundle(const std::string& tenant, const engine::BundleInput& input) {
-  // Its writes reach the cache through the change stream (Handle).
   RecordPatient(tenant, "Bundle", "");
-  return inner_.ProcessBundle(tenant, input);
+  absl::StatusOr<std::string> r = inner_.ProcessBundle(tenant, input);
+  if (r.ok()) MarkBundleWrites(tenant, *r);
+  return r;
+}
+
+void CachingFhirApi::MarkBundleWrites(const std::string& tenant, const std::string& response) {
+  // The change stream brings these writes too, but later (the relay polls):
+  // until then this instance must not serve what the Bundle replaced. Each
+  // entry's response.location "Type/id/_history/v" marks versions older than
+  // v stale here and in L2 (one pipeline); reads answered by the Bundle (GET
+  // entries) name a version this cache holds or lacks, never a newer one.
+  boost::system::error_code ec;
+  boost::json::value doc = boost::json::parse(response, ec);
+  const boost::json::object* bundle = ec ? nullptr : doc.if_object();
+  const boost::json::value* entries = bundle != nullptr ? bundle->if_contains("entry") : nullptr;
+  if (entries == nullptr || !entries->is_array()) return;
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::pair<std::string, int64_t>> marked;
+  for (const boost::json::value& entry : entries->get_array()) {
+    const boost::json::object* e = entry.if_object();
+    const boost::json::value* res = e != nullptr ? e->if_contains("response") : nullptr;
+    const boost::json::value* loc =
+        res != nullptr && res->is_object() ? res->get_object().if_contains("location") : nullptr;
+    if (loc == nullptr || !loc->is_string()) continue;
+    const std::vector<std::string_view> parts =
+        core::StrSplit(std::string_view(loc->get_string().data(), loc->get_string().size()), '/');
+    int64_t version = 0;
+    if (parts.size() != 4 || parts[2] != "_history" ||
+        std::from_chars(parts[3].data(), parts[3].data() + parts[3].size(), version).ec != std::errc()) {
+      continue;
+    }
+    const std::string key = cache::CacheKey(tenant, parts[0], parts[1]);
+    if (l1_.Get(key, version)) continue;
+    const std::string text = Marker(version);
+    l1_.Put(key, std::make_shared<const std::string>(text), version);
+    marked.emplace_back(key, version);
+    commands.push_back({"EVAL", kGuardedSet, "1", core::StrCat(config_.redis_prefix, ":res:", key),
+                        std::to_string(version), text, "0", std::to_string(config_.l2_ttl.count())});
+  }
+  if (redis_ == nullptr || commands.empty()) return;
+  resilience::CircuitBreaker::Permit permit = breaker_.Allow();
+  bool ok = false;
+  if (permit) {
+    const core::TimePoint start = clock_.Now();
+    ok = redis_->Pipeline(commands).ok();
+    breaker_.Record(permit, ok ? resilience::Outcome::kSuccess : resilience::Outcome::kFailure, Since(clock_, start));
+  }
+  if (!ok) {
+    l2_errors_.fetch_add(1, std::memory_order_relaxed);
+    for (auto& [key, version] : marked) AddPending(std::move(key), version);
+  }
 }
 
 absl::StatusOr<std::string> CachingFhirApi::Capabilities(const std::string& tenant, const std::string& base_url) {

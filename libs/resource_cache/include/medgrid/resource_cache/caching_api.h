@@ -12,8 +12,9 @@
 //   - Write-through: a create, update, patch or delete through this object
 //     puts the new version (a deletion as a tombstone, answered 410) in L1
 //     and L2 before it returns.
-//   - Committed changes (this object is a ChangeBus handler; transaction and
-//     batch Bundles arrive only this way) put a stale marker of the new
+//   - Batch and transaction Bundles: the versions their response names are
+//     marked stale here and in L2 before the response returns.
+//   - Committed changes (this object is a ChangeBus handler) put a stale marker of the new
 //     version (a tombstone for deletions) in L1 and L2 and publish
 //     "<version>|<key>" on "<prefix>:cache:invalidate"; every instance's
 //     subscriber drops its older L1 entry. A marker keeps a slower reader's
@@ -200,6 +201,9 @@ class CachingFhirApi final : public engine::FhirApi, public events::ChangeHandle
   // io_context (directly for those on the leader's, which is this thread).
   void Deliver(const AsyncReadState& s, const absl::StatusOr<engine::ResourceResult>& r);
   void OnInvalidation(const std::string& message);
+  // Marks stale, here and in L2, what a batch or transaction Bundle wrote
+  // (from its response), before the change stream brings it.
+  void MarkBundleWrites(const std::string& tenant, const std::string& response);
   void RecordPatient(const std::string& tenant, const std::string& type, const std::string& patient);
 
   const CacheConfig config_;
