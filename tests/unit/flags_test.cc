@@ -53,7 +53,10 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--bulkhead-shed-at=0", "--bulkhead-shed-at=1.5", "--bulkhead-shed-at=0.855",
                                 "--pg-replica-admin-dsn=", "--replica-max-lag-ms=0", "--replica-monitor-interval-ms=5",
                                 "--replica-failover-after=0", "--degradation-interval-ms=1",
-                                "--degradation-recovery-s=-1"}) {
+                                "--degradation-recovery-s=-1", "--cache=maybe",
+                                "--cache-l1-ttl-ms=0", "--cache-l2-ttl-s=0", "--cache-l2-ttl-s=90000",
+                                "--cache-coalescing=sometimes", "--hot-patient-qps=0", "--hot-tenant-share-pct=101",
+                                "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);
@@ -104,6 +107,48 @@ TEST(Flags, AuthIsOnByDefaultAndNeedsItsSettings) {
   args.pop_back();
   args.erase(args.begin() + 3);  // no issuer
   EXPECT_FALSE(ParseFlags(args).ok());
+}
+
+// The read cache and hot spots: on by default with the seed's numbers.
+TEST(Flags, CacheAndHotSpotsDefaultToTheSeed) {
+  const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
+  auto d = ParseFlags(base);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->cache_enabled);
+  EXPECT_EQ(d->cache.l1.ttl, std::chrono::seconds(60));
+  EXPECT_EQ(d->cache.l1.max_bytes, std::size_t{1} << 30);
+  EXPECT_EQ(d->cache.l2_ttl, std::chrono::minutes(10));
+  EXPECT_EQ(d->hot_spots.detector.patient_qps, 100);
+  EXPECT_EQ(d->hot_spots.detector.tenant_share, 0.30);
+  EXPECT_EQ(d->hot_spots.detector.cool_down, std::chrono::hours(1));
+  EXPECT_EQ(d->hot_spots.coalescing, resource_cache::Coalescing::kHot);
+  EXPECT_EQ(d->hot_spots.patient_rps, 200);
+  auto args = base;
+  args.insert(args.end(), {"--cache=off", "--cache-l1-ttl-ms=500", "--cache-l1-max-bytes=2097152",
+                           "--cache-l2-ttl-s=300", "--cache-hot-l1-ttl-ms=30000", "--cache-hot-l2-ttl-s=600",
+                           "--cache-coalescing=always", "--hot-patient-qps=50", "--hot-tenant-share-pct=40",
+                           "--hot-cool-down-s=60", "--hot-evaluate-ms=250", "--hot-patient-rps=20",
+                           "--hot-patient-burst=30"});
+  auto c = ParseFlags(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->cache_enabled);
+  EXPECT_EQ(c->cache.l1.ttl, std::chrono::milliseconds(500));
+  EXPECT_EQ(c->cache.l1.max_bytes, 2097152u);
+  EXPECT_EQ(c->cache.l2_ttl, std::chrono::seconds(300));
+  EXPECT_EQ(c->cache.hot_l1_ttl, std::chrono::seconds(30));
+  EXPECT_EQ(d->cache.hot_l1_ttl, std::chrono::minutes(5));
+  EXPECT_EQ(c->cache.hot_l2_ttl, std::chrono::seconds(600));
+  EXPECT_EQ(c->hot_spots.coalescing, resource_cache::Coalescing::kAlways);
+  EXPECT_EQ(c->hot_spots.detector.patient_qps, 50);
+  EXPECT_EQ(c->hot_spots.detector.tenant_share, 0.40);
+  EXPECT_EQ(c->hot_spots.detector.cool_down, std::chrono::seconds(60));
+  EXPECT_EQ(c->hot_spots.evaluate_every, std::chrono::milliseconds(250));
+  EXPECT_EQ(c->hot_spots.patient_rps, 20);
+  EXPECT_EQ(c->hot_spots.patient_burst, 30);
+  EXPECT_EQ(ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--cache-coalescing=off"})
+                ->hot_spots.coalescing,
+            resource_cache::Coalescing::kOff);
+  EXPECT_NE(FlagsHelp().find("--cache-coalescing"), std::string::npos);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <map>
+#include <mutex>
 
 #include "medgrid/access/access_api.h"
 #include "medgrid/audit/auditing_api.h"
@@ -61,6 +62,36 @@ absl::Status ParseMillis(std::string_view name, std::string_view value, std::chr
   out = std::chrono::milliseconds(ms);
   return absl::OkStatus();
 }
+
+// medgrid_db_queries_total{shard,kind}: the store counts statements per
+// shard (PoolStats::queries); each scrape moves the counters up to them.
+class DbQueryMetrics {
+ public:
+  DbQueryMetrics(store::Store& store, prometheus::Registry& registry)
+      : store_(store),
+        family_(prometheus::BuildCounter()
+                    .Name("medgrid_db_queries_total")
+                    .Help("Statements this process sent to each shard database, by kind: read, search, write, "
+                          "history, tx (BEGIN/COMMIT/ROLLBACK/SET), prepare (once per statement and connection), "
+                          "other (reindex, export, outbox, subscriptions, migrations)")
+                    .Register(registry)) {}
+
+  void Update() {
+    const std::vector<store::PoolStats> pools = store_.Pools();
+    std::lock_guard lock(mu_);
+    for (const store::PoolStats& p : pools) {
+      for (const auto& [kind, n] : p.queries) {
+        prometheus::Counter& counter = family_.Add({{"shard", p.shard_id}, {"kind", kind}});
+        if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+      }
+    }
+  }
+
+ private:
+  store::Store& store_;
+  prometheus::Family<prometheus::Counter>& family_;
+  std::mutex mu_;  // one scrape at a time moves the counters
+};
 
 }  // namespace
 
@@ -137,6 +168,23 @@ Flags (all --name=value):
                         (default 0.8)
   --degradation-interval-ms  how often the degradation level is computed (default 2000)
   --degradation-recovery-s   readings below a level needed for this long before it is left (default 30)
+  --cache               on|off: the FHIR read cache (L1 in process, L2 in Redis with --redis) and
+                        hot-spot mode (default on)
+  --cache-l1-ttl-ms     how long L1 serves an entry (default 60000)
+  --cache-l1-max-bytes  L1 size bound per instance (default 1073741824)
+  --cache-l2-ttl-s      how long Redis keeps an entry, 1..86400 (default 600)
+  --cache-hot-l1-ttl-ms L1 lifetime of a hot patient's entries (default 300000)
+  --cache-hot-l2-ttl-s  Redis lifetime of a hot patient's entries (default 900)
+  --cache-coalescing    hot|always|off: concurrent misses of one key share one database read for
+                        hot keys, for every key, or never (default hot)
+  --hot-patient-qps     a patient is hot above this many requests per second (default 100)
+  --hot-tenant-share-pct  a tenant is hot above this share of all requests, in percent (default 30)
+  --hot-cool-down-s     least time in hot-spot mode before it turns off below half the
+                        threshold (default 3600)
+  --hot-evaluate-ms     how often hot spots are evaluated (default 1000)
+  --hot-patient-rps     requests per second a hot patient may receive, over all instances on one
+                        Redis; 0 = no limit (default 200)
+  --hot-patient-burst   requests a hot patient may receive at once (default twice the rate)
   --log-level           debug|info|warn|error|off (default info)
 )";
 }
@@ -320,6 +368,52 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
         return BadFlag(name, "must be a non-empty token without {, }, : or spaces");
       }
       c.redis_prefix = value;
+    } else if (name == "cache") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.cache_enabled = value == "on";
+    } else if (name == "cache-l1-ttl-ms") {
+      std::chrono::milliseconds ms{0};
+      RETURN_IF_ERROR(ParseMillis(name, value, ms));
+      if (ms.count() < 1) return BadFlag(name, "must be at least 1");
+      c.cache.l1.ttl = ms;
+    } else if (name == "cache-l1-max-bytes") {
+      RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1 << 20, std::size_t{1} << 40, c.cache.l1.max_bytes));
+    } else if (name == "cache-hot-l1-ttl-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.cache.hot_l1_ttl));
+      if (c.cache.hot_l1_ttl.count() < 1) return BadFlag(name, "must be at least 1");
+    } else if (name == "cache-l2-ttl-s" || name == "cache-hot-l2-ttl-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 86400, seconds));
+      (name == "cache-l2-ttl-s" ? c.cache.l2_ttl : c.cache.hot_l2_ttl) = std::chrono::seconds(seconds);
+    } else if (name == "cache-coalescing") {
+      if (value == "hot") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kHot;
+      } else if (value == "always") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kAlways;
+      } else if (value == "off") {
+        c.hot_spots.coalescing = resource_cache::Coalescing::kOff;
+      } else {
+        return BadFlag(name, "must be hot, always or off");
+      }
+    } else if (name == "hot-patient-qps") {
+      int64_t qps = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 10'000'000, qps));
+      c.hot_spots.detector.patient_qps = static_cast<double>(qps);
+    } else if (name == "hot-tenant-share-pct") {
+      int64_t pct = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 100, pct));
+      c.hot_spots.detector.tenant_share = static_cast<double>(pct) / 100.0;
+    } else if (name == "hot-cool-down-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 7 * 86400, seconds));
+      c.hot_spots.detector.cool_down = std::chrono::seconds(seconds);
+    } else if (name == "hot-evaluate-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.hot_spots.evaluate_every));
+      if (c.hot_spots.evaluate_every.count() < 10) return BadFlag(name, "must be at least 10");
+    } else if (name == "hot-patient-rps" || name == "hot-patient-burst") {
+      int64_t n = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 10'000'000, n));
+      (name == "hot-patient-rps" ? c.hot_spots.patient_rps : c.hot_spots.patient_burst) = static_cast<double>(n);
     } else if (name == "log-level") {
       if (!core::ParseLogLevel(value, c.log_level)) return BadFlag(name, "expected debug|info|warn|error|off");
     } else {
@@ -359,6 +453,12 @@ struct App::Impl {
   // Auth on: the verifier, the consent service (a ChangeBus handler, so
   // before changes), break-the-glass, and the FHIR API as callers may use it.
   std::shared_ptr<cache::RedisClient> redis;
+  // The read cache (a ChangeBus handler, so before changes; below access,
+  // so before it) and its hot-spot tracking. `data_api` is what access
+  // control (or, with auth off, the gateway) calls: the cache or the engine.
+  std::unique_ptr<resource_cache::HotSpots> hot_spots;
+  std::unique_ptr<resource_cache::CachingFhirApi> cached;
+  engine::FhirApi* data_api = nullptr;
   std::unique_ptr<auth::Authenticator> authenticator;
   std::unique_ptr<consent::ConsentService> consent;
   std::unique_ptr<consent::BreakGlass> break_glass;
@@ -382,6 +482,7 @@ struct App::Impl {
   std::unique_ptr<bulk::FileObjectStore> export_files;
   std::unique_ptr<bulk::ExportService> exports;
   std::unique_ptr<http::Server> server;
+  std::unique_ptr<DbQueryMetrics> db_queries;
   bool stopped = false;
 };
 
@@ -435,7 +536,7 @@ absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
   access::AccessConfig ac;
   ac.authorize_url = s.authenticator->AuthorizeUrl();
   ac.token_url = s.authenticator->TokenUrl();
-  s.access = std::make_unique<access::AccessControlledFhirApi>(ac, *s.engine, *s.consent, *s.break_glass, *s.store,
+  s.access = std::make_unique<access::AccessControlledFhirApi>(ac, *s.data_api, *s.consent, *s.break_glass, *s.store,
                                                                *s.search_params, *s.compartments, s.clock);
   core::Log(core::LogLevel::kInfo, "auth.on", {{"issuer", sec.auth.issuer}, {"audience", sec.auth.audience}});
   return absl::OkStatus();
@@ -477,6 +578,18 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     s.redis = std::make_shared<cache::RedisClient>(redis);
   }
   std::vector<events::ChangeHandler*> change_handlers = {s.subscriptions.get()};
+  s.data_api = s.engine.get();
+  if (config.cache_enabled) {
+    s.hot_spots = std::make_unique<resource_cache::HotSpots>(config.hot_spots, s.clock, s.redis, config.redis_prefix,
+                                                             &s.metrics);
+    resource_cache::CacheConfig cc = config.cache;
+    cc.redis_prefix = config.redis_prefix;
+    s.cached = std::make_unique<resource_cache::CachingFhirApi>(cc, *s.engine, s.redis, s.hot_spots.get(), s.clock,
+                                                                &s.metrics);
+    change_handlers.push_back(s.cached.get());
+    s.data_api = s.cached.get();
+    s.hot_spots->Start();
+  }
   if (config.security.enabled) {
     RETURN_IF_ERROR(StartSecurity(config, s));
     change_handlers.push_back(s.consent.get());
@@ -487,7 +600,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
                                                   core::StrCat("medgrid-changes-", instance), s.metrics,
                                                   change_handlers));
   s.subscriptions->Start();
-  engine::FhirApi* api = s.access ? static_cast<engine::FhirApi*>(s.access.get()) : s.engine.get();
+  engine::FhirApi* api = s.access ? static_cast<engine::FhirApi*>(s.access.get()) : s.data_api;
   if (!config.audit.spool_dir.empty()) {
     const AuditConfig& a = config.audit;
     std::string dsn = a.dsn;
@@ -596,7 +709,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     s.service_pools = std::make_unique<resilience::ServicePools>(config.service_pools);
     gateway_config.service_pools = s.service_pools.get();
   }
+  if (s.hot_spots) gateway_config.hotspots = [hot = s.hot_spots.get()] { return hot->ToJson(); };
   s.gateway = std::make_unique<gateway::Gateway>(gateway_config, *api, *s.store, s.metrics);
+  s.db_queries = std::make_unique<DbQueryMetrics>(*s.store, s.metrics);
   auto& reads_routed = prometheus::BuildCounter()
                            .Name("medgrid_db_reads_routed_total")
                            .Help("Reads (by id, versions, searches, history) by the node that served them: "
@@ -661,9 +776,11 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       audit->Record(in);
     });
     s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get(),
-                               replication_metrics] {
+                               replication_metrics, cached = s.cached.get(), db_queries = s.db_queries.get()] {
       replication_metrics();
       changes->UpdateMetrics();
+      if (cached != nullptr) cached->UpdateMetrics();
+      db_queries->Update();
       const audit::AuditPipeline::Stats st = audit->stats();
       audit_events.Add({{"state", "recorded"}}).Set(static_cast<double>(st.recorded));
       audit_events.Add({{"state", "spool_failed"}}).Set(static_cast<double>(st.spool_failures));
@@ -672,9 +789,12 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       pending.Set(static_cast<double>(st.pending_bytes));
     });
   } else {
-    s.gateway->SetMetricsHook([changes = s.changes.get(), replication_metrics] {
+    s.gateway->SetMetricsHook([changes = s.changes.get(), replication_metrics, cached = s.cached.get(),
+                               db_queries = s.db_queries.get()] {
       replication_metrics();
       changes->UpdateMetrics();
+      if (cached != nullptr) cached->UpdateMetrics();
+      db_queries->Update();
     });
   }
   if (!config.export_dir.empty()) {
@@ -752,6 +872,7 @@ void App::Stop() {
   impl_->subscriptions->Stop();
   impl_->server->Stop();
   impl_->degradation_worker->Stop();
+  if (impl_->hot_spots) impl_->hot_spots->Stop();
   impl_->reindexer->Stop();
   if (impl_->exports) impl_->exports->Stop();
   if (impl_->audit) {
@@ -762,6 +883,8 @@ void App::Stop() {
   }
   if (impl_->audit_consumer) impl_->audit_consumer->Stop();
   impl_->changes->Stop();
+  // After the change stream: its handler writes to L2.
+  if (impl_->cached) impl_->cached->Stop();
   core::Log(core::LogLevel::kInfo, "server.stopped");
 }
 

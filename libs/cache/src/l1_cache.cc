@@ -66,10 +66,11 @@ std::optional<CachedValue> L1Cache::Get(std::string_view key, int64_t min_versio
   return it->value;
 }
 
-void L1Cache::Put(std::string_view key, std::shared_ptr<const std::string> value, int64_t version) {
+void L1Cache::Put(std::string_view key, std::shared_ptr<const std::string> value, int64_t version,
+                  std::optional<std::chrono::microseconds> ttl) {
   const size_t charge = key.size() + value->size() + kEntryOverhead;
   Shard& shard = ShardFor(key);
-  const core::TimePoint expires = clock_.Now() + config_.ttl;
+  const core::TimePoint expires = clock_.Now() + ttl.value_or(config_.ttl);
   std::lock_guard lock(shard.mu);
   if (auto found = shard.index.find(key); found != shard.index.end()) {
     if (found->second->value.version > version) return;
@@ -100,6 +101,15 @@ void L1Cache::InvalidateTenant(std::string_view tenant) {
       if (it->key.starts_with(prefix)) Erase(*shard, it);
       it = next;
     }
+  }
+}
+
+void L1Cache::Clear() {
+  for (auto& shard : shards_) {
+    std::lock_guard lock(shard->mu);
+    shard->index.clear();
+    shard->lru.clear();
+    shard->bytes = 0;
   }
 }
 

@@ -271,7 +271,9 @@ http::Response MakeResponse(bhttp::status status, unsigned version, std::string 
 
 http::Response ErrorOf(const absl::Status& st, unsigned version) {
   fhir::HttpError e = fhir::ToHttpError(st);
-  return MakeResponse(static_cast<bhttp::status>(e.status), version, std::move(e.outcome));
+  http::Response res = MakeResponse(static_cast<bhttp::status>(e.status), version, std::move(e.outcome));
+  if (std::optional<int64_t> seconds = core::RetryAfterOf(st)) res.set(bhttp::field::retry_after, std::to_string(*seconds));
+  return res;
 }
 
 http::Response Error(int status, const std::string& message, unsigned version) {
@@ -420,6 +422,12 @@ static void SetRequestContext(const http::Request& req, const http::Peer& peer) 
   ctx.btg_reason = std::string(req["X-BTG-Reason"].substr(0, 1000));
   ctx.agent.clear();
   ctx.subject.clear();
+  ctx.known_version = 0;
+  if (req.method() == bhttp::verb::get || req.method() == bhttp::verb::head) {
+    if (std::string_view inm = req[bhttp::field::if_none_match]; !inm.empty()) {
+      if (std::optional<int64_t> known = fhir::ParseETagVersion(inm)) ctx.known_version = *known;
+    }
+  }
   auth::CurrentPrincipal().reset();
 }
 
@@ -909,6 +917,16 @@ http::Response Gateway::Impl::AdminRoute(http::Request& req, std::string_view pa
     route = "/admin/degradation";
     if (config.degradation == nullptr) return Error(404, "Degradation levels are not enabled", v);
     return Degradation(req);
+  }
+  if (path == "/admin/hotspots") {
+    route = "/admin/hotspots";
+    if (!config.hotspots) return Error(404, "Hot-spot detection is not enabled (the resource cache is off)", v);
+    if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
+      auto res = Error(405, "Use GET on /admin/hotspots", v);
+      res.set(bhttp::field::allow, "GET");
+      return res;
+    }
+    return MakeResponse(bhttp::status::ok, v, config.hotspots(), "application/json");
   }
   if (path.rfind("/admin/explain/", 0) == 0) {
     // /admin/explain/{tenant}/{type}?{search}: the plans of that search.

@@ -86,6 +86,8 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
   }
 
   void OnReadable() {
+    // The results built below count as the query's kind (query_count.h).
+    QueryKindScope kind(current_.kind);
     if (PQconsumeInput(conn_) != 1) return Fail(Unavailable(PQerrorMessage(conn_)));
     while (PQisBusy(conn_) == 0) {
       PGresult* r = PQgetResult(conn_);
@@ -135,22 +137,28 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 };
 
 AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                    std::shared_ptr<std::atomic<int>> open_gauge, asio::io_context& io) {
+                                    std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries,
+                                    asio::io_context& io) {
   // Destroyed when the I/O thread exits, while its io_context still exists.
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
-  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), std::move(open_gauge), io);
+  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), std::move(open_gauge), queries, io);
   return *slot;
 }
 
 AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
-                         asio::io_context& io)
-    : dsn_(std::move(dsn)), size_(size), prepare_(std::move(prepare)), open_gauge_(std::move(open_gauge)), io_(io) {}
+                         QueryCounters* queries, asio::io_context& io)
+    : dsn_(std::move(dsn)),
+      size_(size),
+      prepare_(std::move(prepare)),
+      open_gauge_(std::move(open_gauge)),
+      queries_(queries),
+      io_(io) {}
 
 AsyncPgPool::~AsyncPgPool() { *open_gauge_ -= open_; }
 
 void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
-  queue_.push_back({std::move(statement), std::move(params), std::move(done)});
+  queue_.push_back({std::move(statement), std::move(params), std::move(done), CurrentQueryKind()});
   Dispatch();
 }
 
@@ -167,6 +175,8 @@ void AsyncPgPool::Dispatch() {
       std::string problem;
       if (PQstatus(raw) != CONNECTION_OK) {
         problem = "cannot connect";
+      } else if (!CountQueriesOn(raw, queries_)) {
+        problem = "cannot register the query counter";
       } else {
         problem = prepare_ ? prepare_(raw) : "";
         if (problem.empty() && PQsetnonblocking(raw, 1) != 0) problem = "cannot switch to non-blocking mode";

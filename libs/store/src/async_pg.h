@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "boost/asio/io_context.hpp"
+#include "query_count.h"
 
 namespace medgrid::store {
 
@@ -35,15 +36,19 @@ using PgPrepareFn = std::function<std::string(void* pgconn)>;
 class AsyncPgPool {
  public:
   // The pool of this thread for `shard`, created on first use.
-  // `open_gauge` counts this shard's open connections across all threads.
+  // `open_gauge` counts this shard's open connections across all threads;
+  // every statement sent (preparing included) counts in `queries`, which
+  // must outlive the pool.
   static AsyncPgPool& ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                std::shared_ptr<std::atomic<int>> open_gauge, boost::asio::io_context& io);
+                                std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries,
+                                boost::asio::io_context& io);
 
   AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
-              boost::asio::io_context& io);
+              QueryCounters* queries, boost::asio::io_context& io);
   ~AsyncPgPool();
 
-  // Runs a prepared statement; `done` runs on this thread's event loop.
+  // Runs a prepared statement; `done` runs on this thread's event loop. The
+  // statement counts as the caller's CurrentQueryKind().
   // When the connection turns out to be broken (say the server restarted
   // since it was last used) the query is sent once more on a new
   // connection; only then does it fail with Unavailable. The caller must
@@ -57,6 +62,7 @@ class AsyncPgPool {
     std::string statement;
     std::vector<std::string> params;
     PgRowsCallback done;
+    QueryKind kind = QueryKind::kOther;
     bool retried = false;
   };
   void Dispatch();
@@ -68,6 +74,7 @@ class AsyncPgPool {
   const int size_;
   const PgPrepareFn prepare_;
   const std::shared_ptr<std::atomic<int>> open_gauge_;
+  QueryCounters* const queries_;
   boost::asio::io_context& io_;
   std::vector<std::shared_ptr<Connection>> idle_;
   int open_ = 0;

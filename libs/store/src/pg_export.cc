@@ -45,7 +45,7 @@ class PgExportJobStore final : public ExportJobStore {
 
   absl::StatusOr<ExportJobRecord> Create(const std::string& tenant, const std::string& id, const std::string& request,
                                          core::TimePoint transaction_time) override {
-    return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ExportJobRecord> {
+    return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<ExportJobRecord> {
       pqxx::work tx(conn);
       pqxx::result r = tx.exec_params(
           core::StrCat("INSERT INTO export_jobs (tenant_id, job_id, status, request, transaction_time, created_at, "
@@ -58,7 +58,7 @@ class PgExportJobStore final : public ExportJobStore {
   }
 
   absl::StatusOr<ExportJobRecord> Get(const std::string& tenant, const std::string& id) override {
-    return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<ExportJobRecord> {
+    return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<ExportJobRecord> {
       pqxx::nontransaction tx(conn);
       pqxx::result r = tx.exec_params(
           core::StrCat("SELECT ", kJobColumns, " FROM export_jobs WHERE tenant_id = $1 AND job_id = $2"), tenant, id);
@@ -68,7 +68,7 @@ class PgExportJobStore final : public ExportJobStore {
   }
 
   absl::Status Delete(const std::string& tenant, const std::string& id) override {
-    return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::Status {
+    return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::Status {
       pqxx::work tx(conn);
       pqxx::result r = tx.exec_params("DELETE FROM export_jobs WHERE tenant_id = $1 AND job_id = $2", tenant, id);
       tx.commit();
@@ -78,7 +78,7 @@ class PgExportJobStore final : public ExportJobStore {
   }
 
   absl::StatusOr<std::optional<ExportJobRecord>> Claim(const std::string& owner, std::chrono::seconds lease) override {
-    return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<std::optional<ExportJobRecord>> {
+    return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::optional<ExportJobRecord>> {
       pqxx::work tx(conn);
       pqxx::result r = tx.exec_params(
           core::StrCat("UPDATE export_jobs SET lease_owner = $1, lease_until = now() + $2 * interval '1 second' "
@@ -96,7 +96,7 @@ class PgExportJobStore final : public ExportJobStore {
   absl::Status Checkpoint(const std::string& tenant, const std::string& id, const std::string& owner,
                           const std::string& state, std::chrono::seconds lease, const std::string& status,
                           const std::string& error, std::optional<core::TimePoint> expires) override {
-    return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::Status {
+    return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::Status {
       pqxx::work tx(conn);
       const bool ends = status != "running";
       pqxx::result r = tx.exec_params(
@@ -114,7 +114,7 @@ class PgExportJobStore final : public ExportJobStore {
   }
 
   absl::Status Release(const std::string& tenant, const std::string& id, const std::string& owner) override {
-    return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::Status {
+    return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::Status {
       pqxx::work tx(conn);
       tx.exec_params(
           "UPDATE export_jobs SET lease_until = '-infinity', lease_owner = '' "
@@ -127,7 +127,7 @@ class PgExportJobStore final : public ExportJobStore {
 
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> DeleteExpired(core::TimePoint now) override {
     return WithConnection(pool_,
-                          [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<std::pair<std::string, std::string>>> {
+                          [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<std::pair<std::string, std::string>>> {
                             pqxx::work tx(conn);
                             pqxx::result r = tx.exec_params(
                                 "DELETE FROM export_jobs WHERE expires_at < " MEDGRID_EXPORT_TS("$1")
@@ -156,7 +156,7 @@ class PgExportJobStore final : public ExportJobStore {
         "AND x.res_id = r.res_id AND x.param = ANY($10::text[]) AND x.target_type = 'Patient' "
         "AND (NOT $11::boolean OR x.target_id = ANY($12::text[]))) END)) "
         "ORDER BY r.res_id LIMIT $13");
-    return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<ExportRow>> {
+    return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<ExportRow>> {
       pqxx::nontransaction tx(conn);
       pqxx::result r = tx.exec_params(
           sql, s.tenant, s.type, after_id, core::ToUnixMicros(s.as_of), s.since.has_value(),

@@ -17,7 +17,9 @@ constexpr int64_t kRelayLock = 7262071;
 
 class PgOutbox final : public Outbox {
  public:
-  PgOutbox(std::string shard, std::string dsn) : shard_(std::move(shard)), dsn_(std::move(dsn)) {}
+  // Statements count in `queries`, which outlives the reader.
+  PgOutbox(std::string shard, std::string dsn, QueryCounters* queries)
+      : shard_(std::move(shard)), dsn_(std::move(dsn)), queries_(queries) {}
 
   const std::string& shard() const override { return shard_; }
 
@@ -106,7 +108,7 @@ class PgOutbox final : public Outbox {
   template <typename Fn>
   auto Run(Fn&& fn) -> decltype(fn(std::declval<pqxx::nontransaction&>())) {
     try {
-      if (!conn_) conn_ = std::make_unique<pqxx::connection>(dsn_);
+      if (!conn_) conn_ = OpenShardConnection(dsn_, queries_);
       pqxx::nontransaction tx(*conn_);
       return fn(tx);
     } catch (const pqxx::broken_connection& e) {
@@ -120,14 +122,15 @@ class PgOutbox final : public Outbox {
 
   const std::string shard_;
   const std::string dsn_;
-  std::unique_ptr<pqxx::connection> conn_;
+  QueryCounters* const queries_;
+  std::unique_ptr<ShardConnection> conn_;
   bool leading_ = false;  // this connection holds kRelayLock
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Outbox>> PgResourceStore::OpenOutbox() {
-  return std::unique_ptr<Outbox>(std::make_unique<PgOutbox>(shard_, dsn_));
+  return std::unique_ptr<Outbox>(std::make_unique<PgOutbox>(shard_, dsn_, &pool_.queries()));
 }
 
 }  // namespace medgrid::store

@@ -55,7 +55,7 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   ++busy_;
   lock.unlock();
   try {
-    auto conn = std::make_unique<pqxx::connection>(dsn_);
+    std::unique_ptr<ShardConnection> conn = OpenShardConnection(dsn_, queries_.get());
     if (prepare_) prepare_(*conn);
     return Lease(this, std::move(conn));
   } catch (const std::exception& e) {
@@ -78,7 +78,7 @@ void PgPool::HandOffSlot() {
   w->cv.notify_one();
 }
 
-void PgPool::Release(std::unique_ptr<pqxx::connection> conn, bool discard) {
+void PgPool::Release(std::unique_ptr<ShardConnection> conn, bool discard) {
   std::lock_guard lock(mu_);
   --busy_;
   if (discard || !conn->is_open()) {

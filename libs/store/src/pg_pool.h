@@ -1,5 +1,8 @@
 // A fixed-size pool of libpqxx connections to one database.
 //
+// Every statement sent on the pool's connections counts in queries()
+// (query_count.h).
+//
 // Invariants: at most `size` connections exist; a connection is either in
 // idle_, handed to a waiter, or leased to exactly one Lease; a connection
 // that threw pqxx::broken_connection is dropped, never returned to idle_,
@@ -20,12 +23,13 @@
 
 #include "absl/status/statusor.h"
 #include "pqxx/pqxx"
+#include "query_count.h"
 
 namespace medgrid::store {
 
 class PgPool {
  public:
-  using Prepare = std::function<void(pqxx::connection&)>;
+  using Prepare = std::function<void(pqxx::connection_base&)>;
 
   PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
          Prepare prepare);
@@ -33,17 +37,17 @@ class PgPool {
 
   class Lease {
    public:
-    Lease(PgPool* pool, std::unique_ptr<pqxx::connection> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(PgPool* pool, std::unique_ptr<ShardConnection> conn) : pool_(pool), conn_(std::move(conn)) {}
     Lease(Lease&& o) noexcept = default;
     Lease& operator=(Lease&&) = delete;
     ~Lease();
-    pqxx::connection& conn() { return *conn_; }
+    pqxx::connection_base& conn() { return *conn_; }
     // Drops the connection instead of returning it (after a broken link).
     void Discard() { discard_ = true; }
 
    private:
     PgPool* pool_;
-    std::unique_ptr<pqxx::connection> conn_;
+    std::unique_ptr<ShardConnection> conn_;
     bool discard_ = false;
   };
 
@@ -55,9 +59,12 @@ class PgPool {
   int size() const { return size_; }
   int open() const;
   int busy() const;
+  // Statements sent on this pool's connections, by kind.
+  QueryCounters& queries() { return *queries_; }
+  const QueryCounters& queries() const { return *queries_; }
 
  private:
-  void Release(std::unique_ptr<pqxx::connection> conn, bool discard);
+  void Release(std::unique_ptr<ShardConnection> conn, bool discard);
   // Lets the oldest waiter open a connection in a slot that just freed up.
   // Requires mu_.
   void HandOffSlot();
@@ -67,16 +74,17 @@ class PgPool {
   const int size_;
   const std::chrono::milliseconds acquire_timeout_;
   const Prepare prepare_;
+  const std::unique_ptr<QueryCounters> queries_ = std::make_unique<QueryCounters>();
 
   struct Waiter {
     std::condition_variable cv;
-    std::unique_ptr<pqxx::connection> conn;  // handed over by Release
+    std::unique_ptr<ShardConnection> conn;  // handed over by Release
     bool may_open = false;                   // a slot freed up: open a new connection
   };
 
   mutable std::mutex mu_;
   std::deque<Waiter*> waiters_;                           // guarded by mu_; oldest first
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;  // guarded by mu_
+  std::vector<std::unique_ptr<ShardConnection>> idle_;  // guarded by mu_
   int open_ = 0;                                          // guarded by mu_
   int busy_ = 0;                                          // guarded by mu_
 };
@@ -95,7 +103,7 @@ absl::Status StatusFromPqxx(const std::exception& e);
 enum RetryIfBroken : bool { kNoRetry = false, kRetryIfBroken = true };
 
 template <typename Fn>
-auto WithConnection(PgPool& pool, RetryIfBroken retry, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection&>())) {
+auto WithConnection(PgPool& pool, RetryIfBroken retry, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection_base&>())) {
   for (int attempt = 0;; ++attempt) {
     auto lease = pool.Acquire();
     if (!lease.ok()) return lease.status();
@@ -111,7 +119,7 @@ auto WithConnection(PgPool& pool, RetryIfBroken retry, Fn&& fn) -> decltype(fn(s
 }
 
 template <typename Fn>
-auto WithConnection(PgPool& pool, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection&>())) {
+auto WithConnection(PgPool& pool, Fn&& fn) -> decltype(fn(std::declval<pqxx::connection_base&>())) {
   return WithConnection(pool, kNoRetry, std::forward<Fn>(fn));
 }
 

@@ -85,7 +85,7 @@ const std::string& ReplaceIndexSql() {
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> PgResourceStore::RefreshStatistics() {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<std::string>> {
+  return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<std::string>> {
     pqxx::nontransaction tx(conn);
     pqxx::result stale = tx.exec(
         "SELECT relname FROM pg_stat_user_tables WHERE relname IN ('resources', 'idx_string', 'idx_token', "
@@ -118,7 +118,7 @@ absl::StatusOr<std::vector<std::string>> PgResourceStore::RefreshStatistics() {
 
 absl::StatusOr<ReindexJob> PgResourceStore::StartReindex(const std::string& tenant,
                                                          const std::vector<std::string>& types) {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ReindexJob> {
+  return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<ReindexJob> {
     pqxx::work tx(conn);
     const std::string array = TextArrayLiteral(types);
     pqxx::result count = tx.exec_params(
@@ -136,7 +136,7 @@ absl::StatusOr<ReindexJob> PgResourceStore::StartReindex(const std::string& tena
 }
 
 absl::StatusOr<std::vector<ReindexJob>> PgResourceStore::ReindexJobs(const std::string& tenant) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<ReindexJob>> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<ReindexJob>> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT ", kJobColumns, " FROM reindex_jobs WHERE tenant_id = $1 ORDER BY job_id DESC LIMIT 20"),
@@ -149,7 +149,7 @@ absl::StatusOr<std::vector<ReindexJob>> PgResourceStore::ReindexJobs(const std::
 
 absl::StatusOr<std::optional<ReindexJob>> PgResourceStore::ClaimReindex(const std::string& owner,
                                                                         std::chrono::seconds lease) {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<std::optional<ReindexJob>> {
+  return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::optional<ReindexJob>> {
     pqxx::work tx(conn);
     pqxx::result r = tx.exec_params(
         core::StrCat("UPDATE reindex_jobs SET lease_owner = $1, lease_until = now() + $2 * interval '1 second' "
@@ -166,7 +166,7 @@ absl::StatusOr<std::optional<ReindexJob>> PgResourceStore::ClaimReindex(const st
 
 absl::StatusOr<ReindexJob> PgResourceStore::ReindexBatch(const ReindexJob& job, const std::string& owner, int batch,
                                                          const IndexFn& index, std::chrono::seconds lease) {
-  return WithConnection(pool_, [&](pqxx::connection& conn) -> absl::StatusOr<ReindexJob> {
+  return WithConnection(pool_, [&](pqxx::connection_base& conn) -> absl::StatusOr<ReindexJob> {
     pqxx::work tx(conn);
     pqxx::result jr = tx.exec_params(
         core::StrCat("SELECT ", kJobColumns,

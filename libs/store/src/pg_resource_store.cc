@@ -220,6 +220,9 @@ absl::Status NotFound(const ResourceKey& key) {
 
 // A read by id (version unset) or version on `pool`.
 void ReadAsyncOn(AsyncPgPool& pool, const ResourceKey& key, std::optional<int64_t> version, ReadCallback done) {
+  // Also when a replica's answer sends the read on to the primary, from a
+  // callback outside the caller's scope.
+  QueryKindScope kind(QueryKind::kRead);
   std::vector<std::string> params = {key.tenant, key.type, key.id};
   if (version) params.push_back(std::to_string(*version));
   pool.QueryPrepared(version ? "vread" : "read", std::move(params),
@@ -232,12 +235,12 @@ void ReadAsyncOn(AsyncPgPool& pool, const ResourceKey& key, std::optional<int64_
 
 }  // namespace
 
-void PgResourceStore::PrepareReadStatements(pqxx::connection& conn) {
+void PgResourceStore::PrepareReadStatements(pqxx::connection_base& conn) {
   conn.prepare("read", kReadSql);
   conn.prepare("vread", kVreadSql);
 }
 
-void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
+void PgResourceStore::PrepareStatements(pqxx::connection_base& conn) {
   conn.prepare("read", kReadSql);
   conn.prepare("vread", kVreadSql);
   conn.prepare("lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
@@ -259,7 +262,7 @@ void PgResourceStore::PrepareStatements(pqxx::connection& conn) {
 template <typename Fn>
 auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>())) {
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
-    auto result = WithConnection(pool_, [&](pqxx::connection& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
+    auto result = WithConnection(pool_, [&](pqxx::connection_base& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
       pqxx::work tx(conn);
       auto r = fn(tx);
       if (r.ok()) {
@@ -276,8 +279,9 @@ auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx:
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
+  QueryKindScope kind(QueryKind::kRead);
   return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
-                    [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+                    [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
@@ -287,14 +291,15 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
+  QueryKindScope kind(QueryKind::kRead);
   const int r = replicas_.Pick(key.tenant);
   if (r < 0) {
     replicas_.CountRead(false);
-    return ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io), key,
+    return ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io), key,
                        version, std::move(done));
   }
   AsyncPgPool& replica = AsyncPgPool::ForThread(replicas_.async_name(r), replicas_.dsn(r), async_pool_size_,
-                                                &PrepareAsyncRead, replicas_.async_open(r), io);
+                                                &PrepareAsyncRead, replicas_.async_open(r), &replicas_.pool(r).queries(), io);
   // As RoutedRead: what the replica cannot answer goes to the primary.
   ReadAsyncOn(replica, key, version, [this, key, version, r, &io, done](absl::StatusOr<ResourceVersion> v) {
     const absl::StatusCode code = v.status().code();
@@ -304,17 +309,18 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
       return done(std::move(v));
     }
     replicas_.CountRead(false);
-    ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io), key, version,
+    ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io), key, version,
                 done);
   });
 }
 
 void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn, boost::asio::io_context& io,
                                   ReadCallback done) {
+  QueryKindScope kind(QueryKind::kWrite);
   core::TimePoint now = clock_.Now();
   absl::StatusOr<StoredBody> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, io);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io);
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
@@ -332,8 +338,9 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& key, int64_t version) {
+  QueryKindScope kind(QueryKind::kRead);
   return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
-                    [&](pqxx::connection& conn) -> absl::StatusOr<ResourceVersion> {
+                    [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
@@ -342,10 +349,11 @@ absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& 
 }
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, const BodyFn& body_fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   core::TimePoint now = clock_.Now();
   ASSIGN_OR_RETURN(StoredBody body, body_fn(std::nullopt, 1, now));
   const std::string index = EncodeIndex(body.index);
-  RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection& conn) {
+  RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection_base& conn) {
     // A single statement commits on its own: one round trip per create.
     pqxx::nontransaction tx(conn);
     tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
@@ -375,6 +383,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const 
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, const std::string& method,
                                                         const BodyFn& body_fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<ResourceVersion> v = WithTransaction([&](pqxx::work& tx) { return UpdateIn(tx, key, method, body_fn); });
   if (v.ok()) replicas_.NoteWrite(key.tenant, CurrentCaller());
   return v;
@@ -396,6 +405,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
 
 absl::StatusOr<ResourceVersion> PgResourceStore::Delete(
     const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
+  QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<ResourceVersion> v = WithTransaction([&](pqxx::work& tx) { return DeleteIn(tx, key, check); });
   if (v.ok()) replicas_.NoteWrite(key.tenant, CurrentCaller());
   return v;
@@ -405,6 +415,7 @@ absl::StatusOr<std::optional<ResourceVersion>> PgResourceStore::Conditional(cons
                                                                             const search::SearchRequest& match,
                                                                             const std::string& lock_key,
                                                                             const DecideFn& decide) {
+  QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<std::optional<ResourceVersion>> written =
       WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<std::optional<ResourceVersion>> {
     tx.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", core::StrCat(tenant, "\n", lock_key));
@@ -605,6 +616,7 @@ class PgTransactionScope final : public TransactionScope {
 }  // namespace
 
 absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const TransactionFn& fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<bool> done = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<bool> {
     PgTransactionScope scope(tx, tenant, clock_.Now(), copy_write_min_versions_);
     RETURN_IF_ERROR(fn(scope));
@@ -615,7 +627,8 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
 }
 
 absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
-  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection& conn) -> absl::StatusOr<HistoryPage> {
+  QueryKindScope kind(QueryKind::kHistory);
+  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection_base& conn) -> absl::StatusOr<HistoryPage> {
     pqxx::nontransaction tx(conn);
     return HistoryIn(tx, tenant, q);
   });

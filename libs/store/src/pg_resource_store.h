@@ -52,9 +52,9 @@ class PgResourceStore final : public ResourceStore {
   }
 
   // Prepares this store's statements on a new pooled connection.
-  static void PrepareStatements(pqxx::connection& conn);
+  static void PrepareStatements(pqxx::connection_base& conn);
   // Prepares the read statements on a replica's connection.
-  static void PrepareReadStatements(pqxx::connection& conn);
+  static void PrepareReadStatements(pqxx::connection_base& conn);
 
   absl::StatusOr<ResourceVersion> Read(const ResourceKey& key) override;
   absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override;
@@ -108,7 +108,7 @@ class PgResourceStore final : public ResourceStore {
   // moments ago by another caller).
   template <typename Fn>
   auto RoutedRead(const std::string& tenant, bool not_found_on_primary, Fn&& fn)
-      -> decltype(fn(std::declval<pqxx::connection&>())) {
+      -> decltype(fn(std::declval<pqxx::connection_base&>())) {
     const int r = replicas_.Pick(tenant);
     if (r >= 0) {
       auto result = WithConnection(replicas_.pool(r), kRetryIfBroken, fn);

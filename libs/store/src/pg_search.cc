@@ -1276,9 +1276,10 @@ absl::StatusOr<SearchPage> RunSearch(pqxx::transaction_base& tx, const std::stri
 absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& tenant,
                                                           const search::SearchRequest& req,
                                                           const std::optional<Compartment>& compartment) {
+  QueryKindScope kind(QueryKind::kSearch);
   const core::TimePoint now = clock_.Now();
   ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::string> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::string> {
     SearchTransaction tx(conn);
     std::string out;
     auto explain = [&](const std::string& sql, const std::vector<std::string>& params) {
@@ -1302,6 +1303,7 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
 
 absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, const search::SearchRequest& req,
                                                    const std::optional<Compartment>& compartment) {
+  QueryKindScope kind(QueryKind::kSearch);
   const core::TimePoint now = clock_.Now();
   ASSIGN_OR_RETURN(SearchStatements counting, BuildSearch(tenant, req, compartment, now));
   // With remembered set sizes, the page is planned without counting them.
@@ -1313,7 +1315,7 @@ absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, co
       ASSIGN_OR_RETURN(remembered, BuildSearch(tenant, req, compartment, now, &*sizes, /*sizes_in_snapshot=*/false));
     }
   }
-  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection& conn) -> absl::StatusOr<SearchPage> {
+  return RoutedRead(tenant, /*not_found_on_primary=*/false, [&](pqxx::connection_base& conn) -> absl::StatusOr<SearchPage> {
     // Counting the sets, counting the matches and reading included resources
     // share the page's snapshot; otherwise one statement needs no transaction
     // (BEGIN and COMMIT would double the round trips of a plain search).

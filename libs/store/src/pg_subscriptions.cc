@@ -29,7 +29,7 @@ absl::Status PgResourceStore::QueueNotifications(const std::vector<Notification>
     ids.push_back(n.id);
     versions.push_back(std::to_string(n.version));
   }
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::Status {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::Status {
     pqxx::nontransaction tx(conn);
     tx.exec_params(
         "INSERT INTO subscription_notifications (tenant_id, subscription_id, res_type, res_id, version_id, "
@@ -43,7 +43,7 @@ absl::Status PgResourceStore::QueueNotifications(const std::vector<Notification>
 
 absl::StatusOr<std::vector<Notification>> PgResourceStore::ClaimNotifications(int limit, core::TimePoint now,
                                                                                core::TimePoint lease_until) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<Notification>> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<Notification>> {
     pqxx::work tx(conn);
     pqxx::result r = tx.exec_params(
         "UPDATE subscription_notifications n SET next_attempt_at = " MEDGRID_TS("$2") " FROM ("
@@ -72,7 +72,7 @@ absl::StatusOr<std::vector<Notification>> PgResourceStore::ClaimNotifications(in
 }
 
 absl::Status PgResourceStore::RemoveNotification(const Notification& n) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::Status {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::Status {
     pqxx::nontransaction tx(conn);
     tx.exec_params(
         "DELETE FROM subscription_notifications WHERE tenant_id = $1 AND subscription_id = $2 AND res_type = $3 "
@@ -84,7 +84,7 @@ absl::Status PgResourceStore::RemoveNotification(const Notification& n) {
 
 absl::Status PgResourceStore::RescheduleNotification(const Notification& n, int attempts,
                                                      core::TimePoint next_attempt) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::Status {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::Status {
     pqxx::nontransaction tx(conn);
     tx.exec_params(
         "UPDATE subscription_notifications SET attempts = $6, next_attempt_at = " MEDGRID_TS("$7")
@@ -95,7 +95,7 @@ absl::Status PgResourceStore::RescheduleNotification(const Notification& n, int 
 }
 
 absl::Status PgResourceStore::DropNotifications(const std::string& tenant, const std::string& subscription_id) {
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::Status {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::Status {
     pqxx::nontransaction tx(conn);
     tx.exec_params("DELETE FROM subscription_notifications WHERE tenant_id = $1 AND subscription_id = $2", tenant,
                    subscription_id);
@@ -106,7 +106,7 @@ absl::Status PgResourceStore::DropNotifications(const std::string& tenant, const
 absl::StatusOr<std::vector<std::pair<std::string, ResourceVersion>>> PgResourceStore::AllLive(
     const std::vector<std::string>& tenants, const std::string& type) {
   using Out = std::vector<std::pair<std::string, ResourceVersion>>;
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<Out> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<Out> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         "SELECT r.tenant_id, r.res_id, v.version_id, (extract(epoch from v.last_updated) * 1000000)::bigint, "

@@ -36,7 +36,7 @@ absl::Status Unreachable(std::string_view what) {
 
 // Applies pending migrations on one database, holding an advisory lock so
 // concurrent start-ups apply each migration once.
-absl::Status Migrate(pqxx::connection& conn, const std::vector<Migration>& all, std::string_view db) {
+absl::Status Migrate(pqxx::connection_base& conn, const std::vector<Migration>& all, std::string_view db) {
   try {
     std::set<int> applied;
     {
@@ -94,7 +94,7 @@ class PgStore final : public Store {
   std::vector<ShardReplication> Replication() const override;
 
  private:
-  absl::Status LoadShards(pqxx::connection& conn);
+  absl::Status LoadShards(pqxx::connection_base& conn);
   static TenantInfo RowToTenant(const pqxx::row& row);
 
   const StoreConfig config_;
@@ -120,7 +120,7 @@ absl::Status MigrateDatabase(const std::string& dsn, const std::vector<Migration
 
 namespace {
 
-absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name);
+absl::Status CreateDatabaseIfMissing(pqxx::connection_base& admin, const std::string& name);
 
 }  // namespace
 
@@ -135,7 +135,7 @@ absl::Status CreateDatabase(const std::string& admin_dsn, const std::string& nam
 
 namespace {
 
-absl::Status CreateDatabaseIfMissing(pqxx::connection& admin, const std::string& name) {
+absl::Status CreateDatabaseIfMissing(pqxx::connection_base& admin, const std::string& name) {
   pqxx::nontransaction tx(admin);
   if (tx.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", name).empty()) {
     try {
@@ -187,8 +187,8 @@ absl::Status PgStore::Init() {
   std::lock_guard lock(mu_);
   for (auto& [id, shard] : shards_) {
     try {
-      pqxx::connection conn(shard.dsn);
-      RETURN_IF_ERROR(Migrate(conn, ShardMigrations(), id));
+      std::unique_ptr<ShardConnection> conn = OpenShardConnection(shard.dsn, &shard.pool->queries());
+      RETURN_IF_ERROR(Migrate(*conn, ShardMigrations(), id));
     } catch (const pqxx::broken_connection&) {
       // A shard that is down at start-up is migrated by whichever instance
       // reaches it; requests for its tenants answer 503 meanwhile.
@@ -198,7 +198,7 @@ absl::Status PgStore::Init() {
   return absl::OkStatus();
 }
 
-absl::Status PgStore::LoadShards(pqxx::connection& conn) {
+absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
   pqxx::nontransaction tx(conn);
   std::lock_guard lock(mu_);
   for (const auto& row : tx.exec("SELECT shard_id, primary_dsn, replica_dsns FROM shards ORDER BY shard_id")) {
@@ -266,7 +266,7 @@ absl::StatusOr<TenantInfo> PgStore::Tenant(std::string_view id) {
       unknown_tenants_.erase(it);
     }
   }
-  return WithConnection(*control_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
+  return WithConnection(*control_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<TenantInfo> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         core::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE tenant_id = $1"), std::string(id));
@@ -313,7 +313,7 @@ absl::StatusOr<ResourceStore*> PgStore::ForTenant(std::string_view id) {
 }
 
 absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, const TenantOptions& options) {
-  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<TenantInfo> {
+  return WithConnection(*control_, [&](pqxx::connection_base& conn) -> absl::StatusOr<TenantInfo> {
     pqxx::work tx(conn);
     // Serialize placement so two concurrent creations balance correctly.
     tx.exec("LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE");
@@ -348,7 +348,7 @@ absl::StatusOr<TenantInfo> PgStore::CreateTenant(std::string_view id, const Tena
 }
 
 absl::StatusOr<std::vector<TenantInfo>> PgStore::ListTenants() {
-  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<TenantInfo>> {
+  return WithConnection(*control_, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<TenantInfo>> {
     pqxx::nontransaction tx(conn);
     std::vector<TenantInfo> out;
     for (const auto& row : tx.exec(core::StrCat("SELECT ", kTenantColumns, " FROM tenants ORDER BY tenant_id"))) {
@@ -359,7 +359,7 @@ absl::StatusOr<std::vector<TenantInfo>> PgStore::ListTenants() {
 }
 
 absl::StatusOr<std::vector<ShardInfo>> PgStore::ListShards() {
-  return WithConnection(*control_, [&](pqxx::connection& conn) -> absl::StatusOr<std::vector<ShardInfo>> {
+  return WithConnection(*control_, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::vector<ShardInfo>> {
     pqxx::nontransaction tx(conn);
     std::vector<ShardInfo> out;
     for (const auto& row : tx.exec(
@@ -388,6 +388,7 @@ std::vector<PoolStats> PgStore::Pools() const {
     p.open = shard.pool->open();
     p.busy = shard.pool->busy();
     p.async_open = shard.store->async_open();
+    p.queries = shard.pool->queries().Snapshot();
     shard.store->AddSearchStats(p);
   }
   return out;

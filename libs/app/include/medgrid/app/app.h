@@ -26,6 +26,8 @@
 #include "medgrid/events/kafka.h"
 #include "medgrid/gateway/gateway.h"
 #include "medgrid/http/server.h"
+#include "medgrid/resource_cache/caching_api.h"
+#include "medgrid/resource_cache/hot_spots.h"
 #include "medgrid/store/config.h"
 #include "medgrid/subscriptions/service.h"
 
@@ -88,6 +90,15 @@ struct AppConfig {
   // Service bulkheads: the seed's critical/standard/ai pools (60/30/10% of
   // capacity); standard and ai work is shed first. capacity 0: off.
   resilience::ServicePoolSettings service_pools;
+  // The FHIR read cache between access control and the engine: L1 in
+  // process, L2 in Redis (with --redis), write-through, invalidated by the
+  // change stream and Redis pub/sub. Off: reads go to the database, and
+  // hot spots are not tracked.
+  bool cache_enabled = true;
+  resource_cache::CacheConfig cache;
+  // Hot-spot detection, request coalescing and per-patient limits (with the
+  // cache).
+  resource_cache::HotSpotsConfig hot_spots;
   AuditConfig audit;
   // Kafka. Without brokers (local mode), committed changes go from the
   // outbox to in-process consumers, and audit events from the spool straight

@@ -13,7 +13,8 @@
 //   hot.Record(tenant, "Observation", patient_id);   // per request
 //   for (const auto& h : hot.Evaluate()) ...         // e.g. once a second
 //
-// Thread-safe. The clock must outlive it. Not wired into the request path yet.
+// Thread-safe. The clock must outlive it. On the request path through
+// libs/resource_cache (HotSpots).
 #pragma once
 
 #include <chrono>

@@ -1,7 +1,8 @@
 // L1Cache: the in-process cache of FHIR resources (the seed's "L1": 1 GiB per
 // instance, 60 s TTL). Sharded LRU: a key hashes to one of N shards, each with
 // its own mutex, LRU list and byte budget (max_bytes / shards), so readers of
-// different keys rarely contend. Not wired into the request path yet.
+// different keys rarely contend. The FHIR read cache (libs/resource_cache)
+// is built on it.
 //
 //   core::RealClock clock;
 //   cache::L1Cache l1(clock, {});
@@ -82,11 +83,16 @@ class L1Cache {
   // used entries of the shard until it fits. Ignored when the cached version
   // is newer (a late writer must not replace a newer body) or when the entry
   // alone exceeds a shard's budget. `value` must be non-null.
-  void Put(std::string_view key, std::shared_ptr<const std::string> value, int64_t version);
+  // `ttl`, when set, replaces the configured TTL for this entry (hot keys
+  // are kept longer).
+  void Put(std::string_view key, std::shared_ptr<const std::string> value, int64_t version,
+           std::optional<std::chrono::microseconds> ttl = std::nullopt);
 
   void Invalidate(std::string_view key);
   // Drops every entry of `tenant`. Walks all shards: O(entries).
   void InvalidateTenant(std::string_view tenant);
+  // Drops every entry (e.g. after invalidations may have been missed).
+  void Clear();
 
   L1CacheStats Stats() const;
 

@@ -4,6 +4,7 @@
 // a callback that may run later).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace medgrid::core {
@@ -17,6 +18,10 @@ struct RequestContext {
   // The token's subject and the reason of a break-the-glass declaration.
   std::string subject;
   std::string btg_reason;
+  // The version of the resource read that the client says it has (the
+  // ETag of If-None-Match), 0 if none: caches never answer it with an older
+  // version (read-your-writes across instances).
+  int64_t known_version = 0;
 };
 
 // This thread's current request (empty outside one).

@@ -11,6 +11,7 @@
 //       .Issue("value").Path("Patient.id");
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,9 @@ class Error {
   Error& Issue(std::string_view code) { issue_ = std::string(code); return *this; }
   // FHIRPath of the offending element, reported in OperationOutcome.issue.expression.
   Error& Path(std::string_view path) { path_ = std::string(path); return *this; }
+  // Seconds after which a retry may succeed (429, 503): the transport sends
+  // it as Retry-After.
+  Error& RetryAfter(int64_t seconds) { retry_after_ = seconds; return *this; }
 
   operator absl::Status() const;  // NOLINT(google-explicit-constructor)
   absl::Status ToStatus() const { return *this; }
@@ -60,11 +64,13 @@ class Error {
   std::optional<int> http_;
   std::optional<std::string> issue_;
   std::optional<std::string> path_;
+  std::optional<int64_t> retry_after_;
 };
 
 // Payload accessors; empty when the status has no such payload.
 std::optional<int> HttpStatusOf(const absl::Status& status);
 std::optional<std::string> IssueCodeOf(const absl::Status& status);
 std::optional<std::string> PathOf(const absl::Status& status);
+std::optional<int64_t> RetryAfterOf(const absl::Status& status);
 
 }  // namespace medgrid::core

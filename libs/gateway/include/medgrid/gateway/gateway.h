@@ -71,6 +71,9 @@ struct GatewayConfig {
   // Service bulkheads (critical, standard, ai), applied by Admit before a
   // request is queued for a worker. Null: no admission control.
   resilience::ServicePools* service_pools = nullptr;
+  // GET /admin/hotspots: the JSON of the current hot patients, tenants and
+  // resource types. Null: 404.
+  std::function<std::string()> hotspots;
 };
 
 // The service pool a request belongs to, and whether it is a read (a

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -68,6 +69,16 @@ struct PoolStats {
   int64_t sizes_remembered = 0;
   int64_t sizes_counted = 0;
   int64_t sizes_changed = 0;
+  // Statements this process sent to the shard's database, by kind, every
+  // kind listed (zeros too): read, search, write, history (the
+  // ResourceStore operations of that name; a conditional write or a
+  // transaction Bundle counts as write), tx (BEGIN, COMMIT, ROLLBACK, SET
+  // of those operations' transactions),
+  // prepare (a connection preparing a statement, once per statement and
+  // connection), other (reindexing, export jobs, the outbox relay,
+  // subscription queues, migrations, with their transaction statements).
+  // Exact: a read by id is one read.
+  std::vector<std::pair<std::string, int64_t>> queries;
 };
 
 // One streaming replica of a shard, as its lag monitor last saw it.
