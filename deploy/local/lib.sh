@@ -42,7 +42,7 @@ pg_start() {
   fi
   if as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then return 0; fi
   as_pg_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start \
-    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=${MEDGRID_PG_SHARED_BUFFERS:-256MB} -c autovacuum_naptime=2s -c fsync=${MEDGRID_PG_FSYNC:-on} ${MEDGRID_PG_OPTS:-}" >/dev/null \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200 -c shared_buffers=${MEDGRID_PG_SHARED_BUFFERS:-256MB} -c autovacuum_naptime=2s -c fsync=${MEDGRID_PG_FSYNC:-on}" >/dev/null \
     || { tail -20 "$dir/postgres.log" >&2; return 1; }
 }
 
