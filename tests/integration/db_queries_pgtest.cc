@@ -69,8 +69,16 @@ std::map<std::string, int64_t> RequestKinds(std::map<std::string, int64_t> delta
 
 using Kinds = std::map<std::string, int64_t>;
 
+// These tests count what each interaction sends to PostgreSQL, so the read
+// cache (which answers repeated reads from memory) is off.
+app::AppConfig Uncached(const std::string& name) {
+  app::AppConfig c = TestServer::BaseConfig(name);
+  c.cache_enabled = false;
+  return c;
+}
+
 TEST(DbQueries, EachInteractionCountsItsStatementsOnItsTenantsShard) {
-  TestServer server("dbq", {"t1", "t2"});
+  TestServer server("dbq", {"t1", "t2"}, Uncached("dbq"));
   HttpClient& c = server.client();
   const std::string s1 = ShardOf(c, "t1");
   const std::string s2 = ShardOf(c, "t2");
@@ -143,7 +151,7 @@ TEST(DbQueries, EachInteractionCountsItsStatementsOnItsTenantsShard) {
 }
 
 TEST(DbQueries, ConcurrentReadsCountOneStatementEach) {
-  TestServer server("dbqc", {"t1"});
+  TestServer server("dbqc", {"t1"}, Uncached("dbqc"));
   HttpClient& c = server.client();
   const std::string shard = ShardOf(c, "t1");
   ASSERT_EQ(c.Put("/fhir/t1/Patient/hot", R"({"resourceType":"Patient","id":"hot"})").status, 201);
