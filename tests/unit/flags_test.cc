@@ -15,6 +15,14 @@ TEST(Flags, ParsesAndValidates) {
   EXPECT_EQ(c->http.body_limit, 2048u);
   EXPECT_EQ(c->log_level, core::LogLevel::kWarn);
   EXPECT_EQ(c->gateway.public_base_url, "https://x.org");
+  // The seed's 24 h unless set.
+  EXPECT_EQ(c->engine.idempotency_ttl, std::chrono::hours(24));
+  EXPECT_EQ(c->gateway.idempotency_retry_after, std::chrono::seconds(1));
+  auto ttl = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--idempotency-ttl-s=600",
+                         "--idempotency-retry-after-s=3"});
+  ASSERT_TRUE(ttl.ok()) << ttl.status();
+  EXPECT_EQ(ttl->engine.idempotency_ttl, std::chrono::minutes(10));
+  EXPECT_EQ(ttl->gateway.idempotency_retry_after, std::chrono::seconds(3));
 }
 
 TEST(Flags, RejectsUnknownAndBadValues) {
@@ -22,7 +30,8 @@ TEST(Flags, RejectsUnknownAndBadValues) {
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
                                 "--http-port", "--pg-shards=a,,b", "--worker-threads=-1", "--auth=maybe",
                                 "--consent-deadline-ms=0", "--btg-webhook=ftp://x", "--btg-duration-s=5",
-                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1"}) {
+                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1", "--idempotency-ttl-s=0",
+                                "--idempotency-retry-after-s=abc"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

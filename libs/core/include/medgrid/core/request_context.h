@@ -8,6 +8,25 @@
 
 namespace medgrid::core {
 
+// What the engine did with a request's Idempotency-Key (docs/ARCHITECTURE.md,
+// "Idempotency keys"), for the gateway's headers and metrics.
+enum class IdempotencyOutcome {
+  kNone,      // no key, or the request never reached a keyed write
+  kRecorded,  // the write ran and its response was recorded with it
+  kReplayed,  // the recorded response of an earlier request was returned
+  kMismatch,  // the key was used before with a different request (422)
+  kInFlight,  // a request with the key is still running (409)
+};
+
+// An Idempotency-Key the gateway accepted for a write. The engine takes it
+// (leaving `key` empty, so a nested call cannot use it twice) and sets
+// `outcome`.
+struct IdempotencyContext {
+  std::string key;          // the validated key; empty: none
+  std::string fingerprint;  // hex SHA-256 of the request and its caller
+  IdempotencyOutcome outcome = IdempotencyOutcome::kNone;
+};
+
 struct RequestContext {
   std::string client_address;  // the peer's IP address
   std::string purpose_of_use;  // a v3-ActReason code the request stated, or empty
@@ -17,6 +36,7 @@ struct RequestContext {
   // The token's subject and the reason of a break-the-glass declaration.
   std::string subject;
   std::string btg_reason;
+  IdempotencyContext idempotency;
 };
 
 // This thread's current request (empty outside one).

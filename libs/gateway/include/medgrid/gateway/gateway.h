@@ -13,6 +13,7 @@
 //       [&](int s, const std::string& m, unsigned v) { return gw.ErrorResponse(s, m, v); });
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -66,6 +67,9 @@ struct GatewayConfig {
   // limiter has it). Null: none. Over it: 429 with Retry-After and an
   // OperationOutcome.
   cache::RateLimiter* tenant_rate_limit = nullptr;
+  // Retry-After of the 409 that answers a write whose Idempotency-Key is
+  // still in flight.
+  std::chrono::seconds idempotency_retry_after{1};
 };
 
 // An admin API request, for the audit trail.
