@@ -251,6 +251,63 @@ TEST_F(IdempotencyTest, KeyHeldByAnotherTransactionIs409WithRetryAfter) {
   EXPECT_EQ(Metric("in_flight"), before + 1);
 }
 
+// A keyed update is held inside its transaction (another connection holds
+// the resource's row lock): a duplicate here answers 409 at once; then the
+// write's database session dies mid-transaction. Neither the version nor
+// the key's record survives (they are one transaction), no claim is left
+// behind, and the retry writes once.
+TEST_F(IdempotencyTest, AWriteThatDiesMidTransactionLeavesNeitherVersionNorRecord) {
+  const std::string body = R"({"resourceType":"Patient","id":"crash","active":true})";
+  ASSERT_EQ(c().Put("/fhir/t1/Patient/crash", body).status, 201);
+  pqxx::connection conn(ShardDsn(*server_, "t1"));
+  const std::string db = conn.dbname();
+  auto holder = std::make_unique<pqxx::work>(conn);
+  holder->exec(
+      "SELECT 1 FROM resources WHERE tenant_id = 't1' AND res_type = 'Patient' AND res_id = 'crash' FOR UPDATE");
+
+  HttpResponse first;
+  std::thread writer([&] {
+    HttpClient client(server_->port());
+    first = client.Put("/fhir/t1/Patient/crash", body, Key("crash-key"));
+  });
+  // Wait until the keyed write is blocked on the row lock, inside its transaction.
+  pqxx::connection watcher(ShardDsn(*server_, "t1"));
+  int blocked_pid = 0;
+  for (int i = 0; i < 200 && blocked_pid == 0; ++i) {
+    pqxx::nontransaction tx(watcher);
+    pqxx::result r =
+        tx.exec_params("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> $2",
+                       db, conn.backendpid());
+    if (!r.empty()) blocked_pid = r[0][0].as<int>();
+    if (blocked_pid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_NE(blocked_pid, 0);
+  HttpResponse duplicate = c().Put("/fhir/t1/Patient/crash", body, Key("crash-key"));
+  EXPECT_EQ(duplicate.status, 409) << duplicate.body;
+  EXPECT_EQ(duplicate.Header("retry-after"), "1");
+  {
+    pqxx::nontransaction tx(watcher);
+    tx.exec_params("SELECT pg_terminate_backend($1)", blocked_pid);
+  }
+  writer.join();
+  EXPECT_EQ(first.status, 503) << first.body;
+  holder->commit();
+  holder.reset();
+  EXPECT_EQ(Versions("t1", "Patient/crash"), 1u);
+  {
+    pqxx::nontransaction tx(watcher);
+    EXPECT_EQ(tx.exec("SELECT count(*) FROM idempotency_keys WHERE tenant_id = 't1' AND idem_key = 'crash-key'")[0][0]
+                  .as<int64_t>(),
+              0);
+  }
+  HttpResponse retried = c().Put("/fhir/t1/Patient/crash", body, Key("crash-key"));
+  EXPECT_EQ(retried.status, 200) << retried.body;
+  EXPECT_EQ(retried.Header("etag"), "W/\"2\"");
+  EXPECT_EQ(retried.Header("idempotent-replayed"), "");
+  ExpectSameResponse(retried, c().Put("/fhir/t1/Patient/crash", body, Key("crash-key")));
+  EXPECT_EQ(Versions("t1", "Patient/crash"), 2u);
+}
+
 TEST_F(IdempotencyTest, BadKeysAre400AndReadsIgnoreKeys) {
   for (const std::string& bad :
        {std::string(""), std::string(256, 'k'), std::string("a\tb"), std::string("caf\xc3\xa9")}) {
