@@ -138,6 +138,14 @@ TEST_F(IdempotencyTest, UpdatePatchAndConditionalCreateReplay) {
   ASSERT_EQ(cc.status, 201) << cc.body;
   ExpectSameResponse(cc, c().Post("/fhir/t1/Patient", PatientBody("ccreate"), conditional));
   EXPECT_EQ(Count("t1", "ccreate"), 1);
+
+  // Conditional update: the criteria's order does not make it another request.
+  const std::string cu_body = PatientBody("cupdate");
+  HttpResponse cu = c().Put("/fhir/t1/Patient?identifier=urn:idem|cupdate&active:missing=true", cu_body, Key("cu-1"));
+  ASSERT_EQ(cu.status, 201) << cu.body;
+  ExpectSameResponse(cu,
+                     c().Put("/fhir/t1/Patient?active:missing=true&identifier=urn:idem|cupdate", cu_body, Key("cu-1")));
+  EXPECT_EQ(Count("t1", "cupdate"), 1);
 }
 
 TEST_F(IdempotencyTest, TransactionAndBatchBundlesReplayIdentically) {
