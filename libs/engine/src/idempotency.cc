@@ -105,7 +105,8 @@ void MarkIdempotency(core::IdempotencyOutcome outcome) { core::CurrentRequest().
 std::optional<store::IdempotencyKey> FhirEngine::TakeIdempotencyKey() const {
   core::IdempotencyContext& ctx = core::CurrentRequest().idempotency;
   if (ctx.key.empty()) return std::nullopt;
-  store::IdempotencyKey key{std::move(ctx.key), std::move(ctx.fingerprint), options_.idempotency_ttl};
+  store::IdempotencyKey key{std::move(ctx.key), std::move(ctx.fingerprint), options_.idempotency_ttl,
+                            ctx.replay_only};
   ctx.key.clear();
   ctx.fingerprint.clear();
   return key;

@@ -618,11 +618,10 @@ http::Response Gateway::Impl::FhirWithKey(http::Request& req, std::string_view p
     res.set(bhttp::field::retry_after, std::to_string(config.idempotency_retry_after.count()));
     return res;
   };
+  // With a request of the key already running here, this one may only be
+  // answered from a recorded response (a retry after the first completed,
+  // while another replay runs), else 409; it never tries the shard's lock.
   resilience::InFlightKeys::Claim claim = keys_in_flight.TryClaim(parsed->tenant, *key);
-  if (!claim) {
-    return in_flight(
-        Error(409, "A request with this Idempotency-Key is still being processed; retry after it completes", v));
-  }
   core::RequestContext& ctx = core::CurrentRequest();
   resilience::RequestParts parts;
   parts.method = std::string(req.method_string());
@@ -634,6 +633,7 @@ http::Response Gateway::Impl::FhirWithKey(http::Request& req, std::string_view p
   ctx.idempotency.key = *std::move(key);
   ctx.idempotency.fingerprint = resilience::RequestFingerprint(parts);
   ctx.idempotency.outcome = core::IdempotencyOutcome::kNone;
+  ctx.idempotency.replay_only = !claim;
   http::Response res = Fhir(req, path, query, route, tenant, async);
   const core::IdempotencyOutcome outcome = ctx.idempotency.outcome;
   ctx.idempotency = {};

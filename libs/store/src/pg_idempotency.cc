@@ -19,18 +19,24 @@ std::string LockKey(const std::string& tenant, const IdempotencyKey& key) {
 
 std::optional<IdempotentResult> ClaimIdempotencyKey(pqxx::transaction_base& tx, const std::string& tenant,
                                                     const IdempotencyKey& key, core::TimePoint now) {
-  pqxx::row locked = tx.exec_params1("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", LockKey(tenant, key));
-  if (!locked[0].as<bool>()) return IdempotentResult{IdempotentResult::Outcome::kInFlight, {}};
+  // The lock first, then the look-up: a record committed by the lock's
+  // last holder is visible to the look-up's snapshot (read committed).
+  const bool locked =
+      !key.replay_only &&
+      tx.exec_params1("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", LockKey(tenant, key))[0].as<bool>();
   pqxx::result r = tx.exec_params(
       "SELECT request_hash, status, res_type, res_id, version_id, body, "
       "expires_at > " MEDGRID_IDEM_TS("$3") " FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
       tenant, key.key, core::ToUnixMicros(now));
-  if (r.empty()) return std::nullopt;
-  const pqxx::row& row = r[0];
-  if (!row[6].as<bool>()) {
-    tx.exec_params("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2", tenant, key.key);
+  const bool live = !r.empty() && r[0][6].as<bool>();
+  if (!live) {
+    if (!locked) return IdempotentResult{IdempotentResult::Outcome::kInFlight, {}};
+    if (!r.empty()) {
+      tx.exec_params("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2", tenant, key.key);
+    }
     return std::nullopt;
   }
+  const pqxx::row& row = r[0];
   if (row[0].as<std::string>() != key.fingerprint) return IdempotentResult{IdempotentResult::Outcome::kMismatch, {}};
   IdempotentResult out{IdempotentResult::Outcome::kReplayed, {}};
   out.response.status = row[1].as<int>();

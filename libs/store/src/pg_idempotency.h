@@ -12,10 +12,12 @@
 
 namespace medgrid::store {
 
-// Takes the transaction-scoped advisory lock of (tenant, key) without
-// waiting and looks the key up. Returns the outcome that ends the request
-// (kInFlight, kReplayed, kMismatch), or nullopt when the write should run
-// (no record, or an expired one, which is removed).
+// Tries the transaction-scoped advisory lock of (tenant, key) without
+// waiting (unless key.replay_only) and looks the key up. Returns the outcome
+// that ends the request: kReplayed or kMismatch for an unexpired record
+// (lock or no lock: concurrent replays hold it briefly too), kInFlight for
+// none without the lock; or nullopt when the write should run (the lock is
+// held, and there is no record or an expired one, which is removed).
 std::optional<IdempotentResult> ClaimIdempotencyKey(pqxx::transaction_base& tx, const std::string& tenant,
                                                     const IdempotencyKey& key, core::TimePoint now);
 

@@ -24,6 +24,9 @@ enum class IdempotencyOutcome {
 struct IdempotencyContext {
   std::string key;          // the validated key; empty: none
   std::string fingerprint;  // hex SHA-256 of the request and its caller
+  // A request with the key is in flight in this process: answer only from
+  // a recorded response (a replay), else 409, without trying to run.
+  bool replay_only = false;
   IdempotencyOutcome outcome = IdempotencyOutcome::kNone;
 };
 

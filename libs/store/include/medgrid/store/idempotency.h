@@ -21,6 +21,10 @@ struct IdempotencyKey {
   std::string key;                                        // as the client sent it (validated by the gateway)
   std::string fingerprint;                                // hex SHA-256 of method, path, query, body, Prefer and caller
   std::chrono::milliseconds ttl{std::chrono::hours(24)};  // how long the record answers
+  // Another request with the key runs in this process: only a recorded
+  // answer may be returned (kReplayed, kMismatch), else kInFlight; the lock
+  // is not tried and nothing runs.
+  bool replay_only = false;
 };
 
 // What is kept to answer the request again: the status and either the

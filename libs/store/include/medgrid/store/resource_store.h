@@ -258,11 +258,12 @@ class ResourceStore {
   // Runs `fn` in one database transaction for `tenant`, committed when it
   // returns OK and rolled back otherwise (its status is returned).
   virtual absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) = 0;
-  // Runs `fn` under an idempotency key, in one transaction that first takes
-  // a transaction-scoped advisory lock on (tenant, key) without waiting
-  // (kInFlight when another transaction holds it), then looks the key up:
-  // an unexpired record answers kReplayed (same fingerprint) or kMismatch
-  // (another) without running `fn`; an expired one is removed. Otherwise
+  // Runs `fn` under an idempotency key, in one transaction that first tries
+  // a transaction-scoped advisory lock on (tenant, key) without waiting,
+  // then looks the key up: an unexpired record answers kReplayed (same
+  // fingerprint) or kMismatch (another) without running `fn`, whether or not
+  // the lock was had (it may be held by a concurrent replay); with no record,
+  // kInFlight when the lock is held elsewhere. An expired record is removed. Otherwise
   // `fn` runs and its response is inserted as the key's record in the same
   // transaction, which commits when `fn` returns OK and rolls back (leaving
   // no record) otherwise, with its status. Holds no session state, so it is
