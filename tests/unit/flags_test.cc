@@ -15,6 +15,14 @@ TEST(Flags, ParsesAndValidates) {
   EXPECT_EQ(c->http.body_limit, 2048u);
   EXPECT_EQ(c->log_level, core::LogLevel::kWarn);
   EXPECT_EQ(c->gateway.public_base_url, "https://x.org");
+  // The seed's 24 h unless set.
+  EXPECT_EQ(c->engine.idempotency_ttl, std::chrono::hours(24));
+  EXPECT_EQ(c->gateway.idempotency_retry_after, std::chrono::seconds(1));
+  auto ttl = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--idempotency-ttl-s=600",
+                         "--idempotency-retry-after-s=3"});
+  ASSERT_TRUE(ttl.ok()) << ttl.status();
+  EXPECT_EQ(ttl->engine.idempotency_ttl, std::chrono::minutes(10));
+  EXPECT_EQ(ttl->gateway.idempotency_retry_after, std::chrono::seconds(3));
 }
 
 // Replicas, their lag threshold and monitor, and the degradation sampler:
@@ -56,7 +64,8 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--degradation-recovery-s=-1", "--cache=maybe",
                                 "--cache-l1-ttl-ms=0", "--cache-l2-ttl-s=0", "--cache-l2-ttl-s=90000",
                                 "--cache-coalescing=sometimes", "--hot-patient-qps=0", "--hot-tenant-share-pct=101",
-                                "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10"}) {
+                                "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10",
+                                "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

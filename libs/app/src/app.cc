@@ -123,6 +123,9 @@ Flags (all --name=value):
   --reindex-batch       resources per reindex transaction (default 500)
   --max-bundle-entries  most entries in one batch or transaction Bundle (default 10000)
   --max-bundle-bytes    largest batch or transaction Bundle (default 16777216; --max-body-bytes also applies)
+  --idempotency-ttl-s   how long the response of a write with an Idempotency-Key answers its
+                        retries (default 86400, the seed's 24 h)
+  --idempotency-retry-after-s  Retry-After of the 409 while a key's first request runs (default 1)
   --region              this instance's region (default local)
   --public-base-url     base URL for Location and links (default: from the Host header)
   --fhir-package-dir    the package/ folder of hl7.fhir.r4.examples 4.0.1 (required)
@@ -254,6 +257,14 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1, 1'000'000, c.engine.max_bundle_entries));
     } else if (name == "max-bundle-bytes") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1024, std::size_t{1} << 30, c.engine.max_bundle_bytes));
+    } else if (name == "idempotency-ttl-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 30 * 86400, seconds));
+      c.engine.idempotency_ttl = std::chrono::seconds(seconds);
+    } else if (name == "idempotency-retry-after-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 3600, seconds));
+      c.gateway.idempotency_retry_after = std::chrono::seconds(seconds);
     } else if (name == "reindex-batch") {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 100000, c.reindex.batch));
     } else if (name == "region") {

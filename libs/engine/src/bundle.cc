@@ -183,6 +183,7 @@ absl::Status RewriteReferences(json::value& v, const std::map<std::string, std::
 }  // namespace
 
 absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant, const BundleInput& input) {
+  const std::optional<store::IdempotencyKey> idempotency = TakeIdempotencyKey();
   if (input.body.size() > options_.max_bundle_bytes) {
     return core::Error(absl::StatusCode::kResourceExhausted,
                        core::StrCat("The Bundle is ", input.body.size(), " bytes; this server takes at most ",
@@ -339,31 +340,95 @@ absl::StatusOr<std::string> FhirEngine::ProcessBundle(const std::string& tenant,
     }
   }
 
-  if (transaction) {
-    std::vector<std::size_t> all(entries.size());
-    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
-    RETURN_IF_ERROR(RunEntries(tenant, input, entries, all, results));
-  } else {
-    std::vector<std::size_t> order;
+  std::vector<std::size_t> all(entries.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  std::vector<std::size_t> order;  // a batch's entries that parsed, in the order they run
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (!parse_errors[i]) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return Step(entries[a].method) < Step(entries[b].method); });
+  // A failed batch entry's response.
+  auto fill_errors = [&](const std::vector<std::optional<absl::Status>>& errors) {
     for (std::size_t i = 0; i < entries.size(); ++i) {
-      if (!parse_errors[i]) order.push_back(i);
-    }
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::size_t a, std::size_t b) { return Step(entries[a].method) < Step(entries[b].method); });
-    for (std::size_t i : order) {
-      absl::Status st = RunEntries(tenant, input, entries, {i}, results);
-      if (!st.ok()) parse_errors[i] = st;
-    }
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-      if (!parse_errors[i]) continue;
-      fhir::HttpError http = fhir::ToHttpError(*parse_errors[i]);
+      if (!errors[i]) continue;
+      fhir::HttpError http = fhir::ToHttpError(*errors[i]);
       results[i] = EntryResult{};
       results[i].status = http.status;
       results[i].outcome = std::move(http.outcome);
     }
+  };
+  if (idempotency) {
+    // With an Idempotency-Key the whole Bundle runs in the one transaction
+    // that records its response Bundle, a batch included: its entries still
+    // succeed or fail alone (a failed entry has written nothing), but a
+    // database error fails the whole batch, which then wrote nothing and
+    // may be sent again with the same key.
+    ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
+    std::string response;
+    ASSIGN_OR_RETURN(
+        store::IdempotentResult r,
+        shard->RunIdempotent(tenant, *idempotency,
+                             [&](store::TransactionScope& scope) -> absl::StatusOr<store::IdempotentResponse> {
+                               // A retried attempt starts over.
+                               results.assign(entries.size(), EntryResult{});
+                               for (BundleEntry& e : entries) {
+                                 e.key = {};
+                                 e.conditional_match = false;
+                                 e.matched.reset();
+                               }
+                               if (transaction) {
+                                 RETURN_IF_ERROR(ExecuteEntries(scope, tenant, input, entries, all, results));
+                               } else {
+                                 std::vector<std::optional<absl::Status>> errors = parse_errors;
+                                 for (std::size_t i : order) {
+                                   absl::Status st = ExecuteEntries(scope, tenant, input, entries, {i}, results);
+                                   if (!st.ok()) errors[i] = st;
+                                 }
+                                 fill_errors(errors);
+                               }
+                               store::IdempotentResponse recorded;
+                               recorded.status = 200;
+                               recorded.body = RenderBundleResponse(transaction, input, entries, results);
+                               response = *recorded.body;
+                               return recorded;
+                             }));
+    switch (r.outcome) {
+      case store::IdempotentResult::Outcome::kExecuted: {
+        MarkIdempotency(core::IdempotencyOutcome::kRecorded);
+        for (const BundleEntry& e : entries) {
+          if (e.path.type == "SearchParameter" && e.method != "GET" && e.method != "HEAD") {
+            InvalidateParams(tenant);
+            break;
+          }
+        }
+        return response;
+      }
+      case store::IdempotentResult::Outcome::kReplayed:
+        if (!r.response.body) return IdempotencyRefusal(store::IdempotentResult::Outcome::kMismatch);
+        MarkIdempotency(core::IdempotencyOutcome::kReplayed);
+        return *std::move(r.response.body);
+      case store::IdempotentResult::Outcome::kMismatch:
+      case store::IdempotentResult::Outcome::kInFlight:
+        return IdempotencyRefusal(r.outcome);
+    }
   }
 
-  // The response Bundle.
+  if (transaction) {
+    RETURN_IF_ERROR(RunEntries(tenant, input, entries, all, results));
+  } else {
+    for (std::size_t i : order) {
+      absl::Status st = RunEntries(tenant, input, entries, {i}, results);
+      if (!st.ok()) parse_errors[i] = st;
+    }
+    fill_errors(parse_errors);
+  }
+  return RenderBundleResponse(transaction, input, entries, results);
+}
+
+std::string FhirEngine::RenderBundleResponse(bool transaction, const BundleInput& input,
+                                             const std::vector<BundleEntry>& entries,
+                                             const std::vector<EntryResult>& results) const {
   std::string out = R"({"resourceType":"Bundle","id":")";
   out += core::TimeOrderedId(clock_.Now());
   core::StrAppend(out, R"(","type":")", transaction ? "transaction-response" : "batch-response", R"(","link":[{"relation":"self","url":")");

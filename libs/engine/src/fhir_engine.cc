@@ -164,10 +164,14 @@ absl::StatusOr<FhirEngine::PreparedCreate> FhirEngine::PrepareCreate(const std::
 absl::StatusOr<ResourceResult> FhirEngine::Create(const std::string& tenant, const std::string& type,
                                                   const std::string& body) {
   ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
-  ASSIGN_OR_RETURN(store::ResourceVersion v, c.shard->Create(c.key, c.body));
+  ASSIGN_OR_RETURN(ResourceResult r,
+                   Write(*c.shard, tenant, [&](WriteTarget& target) -> absl::StatusOr<ResourceResult> {
+                     ASSIGN_OR_RETURN(store::ResourceVersion v, target.Create(c.key, c.body));
+                     ResourceResult created = ToResult(std::move(v));
+                     created.created = true;
+                     return created;
+                   }));
   if (type == "SearchParameter") InvalidateParams(tenant);
-  ResourceResult r = ToResult(std::move(v));
-  r.created = true;
   return r;
 }
 
@@ -229,18 +233,22 @@ absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, con
     return Invalid(core::StrCat("The resource id does not match the URL id '", id, "'"), 400, "invalid", "id");
   }
   RETURN_IF_ERROR(ValidateResource(tenant, resource, 400));
-  bool created = false;
-  ASSIGN_OR_RETURN(store::ResourceVersion v,
-                   shard->Update({tenant, type, id}, "PUT",
-                                 [&](const std::optional<store::ResourceVersion>& current, int64_t version,
-                                     core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
-                                   RETURN_IF_ERROR(CheckIfMatch(if_match, current));
-                                   created = !current || current->deleted;
-                                   return Stored(tenant, resource, type, id, version, now);
-                                 }));
+  ASSIGN_OR_RETURN(ResourceResult r, Write(*shard, tenant, [&](WriteTarget& target) -> absl::StatusOr<ResourceResult> {
+                     bool created = false;
+                     ASSIGN_OR_RETURN(
+                         store::ResourceVersion v,
+                         target.Update({tenant, type, id}, "PUT",
+                                       [&](const std::optional<store::ResourceVersion>& current, int64_t version,
+                                           core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
+                                         RETURN_IF_ERROR(CheckIfMatch(if_match, current));
+                                         created = !current || current->deleted;
+                                         return Stored(tenant, resource, type, id, version, now);
+                                       }));
+                     ResourceResult updated = ToResult(std::move(v));
+                     updated.created = created;
+                     return updated;
+                   }));
   if (type == "SearchParameter") InvalidateParams(tenant);
-  ResourceResult r = ToResult(std::move(v));
-  r.created = created;
   return r;
 }
 
@@ -252,8 +260,13 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
   ASSIGN_OR_RETURN(json::value ops, fhir::ParseJson(patch));
   if (!ops.is_array()) return Invalid("A JSON Patch document must be a JSON array", 400, "structure");
   ASSIGN_OR_RETURN(
-      store::ResourceVersion v,
-      shard->Update({tenant, type, id}, "PATCH",
+      ResourceResult r,
+      Write(
+          *shard, tenant, [&](WriteTarget& target) -> absl::StatusOr<ResourceResult> {
+            ASSIGN_OR_RETURN(
+                store::ResourceVersion v,
+                target.Update(
+                    {tenant, type, id}, "PATCH",
                     [&](const std::optional<store::ResourceVersion>& current, int64_t version,
                         core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
                       if (!current) {
@@ -266,7 +279,8 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
                       RETURN_IF_ERROR(CheckIfMatch(if_match, current));
                       ASSIGN_OR_RETURN(json::value resource, fhir::ParseJson(current->body));
                       RETURN_IF_ERROR(fhir::ApplyJsonPatch(ops, resource));
-                      if (!resource.is_object()) return Invalid("The patch replaced the resource with a non-object", 422);
+                      if (!resource.is_object())
+                        return Invalid("The patch replaced the resource with a non-object", 422);
                       const json::object& obj = resource.get_object();
                       const json::value* rt = obj.if_contains("resourceType");
                       if (rt == nullptr || !rt->is_string() || rt->get_string() != type) {
@@ -279,8 +293,10 @@ absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, cons
                       RETURN_IF_ERROR(ValidateResource(tenant, resource, 422));
                       return Stored(tenant, resource, type, id, version, now);
                     }));
+            return ToResult(std::move(v));
+          }));
   if (type == "SearchParameter") InvalidateParams(tenant);
-  return ToResult(std::move(v));
+  return r;
 }
 
 absl::StatusOr<ResourceResult> FhirEngine::Delete(const std::string& tenant, const std::string& type,

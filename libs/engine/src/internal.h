@@ -6,7 +6,9 @@
 #include <string>
 
 #include "medgrid/core/clock.h"
+#include "medgrid/core/request_context.h"
 #include "medgrid/engine/fhir_api.h"
+#include "medgrid/search/query.h"
 #include "medgrid/store/resource_store.h"
 
 namespace medgrid::engine {
@@ -23,5 +25,27 @@ absl::Status MultipleMatches(const std::string& type);
 // The advisory lock key of conditional criteria: the same for the same
 // parameters in any order.
 std::string LockKey(const std::string& type, const QueryParams& criteria);
+
+// The 409 (in flight) or 422 (another request's key) answer of an
+// idempotency key, noted in the request context for the gateway.
+absl::Status IdempotencyRefusal(store::IdempotentResult::Outcome outcome);
+// Notes what a key did in the request context (kRecorded, kReplayed).
+void MarkIdempotency(core::IdempotencyOutcome outcome);
+
+// Where a single-resource write runs: by itself on the shard, or inside the
+// transaction that records the request's idempotency key (idempotency.cc).
+// The calls mean what the ResourceStore calls of the same names mean.
+class WriteTarget {
+ public:
+  virtual ~WriteTarget() = default;
+  virtual absl::StatusOr<store::ResourceVersion> Create(const store::ResourceKey& key, const store::BodyFn& body) = 0;
+  virtual absl::StatusOr<store::ResourceVersion> Update(const store::ResourceKey& key, const std::string& method,
+                                                        const store::BodyFn& body) = 0;
+  // Conditional create and update (a DecideFn that deletes is refused).
+  virtual absl::StatusOr<std::optional<store::ResourceVersion>> Conditional(const std::string& tenant,
+                                                                            const search::SearchRequest& match,
+                                                                            const std::string& lock_key,
+                                                                            const store::DecideFn& decide) = 0;
+};
 
 }  // namespace medgrid::engine

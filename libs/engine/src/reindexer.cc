@@ -58,6 +58,15 @@ void Reindexer::RefreshStatistics() {
       continue;
     }
     for (const std::string& table : *analyzed) core::Log(core::LogLevel::kInfo, "statistics.refreshed", {{"table", table}});
+    // Expired idempotency records go in the background, a bounded batch at
+    // a time (a lookup ignores and replaces an expired one anyway).
+    absl::StatusOr<int64_t> purged = shard->PurgeExpiredIdempotencyKeys(config_.idempotency_purge_batch);
+    if (!purged.ok()) {
+      core::Log(core::LogLevel::kWarn, "idempotency.purge_failed",
+                {{"reason", std::string(purged.status().message())}});
+    } else if (*purged > 0) {
+      core::Log(core::LogLevel::kInfo, "idempotency.purged", {{"rows", std::to_string(*purged)}});
+    }
   }
 }
 

@@ -412,24 +412,29 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& 
                                                              const std::string& body, const QueryParams& criteria) {
   ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
   ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
-  std::optional<store::ResourceVersion> existing;
   ASSIGN_OR_RETURN(
-      std::optional<store::ResourceVersion> written,
-      c.shard->Conditional(tenant, match, LockKey(type, criteria),
-                           [&](const std::vector<store::ResourceVersion>& matches)
-                               -> absl::StatusOr<std::optional<store::ConditionalWrite>> {
-                             if (matches.size() > 1) return MultipleMatches(type);
-                             if (matches.size() == 1) {
-                               existing = matches[0];
-                               return std::optional<store::ConditionalWrite>();
-                             }
-                             return std::optional<store::ConditionalWrite>(store::ConditionalWrite{c.key, "POST", c.body});
-                           }));
-  if (existing) return ToResult(std::move(*existing));
-  if (type == "SearchParameter") InvalidateParams(tenant);
-  ResourceResult r = ToResult(std::move(*written));
-  r.created = true;
-  return r;
+      ResourceResult result, Write(*c.shard, tenant, [&](WriteTarget& target) -> absl::StatusOr<ResourceResult> {
+        std::optional<store::ResourceVersion> existing;
+        ASSIGN_OR_RETURN(
+            std::optional<store::ResourceVersion> written,
+            target.Conditional(
+                tenant, match, LockKey(type, criteria),
+                [&](const std::vector<store::ResourceVersion>& matches)
+                    -> absl::StatusOr<std::optional<store::ConditionalWrite>> {
+                  if (matches.size() > 1) return MultipleMatches(type);
+                  if (matches.size() == 1) {
+                    existing = matches[0];
+                    return std::optional<store::ConditionalWrite>();
+                  }
+                  return std::optional<store::ConditionalWrite>(store::ConditionalWrite{c.key, "POST", c.body});
+                }));
+        if (existing) return ToResult(std::move(*existing));
+        ResourceResult r = ToResult(std::move(*written));
+        r.created = true;
+        return r;
+      }));
+  if (result.created && type == "SearchParameter") InvalidateParams(tenant);
+  return result;
 }
 
 absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& tenant, const std::string& type,
@@ -445,40 +450,46 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& 
     body_id = std::string(id->get_string());
   }
   ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
-  bool created = false;
   auto resource_ptr = std::make_shared<json::value>(std::move(resource));
   ASSIGN_OR_RETURN(
-      std::optional<store::ResourceVersion> written,
-      shard->Conditional(
-          tenant, match, LockKey(type, criteria),
-          [&](const std::vector<store::ResourceVersion>& matches)
-              -> absl::StatusOr<std::optional<store::ConditionalWrite>> {
-            if (matches.size() > 1) return MultipleMatches(type);
-            std::string id;
-            if (matches.size() == 1) {
-              id = matches[0].id;
-              if (!body_id.empty() && body_id != id) {
-                return core::Error(absl::StatusCode::kInvalidArgument,
-                                   core::StrCat("The resource id '", body_id, "' is not the id of the match '", id, "'"))
-                    .Http(400)
-                    .Issue("invalid");
-              }
-            } else {
-              id = body_id.empty() ? core::TimeOrderedId(clock_.Now()) : body_id;
-              created = true;
-            }
-            resource_ptr->get_object()["id"] = id;
-            RETURN_IF_ERROR(ValidateResource(tenant, *resource_ptr, 400));
-            store::BodyFn stored = [this, resource_ptr, tenant, type, id](const std::optional<store::ResourceVersion>&,
-                                                                          int64_t version, core::TimePoint now)
-                -> absl::StatusOr<store::StoredBody> { return Stored(tenant, *resource_ptr, type, id, version, now); };
-            return std::optional<store::ConditionalWrite>(
-                store::ConditionalWrite{{tenant, type, id}, "PUT", std::move(stored)});
-          }));
+      ResourceResult result, Write(*shard, tenant, [&](WriteTarget& target) -> absl::StatusOr<ResourceResult> {
+        bool created = false;
+        ASSIGN_OR_RETURN(std::optional<store::ResourceVersion> written,
+                         target.Conditional(
+                             tenant, match, LockKey(type, criteria),
+                             [&](const std::vector<store::ResourceVersion>& matches)
+                                 -> absl::StatusOr<std::optional<store::ConditionalWrite>> {
+                               if (matches.size() > 1) return MultipleMatches(type);
+                               std::string id;
+                               if (matches.size() == 1) {
+                                 id = matches[0].id;
+                                 if (!body_id.empty() && body_id != id) {
+                                   return core::Error(absl::StatusCode::kInvalidArgument,
+                                                      core::StrCat("The resource id '", body_id,
+                                                                   "' is not the id of the match '", id, "'"))
+                                       .Http(400)
+                                       .Issue("invalid");
+                                 }
+                               } else {
+                                 id = body_id.empty() ? core::TimeOrderedId(clock_.Now()) : body_id;
+                                 created = true;
+                               }
+                               resource_ptr->get_object()["id"] = id;
+                               RETURN_IF_ERROR(ValidateResource(tenant, *resource_ptr, 400));
+                               store::BodyFn stored = [this, resource_ptr, tenant, type, id](
+                                                          const std::optional<store::ResourceVersion>&, int64_t version,
+                                                          core::TimePoint now) -> absl::StatusOr<store::StoredBody> {
+                                 return Stored(tenant, *resource_ptr, type, id, version, now);
+                               };
+                               return std::optional<store::ConditionalWrite>(
+                                   store::ConditionalWrite{{tenant, type, id}, "PUT", std::move(stored)});
+                             }));
+        ResourceResult r = ToResult(std::move(*written));
+        r.created = created || r.version == 1;
+        return r;
+      }));
   if (type == "SearchParameter") InvalidateParams(tenant);
-  ResourceResult r = ToResult(std::move(*written));
-  r.created = created || r.version == 1;
-  return r;
+  return result;
 }
 
 absl::StatusOr<std::optional<ResourceResult>> FhirEngine::ConditionalDelete(const std::string& tenant,

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "boost/beast/http.hpp"
@@ -20,6 +21,7 @@
 #include "medgrid/fhir/http_errors.h"
 #include "medgrid/cache/rate_limiter.h"
 #include "medgrid/resilience/degradation.h"
+#include "medgrid/resilience/idempotency.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -199,7 +201,17 @@ struct Gateway::Impl {
                              .Help("Searches intersecting several id sets, by how the page query was planned: "
                                    "from remembered set sizes, from sizes counted first, or again because a "
                                    "remembered size no longer held (changed)")
-                             .Register(m)) {}
+                             .Register(m)),
+        idempotency_requests(prometheus::BuildCounter()
+                                 .Name("medgrid_idempotency_requests_total")
+                                 .Help("Writes with an Idempotency-Key, by outcome: recorded (ran, response kept), "
+                                       "replayed (the kept response), mismatch (422, the key of another request), "
+                                       "in_flight (409, the key's first request still running)")
+                                 .Register(m)) {
+    for (const char* outcome : {"recorded", "replayed", "mismatch", "in_flight"}) {
+      idempotency_by_outcome.emplace(outcome, &idempotency_requests.Add({{"outcome", outcome}}));
+    }
+  }
 
   GatewayConfig config;
   engine::FhirApi& api;
@@ -210,6 +222,11 @@ struct Gateway::Impl {
   prometheus::Family<prometheus::Counter>& shed;
   prometheus::Family<prometheus::Gauge>& pool_in_flight;
   prometheus::Family<prometheus::Counter>& search_set_sizes;
+  prometheus::Family<prometheus::Counter>& idempotency_requests;
+  std::map<std::string, prometheus::Counter*, std::less<>> idempotency_by_outcome;  // filled once, then read-only
+  // Idempotency keys of the requests running in this process (the fast
+  // path before the shard's advisory lock).
+  resilience::InFlightKeys keys_in_flight;
   // The store keeps these counts; a scrape moves the counters up to them.
   std::mutex counters_mu;
   std::function<void()> metrics_hook;  // set before serving
@@ -229,6 +246,12 @@ struct Gateway::Impl {
                        AsyncRead* async);
   http::Response Fhir(http::Request& req, std::string_view path, const Query& query, std::string& route,
                       std::string& tenant, AsyncRead* async);
+  // Fhir, for a write that carries an Idempotency-Key: checks the key,
+  // refuses a duplicate in flight here (409), hands key and request
+  // fingerprint to the engine through the request context, and marks a
+  // replayed response.
+  http::Response FhirWithKey(http::Request& req, std::string_view path, const Query& query, std::string& route,
+                             std::string& tenant, AsyncRead* async);
   // Records the metric and the log line of a finished request.
   void Finish(const RequestLog& log, http::Response& res);
   // The admin API: AdminRoute answers, Admin also tells admin_hook.
@@ -428,6 +451,7 @@ static void SetRequestContext(const http::Request& req, const http::Peer& peer) 
       if (std::optional<int64_t> known = fhir::ParseETagVersion(inm)) ctx.known_version = *known;
     }
   }
+  ctx.idempotency = {};
   auth::CurrentPrincipal().reset();
 }
 
@@ -461,8 +485,10 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   if (!parsed.ok()) return false;
   const bool read = (req.method() == bhttp::verb::get || req.method() == bhttp::verb::head) &&
                     (parsed->kind == fhir::RestPath::Kind::kInstance || parsed->kind == fhir::RestPath::Kind::kVersion);
+  // A create with an Idempotency-Key takes the blocking path, whose one
+  // transaction records the key with the resource.
   const bool create = req.method() == bhttp::verb::post && parsed->kind == fhir::RestPath::Kind::kType &&
-                      req["If-None-Exist"].empty() &&
+                      req["If-None-Exist"].empty() && req.find("Idempotency-Key") == req.end() &&
                       req.body().size() <= kMaxInlineBody;
   if (!read && !create) return false;
   // The first request of a tenant looks it up in the control database, a
@@ -631,9 +657,92 @@ http::Response Gateway::Impl::Route(http::Request& req, const http::Peer& peer, 
         }
       }
     }
+    if (req.find("Idempotency-Key") != req.end()) return FhirWithKey(req, path, query, route, tenant, async);
     return Fhir(req, path, query, route, tenant, async);
   }
   return Error(404, core::StrCat("No endpoint at '", path, "'"), v);
+}
+
+namespace {
+
+// Prefer: return=... as Fhir reads it, for the request fingerprint.
+std::string PreferReturn(const http::Request& req) {
+  std::string prefer = "representation";
+  for (std::string_view header : core::StrSplit(req["Prefer"], ',')) {
+    for (std::string_view part : core::StrSplit(header, ';')) {
+      std::string t = Lower(MediaType(part));
+      if (t.rfind("return=", 0) == 0) prefer = t.substr(7);
+    }
+  }
+  return prefer;
+}
+
+}  // namespace
+
+http::Response Gateway::Impl::FhirWithKey(http::Request& req, std::string_view path, const Query& query,
+                                          std::string& route, std::string& tenant, AsyncRead* async) {
+  using K = fhir::RestPath::Kind;
+  const unsigned v = req.version();
+  auto parsed = fhir::ParseRestPath(path);
+  const bhttp::verb method = req.method();
+  // The writes a key applies to: create, update, patch, conditional create
+  // and update, batch and transaction Bundles. GET, HEAD and DELETE are
+  // idempotent already, and POST _search and operations write nothing a
+  // retry would duplicate: their key is ignored (not even checked).
+  const bool keyed =
+      parsed.ok() && ((method == bhttp::verb::post && (parsed->kind == K::kType || parsed->kind == K::kSystem)) ||
+                      (method == bhttp::verb::put && (parsed->kind == K::kType || parsed->kind == K::kInstance)) ||
+                      (method == bhttp::verb::patch && parsed->kind == K::kInstance));
+  if (!keyed) return Fhir(req, path, query, route, tenant, async);
+  route = RouteTemplate(*parsed);
+  tenant = parsed->tenant;
+  if (req.count("Idempotency-Key") > 1) {
+    return Error(400, "Send one Idempotency-Key header, not several", v);
+  }
+  absl::StatusOr<std::string> key = resilience::ParseIdempotencyKey(req["Idempotency-Key"]);
+  if (!key.ok()) return ErrorOf(key.status(), v);
+  auto count = [&](std::string_view outcome) { idempotency_by_outcome.find(outcome)->second->Increment(); };
+  auto in_flight = [&](http::Response res) {
+    count("in_flight");
+    res.set(bhttp::field::retry_after, std::to_string(config.idempotency_retry_after.count()));
+    return res;
+  };
+  // With a request of the key already running here, this one may only be
+  // answered from a recorded response (a retry after the first completed,
+  // while another replay runs), else 409; it never tries the shard's lock.
+  resilience::InFlightKeys::Claim claim = keys_in_flight.TryClaim(parsed->tenant, *key);
+  core::RequestContext& ctx = core::CurrentRequest();
+  resilience::RequestParts parts;
+  parts.method = std::string(req.method_string());
+  parts.path = std::string(path);
+  parts.query = resilience::CanonicalQuery(query.params);
+  parts.body = req.body();
+  parts.prefer_return = PreferReturn(req);
+  parts.caller = core::StrCat(ctx.agent, "\n", ctx.subject);
+  ctx.idempotency.key = *std::move(key);
+  ctx.idempotency.fingerprint = resilience::RequestFingerprint(parts);
+  ctx.idempotency.outcome = core::IdempotencyOutcome::kNone;
+  ctx.idempotency.replay_only = !claim;
+  http::Response res = Fhir(req, path, query, route, tenant, async);
+  const core::IdempotencyOutcome outcome = ctx.idempotency.outcome;
+  ctx.idempotency = {};
+  switch (outcome) {
+    case core::IdempotencyOutcome::kRecorded:
+      count("recorded");
+      break;
+    case core::IdempotencyOutcome::kReplayed:
+      count("replayed");
+      res.set("Idempotent-Replayed", "true");
+      break;
+    case core::IdempotencyOutcome::kMismatch:
+      count("mismatch");
+      break;
+    case core::IdempotencyOutcome::kInFlight:
+      return in_flight(std::move(res));
+    case core::IdempotencyOutcome::kNone:
+      break;
+  }
+  return res;
 }
 
 absl::StatusOr<std::shared_ptr<const auth::Principal>> Gateway::Impl::Authenticate(const http::Request& req) {

@@ -410,6 +410,32 @@ CREATE TABLE subscription_notifications (
 );
 CREATE INDEX subscription_notifications_due ON subscription_notifications (next_attempt_at);
 )sql"},
+      {13, "idempotency keys", R"sql(
+-- The recorded response of each completed request that carried an
+-- Idempotency-Key, inserted in the transaction of the write it answers (so
+-- the two commit or roll back together). A request still running holds a
+-- transaction-scoped advisory lock on (tenant, key), never a row, so no
+-- "in flight" claim outlives a crash. request_hash is the fingerprint of the
+-- request (method, path, query, body, Prefer and caller). The response is
+-- either the version written or matched (res_type, res_id, version_id; its
+-- body is immutable) or the response body itself (Bundles). Rows past
+-- expires_at are ignored, replaced by the next use of the key, and purged
+-- in the background.
+CREATE TABLE idempotency_keys (
+  tenant_id    text NOT NULL,
+  idem_key     text NOT NULL,
+  request_hash text NOT NULL,
+  status       integer NOT NULL,
+  res_type     text,
+  res_id       text,
+  version_id   bigint,
+  body         text,
+  created_at   timestamptz NOT NULL,
+  expires_at   timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, idem_key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+)sql"},
   };
   return kMigrations;
 }

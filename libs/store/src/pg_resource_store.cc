@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "libpq-fe.h"
+#include "pg_idempotency.h"
 #include "pg_index.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
@@ -624,6 +625,18 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
   });
   if (done.ok()) replicas_.NoteWrite(tenant, CurrentCaller());
   return done.status();
+}
+
+absl::StatusOr<IdempotentResult> PgResourceStore::RunIdempotent(const std::string& tenant, const IdempotencyKey& key,
+                                                                const IdempotentFn& fn) {
+  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<IdempotentResult> {
+    const core::TimePoint now = clock_.Now();
+    if (std::optional<IdempotentResult> done = ClaimIdempotencyKey(tx, tenant, key, now)) return *std::move(done);
+    PgTransactionScope scope(tx, tenant, now, copy_write_min_versions_);
+    ASSIGN_OR_RETURN(IdempotentResponse response, fn(scope));
+    RecordIdempotencyKey(tx, tenant, key, response, now);
+    return IdempotentResult{IdempotentResult::Outcome::kExecuted, std::move(response)};
+  });
 }
 
 absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {

@@ -97,6 +97,9 @@ class PgResourceStore final : public ResourceStore {
   absl::StatusOr<std::vector<std::pair<std::string, ResourceVersion>>> AllLive(
       const std::vector<std::string>& tenants, const std::string& type) override;
   absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) override;
+  absl::StatusOr<IdempotentResult> RunIdempotent(const std::string& tenant, const IdempotencyKey& key,
+                                                 const IdempotentFn& fn) override;
+  absl::StatusOr<int64_t> PurgeExpiredIdempotencyKeys(int limit) override;  // pg_idempotency.cc
 
  private:
   // Runs the read `fn(connection)` (safe to repeat, outside any

@@ -26,10 +26,15 @@
 
 namespace medgrid::engine {
 
+class WriteTarget;  // internal.h
+
 struct EngineOptions {
   // Limits of a batch or transaction Bundle; larger ones get 413.
   std::size_t max_bundle_entries = 10'000;
   std::size_t max_bundle_bytes = 16 * 1024 * 1024;
+  // How long the response of a request with an Idempotency-Key is kept to
+  // answer its retries (the seed's 24 h).
+  std::chrono::milliseconds idempotency_ttl{std::chrono::hours(24)};
 };
 
 class FhirEngine final : public FhirApi {
@@ -122,8 +127,21 @@ class FhirEngine final : public FhirApi {
   absl::Status ExecuteEntries(store::TransactionScope& scope, const std::string& tenant, const BundleInput& input,
                               std::vector<BundleEntry>& all, const std::vector<std::size_t>& entries,
                               std::vector<EntryResult>& results);
+  // The batch-response or transaction-response Bundle.
+  std::string RenderBundleResponse(bool transaction, const BundleInput& input, const std::vector<BundleEntry>& entries,
+                                   const std::vector<EntryResult>& results) const;
   absl::StatusOr<EntryResult> ExecuteGet(store::TransactionScope& scope, const std::string& tenant,
                                          const BundleInput& input, const BundleEntry& e);
+
+  // Idempotency keys (idempotency.cc). The key the gateway put in this
+  // thread's request context, taken so that no nested call uses it again.
+  std::optional<store::IdempotencyKey> TakeIdempotencyKey() const;
+  // Runs a single-resource write `fn`: on the shard directly without a key;
+  // with one, inside the transaction that records its response, or not at
+  // all when the key answers by itself (a replay of the recorded response,
+  // 422 for another request's key, 409 while the key is in flight).
+  using WriteFn = std::function<absl::StatusOr<ResourceResult>(WriteTarget&)>;
+  absl::StatusOr<ResourceResult> Write(store::ResourceStore& shard, const std::string& tenant, const WriteFn& fn);
 
   absl::Status CheckType(const std::string& type) const;
   // Everything a create does before storage: the shard, the validated

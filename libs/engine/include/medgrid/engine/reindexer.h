@@ -29,7 +29,8 @@ struct ReindexerConfig {
   int batch = 500;                                  // resources per transaction
   std::chrono::seconds lease{30};                   // how long a claim lasts without renewal
   std::chrono::milliseconds idle_poll{1000};        // wait between looks when there is no work
-  std::chrono::seconds statistics_every{2};         // how often to look for stale statistics
+  std::chrono::seconds statistics_every{2};         // how often to look for stale statistics (and purge)
+  int idempotency_purge_batch = 1000;              // expired idempotency records removed per shard per round
 };
 
 class Reindexer {

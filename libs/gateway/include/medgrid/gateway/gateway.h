@@ -13,6 +13,7 @@
 //       [&](int s, const std::string& m, unsigned v) { return gw.ErrorResponse(s, m, v); });
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -74,6 +75,9 @@ struct GatewayConfig {
   // GET /admin/hotspots: the JSON of the current hot patients, tenants and
   // resource types. Null: 404.
   std::function<std::string()> hotspots;
+  // Retry-After of the 409 that answers a write whose Idempotency-Key is
+  // still in flight.
+  std::chrono::seconds idempotency_retry_after{1};
 };
 
 // The service pool a request belongs to, and whether it is a read (a

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/store/export_jobs.h"
+#include "medgrid/store/idempotency.h"
 #include "medgrid/store/outbox.h"
 #include "medgrid/search/index.h"
 #include "medgrid/search/query.h"
@@ -257,6 +258,21 @@ class ResourceStore {
   // Runs `fn` in one database transaction for `tenant`, committed when it
   // returns OK and rolled back otherwise (its status is returned).
   virtual absl::Status RunTransaction(const std::string& tenant, const TransactionFn& fn) = 0;
+  // Runs `fn` under an idempotency key, in one transaction that first tries
+  // a transaction-scoped advisory lock on (tenant, key) without waiting,
+  // then looks the key up: an unexpired record answers kReplayed (same
+  // fingerprint) or kMismatch (another) without running `fn`, whether or not
+  // the lock was had (it may be held by a concurrent replay); with no record,
+  // kInFlight when the lock is held elsewhere. An expired record is removed. Otherwise
+  // `fn` runs and its response is inserted as the key's record in the same
+  // transaction, which commits when `fn` returns OK and rolls back (leaving
+  // no record) otherwise, with its status. Holds no session state, so it is
+  // safe behind PgBouncer in transaction mode.
+  virtual absl::StatusOr<IdempotentResult> RunIdempotent(const std::string& tenant, const IdempotencyKey& key,
+                                                         const IdempotentFn& fn) = 0;
+  // Removes up to `limit` idempotency records of any tenant of this shard
+  // that expired; returns how many went.
+  virtual absl::StatusOr<int64_t> PurgeExpiredIdempotencyKeys(int limit) = 0;
   // A reader of this shard's outbox on a new connection of its own.
   // Errors: Unavailable.
   virtual absl::StatusOr<std::unique_ptr<Outbox>> OpenOutbox() = 0;
