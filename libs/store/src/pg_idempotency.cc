@@ -64,7 +64,7 @@ void RecordIdempotencyKey(pqxx::transaction_base& tx, const std::string& tenant,
 
 absl::StatusOr<int64_t> PgResourceStore::PurgeExpiredIdempotencyKeys(int limit) {
   const int64_t now = core::ToUnixMicros(clock_.Now());
-  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection& conn) -> absl::StatusOr<int64_t> {
+  return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<int64_t> {
     pqxx::nontransaction tx(conn);
     pqxx::result r = tx.exec_params(
         "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_keys "
