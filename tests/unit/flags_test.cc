@@ -15,6 +15,17 @@ TEST(Flags, ParsesAndValidates) {
   EXPECT_EQ(c->http.body_limit, 2048u);
   EXPECT_EQ(c->log_level, core::LogLevel::kWarn);
   EXPECT_EQ(c->gateway.public_base_url, "https://x.org");
+  EXPECT_FALSE(c->store.pgbouncer);
+}
+
+TEST(Flags, PgBouncerMode) {
+  auto on = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--db-pgbouncer=on"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->store.pgbouncer);
+  auto off = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--db-pgbouncer=off"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->store.pgbouncer);
+  EXPECT_NE(FlagsHelp().find("--db-pgbouncer"), std::string::npos);
 }
 
 TEST(Flags, RejectsUnknownAndBadValues) {
@@ -22,7 +33,8 @@ TEST(Flags, RejectsUnknownAndBadValues) {
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
                                 "--http-port", "--pg-shards=a,,b", "--worker-threads=-1", "--auth=maybe",
                                 "--consent-deadline-ms=0", "--btg-webhook=ftp://x", "--btg-duration-s=5",
-                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1"}) {
+                                "--redis-key-prefix=a:b", "--rate-limit-tenant-rps=-1",
+                                "--db-pgbouncer=yes"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

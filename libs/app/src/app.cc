@@ -113,6 +113,8 @@ Flags (all --name=value):
   --pg-pool-size        blocking connections per shard (default 16)
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --db-pgbouncer        on|off: the shard DSNs lead to PgBouncer in transaction pooling mode; no named
+                        prepared statements or session state (default off: prepared statements, faster)
   --reindex-batch       resources per reindex transaction (default 500)
   --max-bundle-entries  most entries in one batch or transaction Bundle (default 10000)
   --max-bundle-bytes    largest batch or transaction Bundle (default 16777216; --max-body-bytes also applies)
@@ -200,6 +202,9 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
     } else if (name == "pg-statement-timeout-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
+    } else if (name == "db-pgbouncer") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.store.pgbouncer = value == "on";
     } else if (name == "max-bundle-entries") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1, 1'000'000, c.engine.max_bundle_entries));
     } else if (name == "max-bundle-bytes") {
