@@ -5,7 +5,8 @@
 // CRUD, search, history, conditional and transaction Bundles, the outbox
 // relay and concurrent clients work with zero errors: no named prepared
 // statement, session setting or session advisory lock is left on a server
-// connection that PgBouncer hands to someone else.
+// connection that PgBouncer hands to someone else. The statement timeout
+// still ends a transaction's statement (SET LOCAL): 504.
 #include <signal.h>
 #include <unistd.h>
 
@@ -284,6 +285,30 @@ TEST(PgBouncer, EverythingWorksInTransactionPoolingMode) {
   }
   EXPECT_EQ(backlog, 0);
   app->Stop();
+  app.reset();
+
+  // The statement timeout reaches transactions through SET LOCAL: a search
+  // in a transaction (_total=accurate) that waits for a lock answers 504.
+  behind.store.statement_timeout = std::chrono::milliseconds(300);
+  auto timed = app::App::Start(behind);
+  ASSERT_TRUE(timed.ok()) << timed.status();
+  HttpClient t((*timed)->port());
+  ASSERT_EQ(t.Put("/fhir/t1/Patient/m", R"({"resourceType":"Patient","id":"m","gender":"male"})").status, 201);
+  {
+    std::vector<std::unique_ptr<pqxx::connection>> conns;
+    std::vector<std::unique_ptr<pqxx::work>> locks;
+    for (const std::string& db : config.store.bootstrap_shards) {
+      conns.push_back(std::make_unique<pqxx::connection>(TestServer::Dsn(db)));
+      locks.push_back(std::make_unique<pqxx::work>(*conns.back()));
+      locks.back()->exec("LOCK TABLE idx_token IN ACCESS EXCLUSIVE MODE");
+    }
+    auto res = t.Get("/fhir/t1/Patient?gender=male&_total=accurate");
+    EXPECT_EQ(res.status, 504) << res.body;
+    EXPECT_EQ(res.IssueCode(), "timeout");
+  }
+  auto after = t.Get("/fhir/t1/Patient?gender=male&_total=accurate");
+  EXPECT_EQ(after.status, 200) << after.body;
+  (*timed)->Stop();
 }
 
 }  // namespace
