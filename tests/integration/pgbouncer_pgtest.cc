@@ -182,9 +182,10 @@ TEST(PgBouncer, EverythingWorksInTransactionPoolingMode) {
   ASSERT_EQ(c.Get("/fhir/t1/Patient/a").status, 200);
   auto created = c.Post("/fhir/t1/Patient", R"({"resourceType":"Patient","name":[{"family":"Okafor"}]})");
   ASSERT_EQ(created.status, 201) << created.body;
-  ASSERT_EQ(c.Put("/fhir/t1/Patient/a", R"({"resourceType":"Patient","id":"a","name":[{"family":"Okafor"}],"active":true})")
-                .status,
-            200);
+  ASSERT_EQ(
+      c.Put("/fhir/t1/Patient/a", R"({"resourceType":"Patient","id":"a","name":[{"family":"Okafor"}],"active":true})")
+          .status,
+      200);
   auto patched = c.Send("PATCH", "/fhir/t1/Patient/a", R"([{"op":"replace","path":"/active","value":false}])",
                         {{"Content-Type", "application/json-patch+json"}});
   ASSERT_EQ(patched.status, 200) << patched.body;

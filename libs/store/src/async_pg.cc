@@ -148,7 +148,8 @@ AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string&
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
   if (!slot) {
-    slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), unnamed_sql, std::move(open_gauge), queries, io);
+    slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), unnamed_sql, std::move(open_gauge), queries,
+                                         io);
   }
   return *slot;
 }

@@ -40,7 +40,8 @@ class PgOutbox final : public Outbox {
   absl::StatusOr<std::vector<OutboxRow>> Pending(int limit,
                                                  const std::function<bool(const std::string&)>& with_body) override {
     RETURN_IF_ERROR(CheckLeading());
-    absl::StatusOr<std::vector<OutboxRow>> pending = Run([&](pqxx::transaction_base& tx) -> absl::StatusOr<std::vector<OutboxRow>> {
+    using Rows = absl::StatusOr<std::vector<OutboxRow>>;
+    Rows pending = Run([&](pqxx::transaction_base& tx) -> Rows {
       pqxx::result r = tx.exec_params(
           "SELECT seq, tenant_id, res_type, res_id, version_id, method, "
           "(extract(epoch from changed_at) * 1000000)::bigint FROM outbox ORDER BY seq LIMIT $1",

@@ -354,7 +354,8 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, 
   RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection_base& conn) {
     // A single statement commits on its own: one round trip per create.
     pqxx::nontransaction tx(conn);
-    ExecStatement(tx, pgbouncer_, "insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
+    ExecStatement(tx, pgbouncer_, "insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json,
+                  index);
     return absl::OkStatus();
   }));
   return NewVersion(key, 1, now, "POST", std::move(body.json));
@@ -533,9 +534,10 @@ class PgTransactionScope final : public TransactionScope {
       existed.push_back(w.version > 1 ? "t" : "f");
       replace = replace || w.version > 1;
     }
-    ExecStatement(tx_, unnamed_, replace ? "write_many" : "write_many_new", tenant_, TextArrayLiteral(types), TextArrayLiteral(ids),
-                      TextArrayLiteral(versions), TextArrayLiteral(methods), TextArrayLiteral(micros),
-                      OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes), TextArrayLiteral(existed));
+    ExecStatement(tx_, unnamed_, replace ? "write_many" : "write_many_new", tenant_, TextArrayLiteral(types),
+                  TextArrayLiteral(ids), TextArrayLiteral(versions), TextArrayLiteral(methods),
+                  TextArrayLiteral(micros), OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes),
+                  TextArrayLiteral(existed));
     return absl::OkStatus();
   }
 
