@@ -10,7 +10,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev prometheus-cpp-dev libssl-dev libabsl-dev libicu-dev zlib1g-dev
   libgtest-dev libgmock-dev
-  postgresql-15 postgresql-contrib redis-server redis-tools
+  postgresql-15 postgresql-contrib pgbouncer redis-server redis-tools
   wrk curl ca-certificates python3
 )
 # Node.js and npm fetch the official FHIR R4 package (test and registry data).

@@ -49,6 +49,17 @@ TEST(Flags, ReplicasAndDegradation) {
   EXPECT_EQ(c->store.failover_after_samples, 5);
   EXPECT_EQ(c->degradation_interval, std::chrono::milliseconds(200));
   EXPECT_EQ(c->degradation.recovery, std::chrono::seconds(3));
+  EXPECT_FALSE(c->store.pgbouncer);
+}
+
+TEST(Flags, PgBouncerMode) {
+  auto on = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--db-pgbouncer=on"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->store.pgbouncer);
+  auto off = ParseFlags({"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off", "--db-pgbouncer=off"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->store.pgbouncer);
+  EXPECT_NE(FlagsHelp().find("--db-pgbouncer"), std::string::npos);
 }
 
 TEST(Flags, RejectsUnknownAndBadValues) {
@@ -65,7 +76,7 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--cache-l1-ttl-ms=0", "--cache-l2-ttl-s=0", "--cache-l2-ttl-s=90000",
                                 "--cache-coalescing=sometimes", "--hot-patient-qps=0", "--hot-tenant-share-pct=101",
                                 "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10",
-                                "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc"}) {
+                                "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc", "--db-pgbouncer=yes"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

@@ -120,6 +120,8 @@ Flags (all --name=value):
   --replica-max-lag-ms  reads go to a replica only while it lags less than this (default 100)
   --replica-monitor-interval-ms  how often replication lag and the primary are sampled (default 100)
   --replica-failover-after  failed samples of the primary in a row that mean a failover (default 3)
+  --db-pgbouncer        on|off: the shard DSNs lead to PgBouncer in transaction pooling mode; no named
+                        prepared statements or session state (default off: prepared statements, faster)
   --reindex-batch       resources per reindex transaction (default 500)
   --max-bundle-entries  most entries in one batch or transaction Bundle (default 10000)
   --max-bundle-bytes    largest batch or transaction Bundle (default 16777216; --max-body-bytes also applies)
@@ -253,6 +255,9 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       int64_t seconds = 0;
       RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 0, 86400, seconds));
       c.degradation.recovery = std::chrono::seconds(seconds);
+    } else if (name == "db-pgbouncer") {
+      if (value != "on" && value != "off") return BadFlag(name, "must be on or off");
+      c.store.pgbouncer = value == "on";
     } else if (name == "max-bundle-entries") {
       RETURN_IF_ERROR(ParseInt<std::size_t>(name, value, 1, 1'000'000, c.engine.max_bundle_entries));
     } else if (name == "max-bundle-bytes") {

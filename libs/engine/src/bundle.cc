@@ -478,6 +478,7 @@ std::string FhirEngine::RenderBundleResponse(bool transaction, const BundleInput
 absl::Status FhirEngine::RunEntries(const std::string& tenant, const BundleInput& input,
                                     std::vector<BundleEntry>& all, const std::vector<std::size_t>& entries,
                                     std::vector<EntryResult>& results) {
+  const ParamsPin pin(tenant, ParamsFor(tenant));  // before any transaction
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   std::vector<EntryResult> staged;
   bool params_changed = false;

@@ -224,6 +224,7 @@ void FhirEngine::ReadAsync(const std::string& tenant, const std::string& type, c
 absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, const std::string& type,
                                                   const std::string& id, const std::string& body,
                                                   std::optional<int64_t> if_match) {
+  const ParamsPin pin(tenant, ParamsFor(tenant));  // before any transaction
   RETURN_IF_ERROR(CheckType(type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   ASSIGN_OR_RETURN(json::value resource, ParseResource(type, body));
@@ -255,6 +256,7 @@ absl::StatusOr<ResourceResult> FhirEngine::Update(const std::string& tenant, con
 absl::StatusOr<ResourceResult> FhirEngine::Patch(const std::string& tenant, const std::string& type,
                                                  const std::string& id, const std::string& patch,
                                                  std::optional<int64_t> if_match) {
+  const ParamsPin pin(tenant, ParamsFor(tenant));  // before any transaction
   RETURN_IF_ERROR(CheckType(type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   ASSIGN_OR_RETURN(json::value ops, fhir::ParseJson(patch));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -11,7 +12,33 @@
 #include "medgrid/search/query.h"
 #include "medgrid/store/resource_store.h"
 
+namespace medgrid::fhir {
+class SearchParamRegistry;
+}  // namespace medgrid::fhir
+
 namespace medgrid::engine {
+
+// While alive, FhirEngine::ParamsFor(tenant) on this thread answers with
+// `params` instead of looking them up. A write pins its tenant's registry
+// before it opens a transaction, so that indexing inside the transaction
+// never needs a second database connection: behind PgBouncer's small
+// server pool, transactions each waiting for one more connection while
+// holding one would wait for each other until PgBouncer gives up. Scopes
+// nest; lives on the stack.
+class ParamsPin {
+ public:
+  ParamsPin(std::string tenant, std::shared_ptr<const fhir::SearchParamRegistry> params);
+  ~ParamsPin();
+  ParamsPin(const ParamsPin&) = delete;
+  ParamsPin& operator=(const ParamsPin&) = delete;
+  // The registry pinned for `tenant` on this thread, or null.
+  static std::shared_ptr<const fhir::SearchParamRegistry> Find(const std::string& tenant);
+
+ private:
+  ParamsPin* const previous_;
+  const std::string tenant_;
+  const std::shared_ptr<const fhir::SearchParamRegistry> params_;
+};
 
 
 ResourceResult ToResult(store::ResourceVersion&& v);

@@ -1,5 +1,6 @@
 // A tenant's own search parameters (its SearchParameter resources) and the
 // online reindex that applies them to resources stored before they existed.
+#include "internal.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
@@ -17,7 +18,26 @@ constexpr int kMaxCustomParams = 1000;
 
 }  // namespace
 
+namespace {
+thread_local ParamsPin* pinned_params = nullptr;
+}  // namespace
+
+ParamsPin::ParamsPin(std::string tenant, std::shared_ptr<const fhir::SearchParamRegistry> params)
+    : previous_(pinned_params), tenant_(std::move(tenant)), params_(std::move(params)) {
+  pinned_params = this;
+}
+
+ParamsPin::~ParamsPin() { pinned_params = previous_; }
+
+std::shared_ptr<const fhir::SearchParamRegistry> ParamsPin::Find(const std::string& tenant) {
+  for (const ParamsPin* p = pinned_params; p != nullptr; p = p->previous_) {
+    if (p->tenant_ == tenant) return p->params_;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<const fhir::SearchParamRegistry> FhirEngine::ParamsFor(const std::string& tenant) const {
+  if (auto pinned = ParamsPin::Find(tenant)) return pinned;
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(params_mu_);

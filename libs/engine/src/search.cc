@@ -410,6 +410,7 @@ std::string LockKey(const std::string& type, const QueryParams& criteria) {
 
 absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& tenant, const std::string& type,
                                                              const std::string& body, const QueryParams& criteria) {
+  const ParamsPin pin(tenant, ParamsFor(tenant));  // before any transaction
   ASSIGN_OR_RETURN(PreparedCreate c, PrepareCreate(tenant, type, body));
   ASSIGN_OR_RETURN(search::SearchRequest match, ParseCriteria(tenant, criteria, type));
   ASSIGN_OR_RETURN(
@@ -439,6 +440,7 @@ absl::StatusOr<ResourceResult> FhirEngine::ConditionalCreate(const std::string& 
 
 absl::StatusOr<ResourceResult> FhirEngine::ConditionalUpdate(const std::string& tenant, const std::string& type,
                                                              const QueryParams& criteria, const std::string& body) {
+  const ParamsPin pin(tenant, ParamsFor(tenant));  // before any transaction
   RETURN_IF_ERROR(CheckType(type));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   ASSIGN_OR_RETURN(json::value resource, ParseResource(type, body));

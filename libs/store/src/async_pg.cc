@@ -55,8 +55,13 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
     std::vector<const char*> values;
     values.reserve(current_.params.size());
     for (const std::string& p : current_.params) values.push_back(p.c_str());
-    if (PQsendQueryPrepared(conn_, current_.statement.c_str(), static_cast<int>(values.size()), values.data(),
-                            nullptr, nullptr, 0) != 1) {
+    const int sent =
+        pool_.unnamed_sql_ != nullptr
+            ? PQsendQueryParams(conn_, pool_.unnamed_sql_(current_.statement).c_str(), static_cast<int>(values.size()),
+                                nullptr, values.data(), nullptr, nullptr, 0)
+            : PQsendQueryPrepared(conn_, current_.statement.c_str(), static_cast<int>(values.size()), values.data(),
+                                  nullptr, nullptr, 0);
+    if (sent != 1) {
       return Fail(Unavailable(PQerrorMessage(conn_)));
     }
     Flush();
@@ -137,20 +142,24 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 };
 
 AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                    std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries,
-                                    asio::io_context& io) {
+                                    PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
+                                    QueryCounters* queries, asio::io_context& io) {
   // Destroyed when the I/O thread exits, while its io_context still exists.
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
-  if (!slot) slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), std::move(open_gauge), queries, io);
+  if (!slot) {
+    slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), unnamed_sql, std::move(open_gauge), queries,
+                                         io);
+  }
   return *slot;
 }
 
-AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
-                         QueryCounters* queries, asio::io_context& io)
+AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn unnamed_sql,
+                         std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries, asio::io_context& io)
     : dsn_(std::move(dsn)),
       size_(size),
       prepare_(std::move(prepare)),
+      unnamed_sql_(unnamed_sql),
       open_gauge_(std::move(open_gauge)),
       queries_(queries),
       io_(io) {}

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,9 @@ using PgRowsCallback = std::function<void(absl::StatusOr<std::vector<PgRow>> row
 // Prepares statements on a new connection (blocking, once per connection).
 // Returns an error message, empty on success.
 using PgPrepareFn = std::function<std::string(void* pgconn)>;
+// The SQL text of a statement name, for pools that send unnamed statements
+// instead of preparing (behind PgBouncer in transaction pooling mode).
+using PgSqlFn = const std::string& (*)(std::string_view name);
 
 class AsyncPgPool {
  public:
@@ -39,12 +43,14 @@ class AsyncPgPool {
   // `open_gauge` counts this shard's open connections across all threads;
   // every statement sent (preparing included) counts in `queries`, which
   // must outlive the pool.
+  // With `unnamed_sql` set, statements go as unnamed ones with the text it
+  // gives for their name, and `prepare` should be empty.
   static AsyncPgPool& ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
-                                std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries,
-                                boost::asio::io_context& io);
+                                PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
+                                QueryCounters* queries, boost::asio::io_context& io);
 
-  AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, std::shared_ptr<std::atomic<int>> open_gauge,
-              QueryCounters* queries, boost::asio::io_context& io);
+  AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn unnamed_sql,
+              std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries, boost::asio::io_context& io);
   ~AsyncPgPool();
 
   // Runs a prepared statement; `done` runs on this thread's event loop. The
@@ -73,6 +79,7 @@ class AsyncPgPool {
   const std::string dsn_;
   const int size_;
   const PgPrepareFn prepare_;
+  const PgSqlFn unnamed_sql_;
   const std::shared_ptr<std::atomic<int>> open_gauge_;
   QueryCounters* const queries_;
   boost::asio::io_context& io_;

@@ -17,15 +17,20 @@ constexpr int64_t kRelayLock = 7262071;
 
 class PgOutbox final : public Outbox {
  public:
-  // Statements count in `queries`, which outlives the reader.
-  PgOutbox(std::string shard, std::string dsn, QueryCounters* queries)
-      : shard_(std::move(shard)), dsn_(std::move(dsn)), queries_(queries) {}
+  // Statements count in `queries`, which outlives the reader. With
+  // `per_round_lock` (behind PgBouncer in transaction pooling mode, where a
+  // session lock would stay on a server connection other clients get next),
+  // each round is one transaction holding a transaction-scoped lock: TryLead
+  // begins it, Pending (when nothing is pending) or Remove commits it.
+  PgOutbox(std::string shard, std::string dsn, QueryCounters* queries, bool per_round_lock)
+      : shard_(std::move(shard)), dsn_(std::move(dsn)), queries_(queries), per_round_lock_(per_round_lock) {}
 
   const std::string& shard() const override { return shard_; }
 
   absl::StatusOr<bool> TryLead() override {
+    if (per_round_lock_) return BeginRound();
     if (leading_) return true;
-    auto led = Run([&](pqxx::nontransaction& tx) -> absl::StatusOr<bool> {
+    auto led = Run([&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
       return tx.exec_params1("SELECT pg_try_advisory_lock($1)", kRelayLock)[0].as<bool>();
     });
     if (led.ok()) leading_ = *led;
@@ -35,7 +40,8 @@ class PgOutbox final : public Outbox {
   absl::StatusOr<std::vector<OutboxRow>> Pending(int limit,
                                                  const std::function<bool(const std::string&)>& with_body) override {
     RETURN_IF_ERROR(CheckLeading());
-    return Run([&](pqxx::nontransaction& tx) -> absl::StatusOr<std::vector<OutboxRow>> {
+    using Rows = absl::StatusOr<std::vector<OutboxRow>>;
+    Rows pending = Run([&](pqxx::transaction_base& tx) -> Rows {
       pqxx::result r = tx.exec_params(
           "SELECT seq, tenant_id, res_type, res_id, version_id, method, "
           "(extract(epoch from changed_at) * 1000000)::bigint FROM outbox ORDER BY seq LIMIT $1",
@@ -77,22 +83,27 @@ class PgOutbox final : public Outbox {
       }
       return rows;
     });
+    // Nothing to deliver: the round ends here (no Remove follows).
+    if (pending.ok() && pending->empty() && round_) RETURN_IF_ERROR(EndRound());
+    return pending;
   }
 
   absl::Status Remove(const std::vector<int64_t>& seqs) override {
-    if (seqs.empty()) return absl::OkStatus();
     RETURN_IF_ERROR(CheckLeading());
-    std::string list = "{";
-    for (std::size_t i = 0; i < seqs.size(); ++i) core::StrAppend(list, i ? "," : "", seqs[i]);
-    list += '}';
-    return Run([&](pqxx::nontransaction& tx) -> absl::Status {
-      tx.exec_params("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list);
-      return absl::OkStatus();
-    });
+    if (!seqs.empty()) {
+      std::string list = "{";
+      for (std::size_t i = 0; i < seqs.size(); ++i) core::StrAppend(list, i ? "," : "", seqs[i]);
+      list += '}';
+      RETURN_IF_ERROR(Run([&](pqxx::transaction_base& tx) -> absl::Status {
+        tx.exec_params("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list);
+        return absl::OkStatus();
+      }));
+    }
+    return round_ ? EndRound() : absl::OkStatus();
   }
 
   absl::StatusOr<int64_t> Backlog() override {
-    return Run([&](pqxx::nontransaction& tx) -> absl::StatusOr<int64_t> {
+    return Run([&](pqxx::transaction_base& tx) -> absl::StatusOr<int64_t> {
       return tx.exec1("SELECT count(*) FROM outbox")[0].as<int64_t>();
     });
   }
@@ -103,34 +114,87 @@ class PgOutbox final : public Outbox {
     return absl::FailedPreconditionError(core::StrCat("Not the outbox relay of shard ", shard_, " (TryLead first)"));
   }
 
-  // Runs `fn` on this reader's connection, opening it first if needed. A
-  // broken connection is dropped (with it, the relay lock).
+  // Runs `fn` on this reader's connection, opening it first if needed: in
+  // the round's transaction if one is open, else on its own. A broken
+  // connection is dropped (with it, the relay lock); any error ends the
+  // round.
   template <typename Fn>
-  auto Run(Fn&& fn) -> decltype(fn(std::declval<pqxx::nontransaction&>())) {
+  auto Run(Fn&& fn) -> decltype(fn(std::declval<pqxx::transaction_base&>())) {
     try {
       if (!conn_) conn_ = OpenShardConnection(dsn_, queries_);
+      if (round_) {
+        auto result = fn(*round_);
+        if (!result.ok()) AbandonRound();
+        return result;
+      }
       pqxx::nontransaction tx(*conn_);
       return fn(tx);
     } catch (const pqxx::broken_connection& e) {
+      round_.reset();
       conn_.reset();
       leading_ = false;
       return StatusFromPqxx(e);
     } catch (const std::exception& e) {
+      AbandonRound();
       return StatusFromPqxx(e);
     }
+  }
+
+  // A round of the relay (per_round_lock_): a transaction that takes the
+  // relay lock if it is free. Ends any round left open.
+  absl::StatusOr<bool> BeginRound() {
+    AbandonRound();
+    try {
+      if (!conn_) conn_ = OpenShardConnection(dsn_, queries_);
+      round_ = std::make_unique<pqxx::work>(*conn_);
+      leading_ = round_->exec_params1("SELECT pg_try_advisory_xact_lock($1)", kRelayLock)[0].as<bool>();
+      if (!leading_) AbandonRound();
+      return leading_;
+    } catch (const pqxx::broken_connection& e) {
+      round_.reset();
+      conn_.reset();
+      leading_ = false;
+      return StatusFromPqxx(e);
+    } catch (const std::exception& e) {
+      AbandonRound();
+      return StatusFromPqxx(e);
+    }
+  }
+
+  // Commits the round: its deletions, and the lock goes.
+  absl::Status EndRound() {
+    leading_ = false;
+    try {
+      round_->commit();
+      round_.reset();
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      round_.reset();
+      if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) conn_.reset();
+      return StatusFromPqxx(e);
+    }
+  }
+
+  // Rolls an open round back (destroying a pqxx::work aborts it).
+  void AbandonRound() {
+    if (!round_) return;
+    leading_ = false;
+    round_.reset();
   }
 
   const std::string shard_;
   const std::string dsn_;
   QueryCounters* const queries_;
+  const bool per_round_lock_;
   std::unique_ptr<ShardConnection> conn_;
-  bool leading_ = false;  // this connection holds kRelayLock
+  std::unique_ptr<pqxx::work> round_;  // the open round (per_round_lock_); before conn_ in destruction
+  bool leading_ = false;  // this connection holds kRelayLock (for this round, with per_round_lock_)
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Outbox>> PgResourceStore::OpenOutbox() {
-  return std::unique_ptr<Outbox>(std::make_unique<PgOutbox>(shard_, dsn_, &pool_.queries()));
+  return std::unique_ptr<Outbox>(std::make_unique<PgOutbox>(shard_, dsn_, &pool_.queries(), pgbouncer_));
 }
 
 }  // namespace medgrid::store

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <string_view>
 
 #include "libpq-fe.h"
 #include "pg_idempotency.h"
@@ -241,23 +243,55 @@ void PgResourceStore::PrepareReadStatements(pqxx::connection_base& conn) {
   conn.prepare("vread", kVreadSql);
 }
 
+namespace {
+
+// The statements of this store by name. Each pooled connection prepares
+// them; behind PgBouncer in transaction pooling mode they go as unnamed
+// statements with the same text instead (see ExecStatement).
+const std::map<std::string, std::string, std::less<>>& Statements() {
+  static const auto* const statements = new std::map<std::string, std::string, std::less<>>{
+      {"read", kReadSql},
+      {"vread", kVreadSql},
+      {"lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
+               "FROM resources WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 FOR UPDATE"},
+      {"lock_body", "SELECT r.version_id, r.deleted, " MEDGRID_US("r.last_updated") ", v.method, v.body "
+                    "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
+                    "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
+                    "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3 FOR UPDATE OF r"},
+      {"insert_new", InsertNewSql()},
+      {"write", WriteSql()},
+      {"tombstone", TombstoneSql()},
+      {"write_many", WriteManySql(/*replace=*/true)},
+      {"write_many_new", WriteManySql(/*replace=*/false)},
+      {"copy_write", CopyWriteSql(/*replace=*/true)},
+      {"copy_write_new", CopyWriteSql(/*replace=*/false)},
+  };
+  return *statements;
+}
+
+const std::string& StatementSql(std::string_view name) { return Statements().find(name)->second; }
+
+// Runs statement `name` of Statements() in `tx`: by name, or with
+// `unnamed` as an unnamed statement of the same text, which lives only
+// until the next one on the connection and so never outlives a
+// transaction (PgBouncer in transaction pooling mode hands the server
+// connection to another client after it).
+template <typename... Args>
+pqxx::result ExecStatement(pqxx::transaction_base& tx, bool unnamed, const char* name, Args&&... args) {
+  if (unnamed) return tx.exec_params(StatementSql(name), std::forward<Args>(args)...);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+
+}  // namespace
+
 void PgResourceStore::PrepareStatements(pqxx::connection_base& conn) {
-  conn.prepare("read", kReadSql);
-  conn.prepare("vread", kVreadSql);
-  conn.prepare("lock", "SELECT version_id, deleted, " MEDGRID_US("last_updated") ", 'PUT', NULL::text "
-                       "FROM resources WHERE tenant_id = $1 AND res_type = $2 AND res_id = $3 FOR UPDATE");
-  conn.prepare("lock_body",
-               "SELECT r.version_id, r.deleted, " MEDGRID_US("r.last_updated") ", v.method, v.body "
-               "FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND "
-               "v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id "
-               "WHERE r.tenant_id = $1 AND r.res_type = $2 AND r.res_id = $3 FOR UPDATE OF r");
-  conn.prepare("insert_new", InsertNewSql());
-  conn.prepare("write", WriteSql());
-  conn.prepare("tombstone", TombstoneSql());
-  conn.prepare("write_many", WriteManySql(/*replace=*/true));
-  conn.prepare("write_many_new", WriteManySql(/*replace=*/false));
-  conn.prepare("copy_write", CopyWriteSql(/*replace=*/true));
-  conn.prepare("copy_write_new", CopyWriteSql(/*replace=*/false));
+  for (const auto& [name, sql] : Statements()) conn.prepare(name, sql);
+}
+
+void PgResourceStore::SetLocalTimeout(pqxx::transaction_base& tx) const {
+  if (local_statement_timeout_.count() > 0) {
+    tx.exec(core::StrCat("SET LOCAL statement_timeout = ", local_statement_timeout_.count()));
+  }
 }
 
 template <typename Fn>
@@ -265,6 +299,7 @@ auto PgResourceStore::WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx:
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     auto result = WithConnection(pool_, [&](pqxx::connection_base& conn) -> decltype(fn(std::declval<pqxx::work&>())) {
       pqxx::work tx(conn);
+      SetLocalTimeout(tx);
       auto r = fn(tx);
       if (r.ok()) {
         tx.commit();
@@ -284,7 +319,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
   return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
                     [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
-    pqxx::result r = tx.exec_prepared("read", key.tenant, key.type, key.id);
+    pqxx::result r = ExecStatement(tx, pgbouncer_, "read", key.tenant, key.type, key.id);
     if (r.empty()) return NotFound(key);
     return RowToVersion(r[0], key);
   });
@@ -293,16 +328,20 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
   QueryKindScope kind(QueryKind::kRead);
+  auto primary = [this, &io]() -> AsyncPgPool& {
+    return AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
+                                  pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io);
+  };
   const int r = replicas_.Pick(key.tenant);
   if (r < 0) {
     replicas_.CountRead(false);
-    return ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io), key,
-                       version, std::move(done));
+    return ReadAsyncOn(primary(), key, version, std::move(done));
   }
-  AsyncPgPool& replica = AsyncPgPool::ForThread(replicas_.async_name(r), replicas_.dsn(r), async_pool_size_,
-                                                &PrepareAsyncRead, replicas_.async_open(r), &replicas_.pool(r).queries(), io);
+  AsyncPgPool& replica = AsyncPgPool::ForThread(
+      replicas_.async_name(r), replicas_.dsn(r), async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsyncRead,
+      pgbouncer_ ? &StatementSql : nullptr, replicas_.async_open(r), &replicas_.pool(r).queries(), io);
   // As RoutedRead: what the replica cannot answer goes to the primary.
-  ReadAsyncOn(replica, key, version, [this, key, version, r, &io, done](absl::StatusOr<ResourceVersion> v) {
+  ReadAsyncOn(replica, key, version, [this, key, version, r, primary, done](absl::StatusOr<ResourceVersion> v) {
     const absl::StatusCode code = v.status().code();
     if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
     if (!ReadOnPrimaryAfter(code, /*not_found_on_primary=*/true)) {
@@ -310,8 +349,7 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
       return done(std::move(v));
     }
     replicas_.CountRead(false);
-    ReadAsyncOn(AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io), key, version,
-                done);
+    ReadAsyncOn(primary(), key, version, done);
   });
 }
 
@@ -321,7 +359,8 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
   core::TimePoint now = clock_.Now();
   absl::StatusOr<StoredBody> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
-  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, &PrepareAsync, async_open_, &pool_.queries(), io);
+  AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
+                                             pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io);
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
@@ -343,7 +382,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::ReadVersion(const ResourceKey& 
   return RoutedRead(key.tenant, /*not_found_on_primary=*/true,
                     [&](pqxx::connection_base& conn) -> absl::StatusOr<ResourceVersion> {
     pqxx::nontransaction tx(conn);
-    pqxx::result r = tx.exec_prepared("vread", key.tenant, key.type, key.id, version);
+    pqxx::result r = ExecStatement(tx, pgbouncer_, "vread", key.tenant, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
     return RowToVersion(r[0], key);
   });
@@ -357,7 +396,8 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, 
   RETURN_IF_ERROR(WithConnection(pool_, [&](pqxx::connection_base& conn) {
     // A single statement commits on its own: one round trip per create.
     pqxx::nontransaction tx(conn);
-    tx.exec_prepared("insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json, index);
+    ExecStatement(tx, pgbouncer_, "insert_new", key.tenant, key.type, key.id, core::ToUnixMicros(now), body.json,
+                  index);
     return absl::OkStatus();
   }));
   replicas_.NoteWrite(key.tenant, CurrentCaller());
@@ -367,7 +407,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Create(const ResourceKey& key, 
 absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const ResourceKey& key,
                                                           const std::string& method, const BodyFn& body_fn) {
   const bool need_body = method == "PATCH";
-  pqxx::result r = tx.exec_prepared(need_body ? "lock_body" : "lock", key.tenant, key.type, key.id);
+  pqxx::result r = ExecStatement(tx, pgbouncer_, need_body ? "lock_body" : "lock", key.tenant, key.type, key.id);
   std::optional<ResourceVersion> current;
   if (!r.empty()) current = RowToVersion(r[0], key);
   const int64_t next = current ? current->version + 1 : 1;
@@ -377,7 +417,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::UpdateIn(pqxx::work& tx, const 
     now = current->last_updated + std::chrono::microseconds(1);
   }
   ASSIGN_OR_RETURN(StoredBody body, body_fn(current, next, now));
-  tx.exec_prepared("write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body.json,
+  ExecStatement(tx, pgbouncer_, "write", key.tenant, key.type, key.id, next, core::ToUnixMicros(now), method, body.json,
                    EncodeIndex(body.index));
   return NewVersion(key, next, now, method, std::move(body.json));
 }
@@ -392,7 +432,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Update(const ResourceKey& key, 
 
 absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
     pqxx::work& tx, const ResourceKey& key, const std::function<absl::Status(const ResourceVersion&)>& check) {
-  pqxx::result r = tx.exec_prepared("lock", key.tenant, key.type, key.id);
+  pqxx::result r = ExecStatement(tx, pgbouncer_, "lock", key.tenant, key.type, key.id);
   if (r.empty()) return NotFound(key);
   ResourceVersion current = RowToVersion(r[0], key);
   RETURN_IF_ERROR(check(current));
@@ -400,7 +440,7 @@ absl::StatusOr<ResourceVersion> PgResourceStore::DeleteIn(
   core::TimePoint now = clock_.Now();
   if (now <= current.last_updated) now = current.last_updated + std::chrono::microseconds(1);
   const int64_t next = current.version + 1;
-  tx.exec_prepared("tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
+  ExecStatement(tx, pgbouncer_, "tombstone", key.tenant, key.type, key.id, next, core::ToUnixMicros(now));
   return NewVersion(key, next, now, "DELETE", "");
 }
 
@@ -465,8 +505,9 @@ absl::StatusOr<HistoryPage> HistoryIn(pqxx::transaction_base& tx, const std::str
 
 class PgTransactionScope final : public TransactionScope {
  public:
-  PgTransactionScope(pqxx::work& tx, const std::string& tenant, core::TimePoint now, int copy_write_min_versions)
-      : tx_(tx), tenant_(tenant), now_(now), copy_write_min_versions_(copy_write_min_versions) {}
+  PgTransactionScope(pqxx::work& tx, const std::string& tenant, core::TimePoint now, int copy_write_min_versions,
+                     bool unnamed)
+      : tx_(tx), tenant_(tenant), now_(now), copy_write_min_versions_(copy_write_min_versions), unnamed_(unnamed) {}
 
   core::TimePoint Now() const override { return now_; }
 
@@ -505,7 +546,7 @@ class PgTransactionScope final : public TransactionScope {
   }
 
   absl::StatusOr<ResourceVersion> ReadVersion(const ResourceKey& key, int64_t version) override {
-    pqxx::result r = tx_.exec_prepared("vread", tenant_, key.type, key.id, version);
+    pqxx::result r = ExecStatement(tx_, unnamed_, "vread", tenant_, key.type, key.id, version);
     if (r.empty()) return VersionNotFound(key, version);
     return RowToVersion(r[0], key);
   }
@@ -543,9 +584,10 @@ class PgTransactionScope final : public TransactionScope {
       existed.push_back(w.version > 1 ? "t" : "f");
       replace = replace || w.version > 1;
     }
-    tx_.exec_prepared(replace ? "write_many" : "write_many_new", tenant_, TextArrayLiteral(types), TextArrayLiteral(ids),
-                      TextArrayLiteral(versions), TextArrayLiteral(methods), TextArrayLiteral(micros),
-                      OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes), TextArrayLiteral(existed));
+    ExecStatement(tx_, unnamed_, replace ? "write_many" : "write_many_new", tenant_, TextArrayLiteral(types),
+                  TextArrayLiteral(ids), TextArrayLiteral(versions), TextArrayLiteral(methods),
+                  TextArrayLiteral(micros), OptionalTextArrayLiteral(bodies), OptionalTextArrayLiteral(indexes),
+                  TextArrayLiteral(existed));
     return absl::OkStatus();
   }
 
@@ -578,7 +620,7 @@ class PgTransactionScope final : public TransactionScope {
       existed.push_back(w.version > 1 ? "t" : "f");
       replace = replace || w.version > 1;
     }
-    tx_.exec_prepared(replace ? "copy_write" : "copy_write_new", tenant_, TextArrayLiteral(types),
+    ExecStatement(tx_, unnamed_, replace ? "copy_write" : "copy_write_new", tenant_, TextArrayLiteral(types),
                       TextArrayLiteral(ids), TextArrayLiteral(versions), TextArrayLiteral(methods),
                       TextArrayLiteral(micros), OptionalTextArrayLiteral(contents),
                       OptionalTextArrayLiteral(narratives), TextArrayLiteral(existed));
@@ -612,6 +654,7 @@ class PgTransactionScope final : public TransactionScope {
   const std::string& tenant_;
   const core::TimePoint now_;
   const int copy_write_min_versions_;
+  const bool unnamed_;  // statements as unnamed ones (ExecStatement)
 };
 
 }  // namespace
@@ -619,7 +662,7 @@ class PgTransactionScope final : public TransactionScope {
 absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const TransactionFn& fn) {
   QueryKindScope kind(QueryKind::kWrite);
   absl::StatusOr<bool> done = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<bool> {
-    PgTransactionScope scope(tx, tenant, clock_.Now(), copy_write_min_versions_);
+    PgTransactionScope scope(tx, tenant, clock_.Now(), copy_write_min_versions_, pgbouncer_);
     RETURN_IF_ERROR(fn(scope));
     return true;
   });

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "medgrid/core/clock.h"
@@ -32,14 +33,21 @@ class PgResourceStore final : public ResourceStore {
   // least `copy_write_min_versions` versions (0: none) writes them with COPY.
   // `replicas` (outliving the store) routes reads by id, versions, searches
   // and history to replicas and is told of every committed write.
+  // With `pgbouncer`, no statement is prepared by name (each goes as an
+  // unnamed statement of the same text) and every transaction starts with
+  // SET LOCAL statement_timeout = `local_statement_timeout` (when above 0):
+  // safe behind PgBouncer in transaction pooling mode.
   PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, int copy_write_min_versions,
-                  const core::Clock& clock, ReplicaRouter& replicas)
+                  const core::Clock& clock, ReplicaRouter& replicas, bool pgbouncer = false,
+                  std::chrono::milliseconds local_statement_timeout = std::chrono::milliseconds(0))
       : replicas_(replicas),
         pool_(pool),
         shard_(std::move(shard)),
         dsn_(std::move(dsn)),
         async_pool_size_(async_pool_size),
         copy_write_min_versions_(copy_write_min_versions),
+        pgbouncer_(pgbouncer),
+        local_statement_timeout_(local_statement_timeout),
         clock_(clock) {}
 
   // Open non-blocking connections, summed over I/O threads.
@@ -135,6 +143,11 @@ class PgResourceStore final : public ResourceStore {
   template <typename Fn>
   auto WithTransaction(Fn&& fn) -> decltype(fn(std::declval<pqxx::work&>()));
 
+  // In PgBouncer mode, sets the transaction's statement_timeout (a
+  // connection's own setting would stay on a server connection PgBouncer
+  // hands to others).
+  void SetLocalTimeout(pqxx::transaction_base& tx) const;
+
   // The bodies of Update and Delete, inside a caller's transaction.
   absl::StatusOr<ResourceVersion> UpdateIn(pqxx::work& tx, const ResourceKey& key, const std::string& method,
                                            const BodyFn& body);
@@ -147,6 +160,8 @@ class PgResourceStore final : public ResourceStore {
   const std::string dsn_;
   const int async_pool_size_;
   const int copy_write_min_versions_;
+  const bool pgbouncer_;
+  const std::chrono::milliseconds local_statement_timeout_;
   const std::shared_ptr<std::atomic<int>> async_open_ = std::make_shared<std::atomic<int>>(0);
   const core::Clock& clock_;
   // Id-set sizes of recent searches, which plan their page queries (pg_search.cc).

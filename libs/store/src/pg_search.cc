@@ -1281,6 +1281,7 @@ absl::StatusOr<std::string> PgResourceStore::ExplainSearch(const std::string& te
   ASSIGN_OR_RETURN(SearchStatements st, BuildSearch(tenant, req, compartment, now));
   return WithConnection(pool_, kRetryIfBroken, [&](pqxx::connection_base& conn) -> absl::StatusOr<std::string> {
     SearchTransaction tx(conn);
+    SetLocalTimeout(tx);
     std::string out;
     auto explain = [&](const std::string& sql, const std::vector<std::string>& params) {
       pqxx::result r = tx.exec_params("EXPLAIN (ANALYZE, BUFFERS) " + sql, pqxx::prepare::make_dynamic_params(params));
@@ -1329,6 +1330,7 @@ absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, co
           return RunStatements(tx, tenant, req, compartment, now, *remembered, false, nullptr);
         }
         SearchTransaction tx(conn);
+        SetLocalTimeout(tx);
         return RunStatements(tx, tenant, req, compartment, now, *remembered, false, nullptr);
       } catch (const pqxx::sql_error& e) {
         if (!SetSizesChanged(e)) throw;
@@ -1341,6 +1343,7 @@ absl::StatusOr<SearchPage> PgResourceStore::Search(const std::string& tenant, co
       return RunStatements(tx, tenant, req, compartment, now, counting, /*one_snapshot=*/false, nullptr);
     }
     SearchTransaction tx(conn);
+    SetLocalTimeout(tx);
     std::vector<int64_t> counted;
     absl::StatusOr<SearchPage> page =
         RunStatements(tx, tenant, req, compartment, now, counting, /*one_snapshot=*/true, &counted);

@@ -34,34 +34,31 @@ absl::Status Unreachable(std::string_view what) {
   return core::Error(absl::StatusCode::kUnavailable, core::StrCat(what, " is unreachable")).Http(503).Issue("transient");
 }
 
-// Applies pending migrations on one database, holding an advisory lock so
-// concurrent start-ups apply each migration once.
+// Applies the pending migrations of one database in one transaction, under
+// a transaction-scoped advisory lock so that concurrent start-ups apply each
+// once. Nothing outlives the transaction (no session lock), so this is safe
+// through PgBouncer in transaction pooling mode too; a failing migration
+// leaves the database as it was.
 absl::Status Migrate(pqxx::connection_base& conn, const std::vector<Migration>& all, std::string_view db) {
   try {
+    pqxx::work tx(conn);
+    tx.exec("SELECT pg_advisory_xact_lock(7262070)");
+    tx.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now())");
     std::set<int> applied;
-    {
-      pqxx::nontransaction setup(conn);
-      setup.exec("SELECT pg_advisory_lock(7262070)");
-      setup.exec(
-          "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, "
-          "applied_at timestamptz NOT NULL DEFAULT now())");
-      for (const auto& row : setup.exec("SELECT version FROM schema_migrations")) applied.insert(row[0].as<int>());
+    for (const auto& row : tx.exec("SELECT version FROM schema_migrations")) applied.insert(row[0].as<int>());
+    ASSIGN_OR_RETURN(std::vector<const Migration*> pending, PlanMigrations(all, applied));
+    for (const Migration* m : pending) {
+      tx.exec(m->sql);
+      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m->version, m->name);
     }
-    auto pending = PlanMigrations(all, applied);
-    absl::Status result = pending.status();
-    if (pending.ok()) {
-      for (const Migration* m : *pending) {
-        pqxx::work tx(conn);
-        tx.exec(m->sql);
-        tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m->version, m->name);
-        tx.commit();
-        core::Log(core::LogLevel::kInfo, "db.migrated",
-                  {{"database", db}, {"version", std::to_string(m->version)}, {"name", m->name}});
-      }
+    tx.commit();
+    for (const Migration* m : pending) {
+      core::Log(core::LogLevel::kInfo, "db.migrated",
+                {{"database", db}, {"version", std::to_string(m->version)}, {"name", m->name}});
     }
-    pqxx::nontransaction unlock(conn);
-    unlock.exec("SELECT pg_advisory_unlock(7262070)");
-    return result;
+    return absl::OkStatus();
   } catch (const std::exception& e) {
     return absl::FailedPreconditionError(core::StrCat("Migrating ", db, " failed: ", e.what()));
   }
@@ -207,8 +204,11 @@ absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
     Shard s;
     s.id = id;
     s.dsn = EnsureReadWrite(row[1].as<std::string>());
+    // Behind PgBouncer a connection's startup options would be refused (and
+    // its settings would follow the server connection to other clients):
+    // transactions set the timeout themselves with SET LOCAL.
     auto with_timeout = [&](std::string dsn) {
-      if (config_.statement_timeout.count() > 0) {
+      if (config_.statement_timeout.count() > 0 && !config_.pgbouncer) {
         core::StrAppend(dsn, " options='-c statement_timeout=", config_.statement_timeout.count(), "'");
       }
       return dsn;
@@ -220,11 +220,12 @@ absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
       if (item.first == pqxx::array_parser::juncture::string_value) replicas.push_back(with_timeout(item.second));
     }
     s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
-                                      &PgResourceStore::PrepareStatements);
+                                      config_.pgbouncer ? nullptr : &PgResourceStore::PrepareStatements);
     s.router = std::make_unique<ReplicaRouter>(id, s.dsn, std::move(replicas), config_, clock_,
-                                               &PgResourceStore::PrepareReadStatements);
-    s.store = std::make_unique<PgResourceStore>(*s.pool, id, dsn, config_.async_pool_size,
-                                                config_.copy_write_min_versions, clock_, *s.router);
+                                               config_.pgbouncer ? nullptr : &PgResourceStore::PrepareReadStatements);
+    s.store = std::make_unique<PgResourceStore>(
+        *s.pool, id, dsn, config_.async_pool_size, config_.copy_write_min_versions, clock_, *s.router,
+        config_.pgbouncer, config_.pgbouncer ? config_.statement_timeout : std::chrono::milliseconds(0));
     s.router->Start();
     shards_.emplace(id, std::move(s));
   }

@@ -29,8 +29,20 @@ struct StoreConfig {
   int async_pool_size = 8;
   // How long a request waits for a free connection before 503.
   std::chrono::milliseconds acquire_timeout{5000};
-  // Server-side statement_timeout for every pooled connection.
+  // Server-side statement_timeout for every pooled connection (with
+  // pgbouncer: for every transaction, see below).
   std::chrono::milliseconds statement_timeout{30000};
+  // The shard DSNs lead to PgBouncer in transaction pooling mode (or another
+  // pooler that hands a server connection to another client after each
+  // transaction): no statement is prepared by name (each is sent as an
+  // unnamed statement with the same text, a little slower), no setting is
+  // made for a whole connection (transactions run SET LOCAL
+  // statement_timeout; a statement outside a transaction relies on the
+  // database's own statement_timeout, e.g. ALTER DATABASE ... SET, or
+  // PgBouncer's query_timeout), and the outbox relay takes its lock per
+  // round in a transaction instead of per session. Migrations are safe
+  // either way (one transaction under a transaction-scoped lock).
+  bool pgbouncer = false;
   // How long an unknown tenant id stays remembered as unknown.
   std::chrono::milliseconds negative_tenant_ttl{2000};
   // A transaction writing at least this many versions writes its version,

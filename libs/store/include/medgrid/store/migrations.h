@@ -1,8 +1,10 @@
 // Versioned schema migrations for the control database and the shards.
 //
 // Each database records applied versions in `schema_migrations`. Start-up
-// applies the pending ones in order, each in its own transaction, under an
-// advisory lock so that two instances starting together do not race.
+// applies the pending ones in order, all in one transaction (a failing one
+// leaves the database as it was), under a transaction-scoped advisory lock
+// so that two instances starting together do not race; nothing outlives the
+// transaction, so this works through PgBouncer in transaction mode too.
 #pragma once
 
 #include <set>

@@ -43,6 +43,9 @@ class Outbox {
   // Tries to become the shard's only relay: a session advisory lock, held
   // until this object is destroyed or its connection breaks (then TryLead
   // must succeed again before Pending). False when another relay holds it.
+  // Behind PgBouncer (StoreConfig::pgbouncer) the lock is held for one
+  // round instead: TryLead begins a transaction that takes it, and Pending
+  // (when nothing is pending) or Remove commits it; call TryLead each round.
   virtual absl::StatusOr<bool> TryLead() = 0;
   // Up to `limit` committed rows in `seq` order. Rows of tenants for which
   // `with_body` is true carry the version's body (a second query, only then).
