@@ -672,10 +672,11 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
 
 absl::StatusOr<IdempotentResult> PgResourceStore::RunIdempotent(const std::string& tenant, const IdempotencyKey& key,
                                                                 const IdempotentFn& fn) {
+  QueryKindScope kind(QueryKind::kWrite);
   return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<IdempotentResult> {
     const core::TimePoint now = clock_.Now();
     if (std::optional<IdempotentResult> done = ClaimIdempotencyKey(tx, tenant, key, now)) return *std::move(done);
-    PgTransactionScope scope(tx, tenant, now, copy_write_min_versions_);
+    PgTransactionScope scope(tx, tenant, now, copy_write_min_versions_, pgbouncer_);
     ASSIGN_OR_RETURN(IdempotentResponse response, fn(scope));
     RecordIdempotencyKey(tx, tenant, key, response, now);
     return IdempotentResult{IdempotentResult::Outcome::kExecuted, std::move(response)};
