@@ -673,7 +673,7 @@ absl::Status PgResourceStore::RunTransaction(const std::string& tenant, const Tr
 absl::StatusOr<IdempotentResult> PgResourceStore::RunIdempotent(const std::string& tenant, const IdempotencyKey& key,
                                                                 const IdempotentFn& fn) {
   QueryKindScope kind(QueryKind::kWrite);
-  return WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<IdempotentResult> {
+  absl::StatusOr<IdempotentResult> result = WithTransaction([&](pqxx::work& tx) -> absl::StatusOr<IdempotentResult> {
     const core::TimePoint now = clock_.Now();
     if (std::optional<IdempotentResult> done = ClaimIdempotencyKey(tx, tenant, key, now)) return *std::move(done);
     PgTransactionScope scope(tx, tenant, now, copy_write_min_versions_, pgbouncer_);
@@ -681,6 +681,10 @@ absl::StatusOr<IdempotentResult> PgResourceStore::RunIdempotent(const std::strin
     RecordIdempotencyKey(tx, tenant, key, response, now);
     return IdempotentResult{IdempotentResult::Outcome::kExecuted, std::move(response)};
   });
+  // A replay wrote nothing now, but the caller's reads should still see the
+  // write it stands for.
+  if (result.ok()) replicas_.NoteWrite(tenant, CurrentCaller());
+  return result;
 }
 
 absl::StatusOr<HistoryPage> PgResourceStore::History(const std::string& tenant, const HistoryQuery& q) {
