@@ -7,11 +7,8 @@
 // opens the L2 breaker, and L2 is used again once Redis is back.
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <thread>
 
-#include "boost/asio/ip/tcp.hpp"
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "medgrid/core/strings.h"
@@ -296,35 +293,6 @@ TEST(Cache, AHotPatientOverItsLimitGets429WithRetryAfter) {
   EXPECT_EQ(http.Get("/fhir/t1/Patient/other").status, 200);
   EXPECT_GE(Metric(http, "medgrid_hotspot_throttled_total"), 2);
 }
-
-// A Redis server of this test: lib.sh's redis_start and redis_stop.
-class OwnRedis {
- public:
-  OwnRedis() {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-    port_ = acceptor.local_endpoint().port();
-    acceptor.close();
-    char tmpl[] = "/tmp/medgrid-cache-redis.XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    Run("redis_start");
-  }
-  ~OwnRedis() {
-    Run("redis_stop");
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  bool Run(const std::string& fn) {
-    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
-                                         dir_, " ", port_, "' >/dev/null 2>&1");
-    return std::system(cmd.c_str()) == 0;
-  }
-  std::string Address() const { return core::StrCat("127.0.0.1:", port_); }
-
- private:
-  uint16_t port_ = 0;
-  std::string dir_;
-};
 
 TEST(Cache, RedisKilledMidLoadFailsNoReadAndL2ComesBack) {
   OwnRedis redis;

@@ -7,12 +7,6 @@
 // once the breaker opens, at once; break-the-glass access still works; data
 // that is not a patient's is still served. When the server comes back, the
 // breaker lets probes through and access resumes.
-#include <sys/socket.h>
-
-#include <cstdlib>
-#include <filesystem>
-
-#include "boost/asio/ip/tcp.hpp"
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "integration/receiver.h"
@@ -20,67 +14,6 @@
 
 namespace medgrid::testing {
 namespace {
-
-uint16_t FreePort() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-// A PostgreSQL server of this test: lib.sh's pg_start and pg_stop.
-class OwnPostgres {
- public:
-  OwnPostgres() : port_(FreePort()) {
-    char tmpl[] = "/tmp/medgrid-consent-pg.XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    std::filesystem::permissions(dir_, std::filesystem::perms::all);
-    Run("pg_start");
-  }
-  ~OwnPostgres() {
-    Run("pg_stop");
-    std::error_code ec;
-    std::filesystem::remove_all(std::filesystem::canonical(dir_ + "/pg", ec), ec);
-    std::filesystem::remove_all(dir_, ec);
-  }
-  bool Run(const std::string& fn) {
-    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
-                                         dir_, "/pg ", port_, "' >/dev/null 2>&1");
-    return std::system(cmd.c_str()) == 0;
-  }
-  std::string Dsn() const { return core::StrCat("host=127.0.0.1 port=", port_, " user=postgres dbname=postgres"); }
-
- private:
-  uint16_t port_;
-  std::string dir_;
-};
-
-// A Redis server of this test: lib.sh's redis_start and redis_stop.
-class OwnRedis {
- public:
-  OwnRedis() : port_(FreePort()) {
-    char tmpl[] = "/tmp/medgrid-consent-redis.XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    Run("redis_start");
-  }
-  ~OwnRedis() {
-    Run("redis_stop");
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  bool Run(const std::string& fn) {
-    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
-                                         dir_, " ", port_, "' >/dev/null 2>&1");
-    return std::system(cmd.c_str()) == 0;
-  }
-  bool Cli(const std::string& args) {
-    return std::system(core::StrCat("redis-cli -h 127.0.0.1 -p ", port_, " ", args, " >/dev/null 2>&1").c_str()) == 0;
-  }
-  std::string Address() const { return core::StrCat("127.0.0.1:", port_); }
-
- private:
-  uint16_t port_;
-  std::string dir_;
-};
 
 // The value of a counter line of /metrics, 0 when absent.
 double Metric(HttpClient& http, const std::string& series) {

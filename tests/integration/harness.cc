@@ -13,6 +13,7 @@
 #include "boost/beast/core.hpp"
 #include "gtest/gtest.h"
 #include "medgrid/auth/jwt.h"
+#include "medgrid/core/strings.h"
 #include "medgrid/fhir/json.h"
 #include "pqxx/pqxx"
 
@@ -172,6 +173,48 @@ app::AppConfig TestServer::BaseConfig(const std::string& name) {
   c.fhir_package_dir = FhirPackageDir();
   c.log_level = core::LogLevel::kWarn;
   return c;
+}
+
+uint16_t FreeLoopbackPort() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+OwnServer::OwnServer(const std::string& kind, std::string data, std::string stop)
+    : port_(FreeLoopbackPort()), data_(std::move(data)), stop_(std::move(stop)) {
+  std::string tmpl = core::StrCat("/tmp/medgrid-test-", kind, ".XXXXXX");
+  const char* dir = ::mkdtemp(tmpl.data());
+  if (dir == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    std::abort();
+  }
+  dir_ = dir;
+  // The postgres user must reach a data directory in it.
+  std::filesystem::permissions(dir_, std::filesystem::perms::all);
+}
+
+OwnServer::~OwnServer() {
+  Run(stop_);
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+bool OwnServer::Run(const std::string& fn) {
+  const std::string dir = data_.empty() ? dir_ : core::StrCat(dir_, "/", data_);
+  const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ", dir,
+                                       " ", port_, "' >/dev/null 2>&1");
+  return std::system(cmd.c_str()) == 0;
+}
+
+std::string OwnPostgres::Dsn() const {
+  return core::StrCat("host=127.0.0.1 port=", port(), " user=postgres dbname=postgres");
+}
+
+std::string OwnRedis::Address() const { return core::StrCat("127.0.0.1:", port()); }
+
+bool OwnRedis::Cli(const std::string& args) const {
+  return std::system(core::StrCat("redis-cli -h 127.0.0.1 -p ", port(), " ", args, " >/dev/null 2>&1").c_str()) == 0;
 }
 
 TestTokens::TestTokens() {

@@ -7,6 +7,7 @@
 //   auto res = server.client().Get("/fhir/t1/Patient/1");
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -115,6 +116,49 @@ class TestServer {
   app::AppConfig config_;
   std::unique_ptr<app::App> app_;
   std::unique_ptr<HttpClient> client_;
+};
+
+// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon).
+uint16_t FreeLoopbackPort();
+
+// A server of the test's own, started and stopped with deploy/local/lib.sh
+// (what tests/run.sh uses) in a temporary directory removed on destruction.
+// Run() calls another lib.sh function on it (pg_stop, pg_start, redis_stop,
+// ...): `fn <dir> <port>`, true when it succeeded.
+class OwnServer {
+ public:
+  OwnServer(const OwnServer&) = delete;
+  OwnServer& operator=(const OwnServer&) = delete;
+  virtual ~OwnServer();
+  bool Run(const std::string& fn);
+  uint16_t port() const { return port_; }
+
+ protected:
+  // `data` is the server's directory under the temporary one ("pg") or
+  // empty (the temporary directory itself).
+  OwnServer(const std::string& kind, std::string data, std::string stop);
+
+ private:
+  uint16_t port_;
+  std::string dir_;
+  std::string data_;
+  std::string stop_;
+};
+
+// PostgreSQL (pg_start / pg_stop).
+class OwnPostgres : public OwnServer {
+ public:
+  OwnPostgres() : OwnServer("pg", "pg", "pg_stop") { Run("pg_start"); }
+  std::string Dsn() const;
+};
+
+// Redis (redis_start / redis_stop).
+class OwnRedis : public OwnServer {
+ public:
+  OwnRedis() : OwnServer("redis", "", "redis_stop") { Run("redis_start"); }
+  std::string Address() const;
+  // redis-cli with `args`; true when it exits 0.
+  bool Cli(const std::string& args) const;
 };
 
 // Reads a whole file; fails the test if it cannot.
