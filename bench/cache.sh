@@ -39,30 +39,7 @@ tenant=bench
 say() { printf '[cache] %s\n' "$*" >&2; }
 die() { printf '[cache] FAILED: %s\n' "$*" >&2; exit 1; }
 
-for tool in wrk psql curl python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-cache.XXXXXX)
-chmod 755 "$tmp"
-server_pid=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
+bench_begin cache
 
 start_server() {  # start_server FLAG...
   "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \

@@ -35,33 +35,7 @@ tenant=bench
 say() { printf '[idempotency] %s\n' "$*" >&2; }
 die() { printf '[idempotency] FAILED: %s\n' "$*" >&2; exit 1; }
 
-for tool in wrk psql curl python3; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-bench.XXXXXX)
-chmod 755 "$tmp"
-server_pid=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
+bench_begin idempotency
 "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level="$log_level" \
   >"$tmp/server.log" 2>&1 &
 server_pid=$!
@@ -128,7 +102,7 @@ report() {
   echo "## Idempotency-Key on create"
   echo
   echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); load average before $load_before, after $load_after"
-  echo "- server: $bin ($(git -C "$root" describe --always --dirty 2>/dev/null)), --log-level=$log_level; PostgreSQL $(psql_db postgres -Atc 'show server_version') on the same machine"
+  echo "- server: ${bin#"$root"/} ($(git -C "$root" describe --always --dirty 2>/dev/null)), --log-level=$log_level; PostgreSQL $(psql_db postgres -Atc 'show server_version') on the same machine"
   echo "- load: wrk -t$threads -c$conns -d${duration}s --latency"
   echo
   echo "| benchmark | req/s | p50 ms | p99 ms | errors |"

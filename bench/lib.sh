@@ -80,3 +80,36 @@ bench_with_private_pg() {
   say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
   "$bin" --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=$db" "$@"
 }
+
+# bench_begin NAME: the set-up the server benchmarks share. Checks the tools,
+# builds the server ($bin), fetches the FHIR package ($package), makes $tmp
+# (removed at exit unless BENCH_KEEP=1), starts a private PostgreSQL on a free
+# port ($pg_port, $pg_dsn) and picks the server's port ($http_port, $base).
+# At exit, even on failure, it stops the server whose pid is in $server_pid
+# and PostgreSQL.
+bench_begin() {
+  local name=$1 tool
+  for tool in wrk psql curl python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+  bench_build_server
+  package=$(deploy/local/fetch-fhir-package.sh)
+  tmp=$(mktemp -d -t "medgrid-$name.XXXXXX")
+  chmod 755 "$tmp"  # the postgres user must reach its data directory
+  server_pid=
+  trap bench_cleanup EXIT
+  trap 'say interrupted; exit 130' INT
+  trap 'say terminated; exit 143' TERM
+  pg_port=$(free_port)
+  pg_start "$tmp/pg" "$pg_port"
+  pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
+  http_port=$(free_port)
+  base="http://127.0.0.1:$http_port"
+}
+
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  bench_stop_server "$server_pid"
+  pg_stop "$tmp/pg"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+  exit "$rc"
+}
