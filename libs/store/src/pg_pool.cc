@@ -66,6 +66,12 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
     if (!*permit) return breaker_->Refused();
   }
   std::unique_lock lock(mu_);
+  // A probe must find out whether the server answers now: the idle
+  // connections are from before the breaker opened and most likely dead.
+  if (breaker_ != nullptr && !idle_.empty() && breaker_->breaker().state() == resilience::BreakerState::kHalfOpen) {
+    open_ -= static_cast<int>(idle_.size());
+    idle_.clear();
+  }
   if (waiters_.empty() && !idle_.empty()) {
     auto conn = std::move(idle_.back());
     idle_.pop_back();
