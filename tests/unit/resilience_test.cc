@@ -78,6 +78,30 @@ TEST(CircuitBreaker, OpensAtExactlyNConsecutiveFailures) {
   EXPECT_EQ(b.counters().rejected, 1u);
 }
 
+TEST(CircuitBreaker, RemainingOpenCountsDownAndCancelFreesAProbeWithoutAnOutcome) {
+  core::SimulatedClock clock(core::FromUnixMicros(0));
+  BreakerSettings s = ForDependency("db");
+  EXPECT_EQ(s.failure_threshold, 5);
+  EXPECT_EQ(s.open_timeout, seconds(30));
+  s.half_open_max_probes = 1;
+  CircuitBreaker b(s, clock);
+  EXPECT_EQ(b.RemainingOpen(), std::chrono::microseconds(0));
+  Fail(b, 5);
+  EXPECT_EQ(b.RemainingOpen(), seconds(30));
+  clock.Advance(seconds(12));
+  EXPECT_EQ(b.RemainingOpen(), seconds(18));
+  clock.Advance(seconds(18));
+  EXPECT_EQ(b.RemainingOpen(), std::chrono::microseconds(0));
+  CircuitBreaker::Permit probe = b.Allow();
+  ASSERT_TRUE(probe);
+  EXPECT_FALSE(b.Allow());  // the one probe slot is taken
+  b.Cancel(probe);
+  EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
+  EXPECT_EQ(b.counters().failures, 5u);
+  EXPECT_EQ(b.counters().successes, 0u);
+  EXPECT_TRUE(b.Allow());  // the slot is free again
+}
+
 TEST(CircuitBreaker, SuccessResetsConsecutiveFailures) {
   core::SimulatedClock clock(core::FromUnixMicros(0));
   CircuitBreaker b(ForDependency("consent"), clock);

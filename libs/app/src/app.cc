@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <chrono>
@@ -689,6 +690,13 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     const std::vector<store::PoolStats> pools = s.store->Pools();
     h.shards_total = static_cast<int>(pools.size());
     h.shards_reachable = s.store->ReachableShards();
+    // A shard whose breaker is open refuses its primary's work like an
+    // unreachable one, even if it answers a ping again.
+    int breakers_open = 0;
+    for (const store::PoolStats& p : pools) {
+      if (p.breaker_state == static_cast<int>(resilience::BreakerState::kOpen)) ++breakers_open;
+    }
+    h.shards_reachable = std::min(h.shards_reachable, h.shards_total - breakers_open);
     // A shard whose lag monitor finds no writable primary is failing over
     // (level 4: read-only, reads served by its replicas).
     for (const store::ShardReplication& r : s.store->Replication()) {
@@ -749,9 +757,19 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
                                .Name("medgrid_db_primary_writable")
                                .Help("0 while a monitored shard has no writable primary (failover in progress)")
                                .Register(s.metrics);
-  // Copies the store's replication figures into the metrics at each scrape.
+  // The family the consent breaker reports in (same name and help, so the
+  // registry hands back the one family); one series per shard primary.
+  auto& breaker_state = prometheus::BuildGauge()
+                            .Name("medgrid_circuit_breaker_state")
+                            .Help("Circuit breaker state by dependency: 0 closed, 1 open, 2 half-open")
+                            .Register(s.metrics);
+  // Copies the store's replication figures and shard breaker states into
+  // the metrics at each scrape.
   auto replication_metrics = [&reads_routed, &replica_lag, &replica_lag_bytes, &replica_up, &primary_writable,
-                              db = s.store.get()] {
+                              &breaker_state, db = s.store.get()] {
+    for (const store::PoolStats& p : db->Pools()) {
+      breaker_state.Add({{"dependency", core::StrCat("db:", p.shard_id)}}).Set(p.breaker_state);
+    }
     for (const store::ShardReplication& r : db->Replication()) {
       for (const auto& [target, n] :
            {std::pair{"primary", r.reads_primary}, std::pair{"replica", r.reads_replica}}) {

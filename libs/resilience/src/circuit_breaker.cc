@@ -134,6 +134,27 @@ void CircuitBreaker::Record(const Permit& permit, Outcome outcome,
   Notify(transitions);
 }
 
+void CircuitBreaker::Cancel(const Permit& permit) {
+  if (!permit.allowed_) return;
+  absl::MutexLock lock(&mu_);
+  if (permit.epoch_ == epoch_ && state_ == BreakerState::kHalfOpen) --counters_.half_open_in_flight;
+}
+
+std::chrono::microseconds CircuitBreaker::RemainingOpen() {
+  std::vector<Transition> transitions;
+  std::chrono::microseconds remaining{0};
+  {
+    absl::MutexLock lock(&mu_);
+    const core::TimePoint now = clock_.Now();
+    MaybeHalfOpen(now, transitions);
+    if (state_ == BreakerState::kOpen) {
+      remaining = std::chrono::duration_cast<std::chrono::microseconds>(opened_at_ + settings_.open_timeout - now);
+    }
+  }
+  Notify(transitions);
+  return remaining;
+}
+
 BreakerState CircuitBreaker::state() {
   std::vector<Transition> transitions;
   BreakerState state;

@@ -10,6 +10,7 @@
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "pg_pool.h"
 
 namespace medgrid::store {
 namespace asio = boost::asio;
@@ -143,7 +144,7 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 
 AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
                                     PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
-                                    QueryCounters* queries, asio::io_context& io) {
+                                    QueryCounters* queries, asio::io_context& io, ShardBreaker* breaker) {
   // Destroyed when the I/O thread exits, while its io_context still exists.
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
@@ -151,6 +152,7 @@ AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string&
     slot = std::make_unique<AsyncPgPool>(dsn, size, std::move(prepare), unnamed_sql, std::move(open_gauge), queries,
                                          io);
   }
+  slot->breaker_ = breaker;
   return *slot;
 }
 
@@ -167,6 +169,18 @@ AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn
 AsyncPgPool::~AsyncPgPool() { *open_gauge_ -= open_; }
 
 void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
+  if (breaker_ != nullptr) {
+    const resilience::CircuitBreaker::Permit permit = breaker_->breaker().Allow();
+    if (!permit) return done(breaker_->Refused(), false);
+    done = [breaker = breaker_, permit, inner = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows,
+                                                                 bool retried) {
+      breaker->breaker().Record(permit,
+                                ShardBreaker::IsConnectionFailure(rows.status()) ? resilience::Outcome::kFailure
+                                                                                 : resilience::Outcome::kSuccess,
+                                std::chrono::microseconds(0));
+      inner(std::move(rows), retried);
+    };
+  }
   queue_.push_back({std::move(statement), std::move(params), std::move(done), CurrentQueryKind()});
   Dispatch();
 }

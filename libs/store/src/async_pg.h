@@ -37,9 +37,16 @@ using PgPrepareFn = std::function<std::string(void* pgconn)>;
 // instead of preparing (behind PgBouncer in transaction pooling mode).
 using PgSqlFn = const std::string& (*)(std::string_view name);
 
+class ShardBreaker;
+
 class AsyncPgPool {
  public:
   // The pool of this thread for `shard`, created on first use.
+  // `breaker`, if any (a shard primary's), guards every query: while it is
+  // open a query fails at once with its Refused() error, and each query it
+  // allowed records a failure when it ends Unavailable (the connection could
+  // not be opened or broke), a success otherwise. It must outlive the
+  // queries sent while it is set; each call sets it anew.
   // `open_gauge` counts this shard's open connections across all threads;
   // every statement sent (preparing included) counts in `queries`, which
   // must outlive the pool.
@@ -47,7 +54,8 @@ class AsyncPgPool {
   // gives for their name, and `prepare` should be empty.
   static AsyncPgPool& ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
                                 PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
-                                QueryCounters* queries, boost::asio::io_context& io);
+                                QueryCounters* queries, boost::asio::io_context& io,
+                                ShardBreaker* breaker = nullptr);
 
   AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn unnamed_sql,
               std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries, boost::asio::io_context& io);
@@ -83,6 +91,7 @@ class AsyncPgPool {
   const std::shared_ptr<std::atomic<int>> open_gauge_;
   QueryCounters* const queries_;
   boost::asio::io_context& io_;
+  ShardBreaker* breaker_ = nullptr;
   std::vector<std::shared_ptr<Connection>> idle_;
   int open_ = 0;
   std::deque<Pending> queue_;

@@ -8,27 +8,75 @@
 
 namespace medgrid::store {
 
+ShardBreaker::ShardBreaker(std::string shard, resilience::BreakerSettings settings, const core::Clock& clock)
+    : shard_(std::move(shard)),
+      breaker_(
+          [&] {
+            settings.name = core::StrCat("db:", shard_);
+            return std::move(settings);
+          }(),
+          clock, [shard = shard_](std::string_view, resilience::BreakerState from, resilience::BreakerState to) {
+            core::Log(to == resilience::BreakerState::kOpen ? core::LogLevel::kWarn : core::LogLevel::kInfo,
+                      "db.breaker", {{"shard", shard},
+                                     {"from", std::string(resilience::BreakerStateName(from))},
+                                     {"to", std::string(resilience::BreakerStateName(to))}});
+          }) {}
+
+absl::Status ShardBreaker::Refused() {
+  const auto remaining = breaker_.RemainingOpen();
+  const int64_t seconds = std::max<int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(remaining + std::chrono::microseconds(999999)).count());
+  return core::Error(absl::StatusCode::kUnavailable,
+                     core::StrCat("Database shard ", shard_,
+                                  " is unavailable; requests are refused after repeated connection failures, "
+                                  "retry later"))
+      .Http(503)
+      .Issue("transient")
+      .RetryAfter(seconds);
+}
+
 PgPool::PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
-               Prepare prepare)
+               Prepare prepare, ShardBreaker* breaker)
     : name_(std::move(name)),
       dsn_(std::move(dsn)),
       size_(size),
       acquire_timeout_(acquire_timeout),
-      prepare_(std::move(prepare)) {}
+      prepare_(std::move(prepare)),
+      breaker_(breaker) {}
 
 PgPool::~PgPool() = default;
 
 PgPool::Lease::~Lease() {
-  if (pool_ != nullptr && conn_ != nullptr) pool_->Release(std::move(conn_), discard_);
+  if (pool_ != nullptr && conn_ != nullptr) {
+    pool_->Release(std::move(conn_), discard_);
+    pool_->Record(permit_, discard_ || failed_);
+  }
+}
+
+void PgPool::Record(const std::optional<resilience::CircuitBreaker::Permit>& permit, bool failed) {
+  if (breaker_ == nullptr || !permit.has_value()) return;
+  breaker_->breaker().Record(*permit, failed ? resilience::Outcome::kFailure : resilience::Outcome::kSuccess,
+                             std::chrono::microseconds(0));
 }
 
 absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
+  std::optional<resilience::CircuitBreaker::Permit> permit;
+  if (breaker_ != nullptr) {
+    permit = breaker_->breaker().Allow();
+    if (!*permit) return breaker_->Refused();
+  }
   std::unique_lock lock(mu_);
+  // A probe must find out whether the server answers now: the idle
+  // connections are from before the breaker opened and most likely dead.
+  if (breaker_ != nullptr && !idle_.empty() && breaker_->breaker().state() == resilience::BreakerState::kHalfOpen) {
+    open_ -= static_cast<int>(idle_.size());
+    idle_.clear();
+  }
   if (waiters_.empty() && !idle_.empty()) {
     auto conn = std::move(idle_.back());
     idle_.pop_back();
     ++busy_;
-    return Lease(this, std::move(conn));
+    return Lease(this, std::move(conn), permit);
   }
   bool open_new = waiters_.empty() && open_ < size_;
   if (!open_new) {
@@ -40,10 +88,12 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
     }
     if (self.conn != nullptr) {
       ++busy_;
-      return Lease(this, std::move(self.conn));
+      return Lease(this, std::move(self.conn), permit);
     }
     if (!self.may_open) {
       waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &self));
+      // A busy pool says nothing about the server: no outcome.
+      if (breaker_ != nullptr) breaker_->breaker().Cancel(*permit);
       return core::Error(absl::StatusCode::kUnavailable,
                          core::StrCat("No database connection free on shard ", name_))
           .Http(503)
@@ -57,13 +107,15 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   try {
     std::unique_ptr<ShardConnection> conn = OpenShardConnection(dsn_, queries_.get());
     if (prepare_) prepare_(*conn);
-    return Lease(this, std::move(conn));
+    return Lease(this, std::move(conn), permit);
   } catch (const std::exception& e) {
     core::Log(core::LogLevel::kError, "db.connect_failed", {{"shard", name_}});
     lock.lock();
     --open_;
     --busy_;
     HandOffSlot();
+    lock.unlock();
+    Record(permit, /*failed=*/true);
     return core::Error(absl::StatusCode::kUnavailable, core::StrCat("Database shard ", name_, " is unreachable"))
         .Http(503)
         .Issue("transient");

@@ -10,6 +10,14 @@
 // Waiters are served first come, first served: a released connection goes
 // straight to the oldest waiter, so no request starves under load (a plain
 // condition variable wakes an arbitrary thread and makes latency tails long).
+//
+// A shard primary's pool may have a circuit breaker (ShardBreaker). Acquire
+// asks it first and, while it is open, fails at once instead of waiting for
+// a connect timeout. Every lease it allowed records one outcome when it ends:
+// a failure when connecting failed or the connection proved broken
+// (MarkConnectionFailed), a success otherwise, whatever the statement's own
+// result (NotFound, a constraint, a timed-out query). A wait for a free
+// connection that times out records nothing.
 #pragma once
 
 #include <chrono>
@@ -18,37 +26,70 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "medgrid/core/clock.h"
+#include "medgrid/resilience/circuit_breaker.h"
 #include "pqxx/pqxx"
 #include "query_count.h"
 
 namespace medgrid::store {
 
+// The circuit breaker of one shard primary ("db:<shard>"): it logs each
+// state change (db.breaker) and builds the error of a refused call.
+// Thread-safe.
+class ShardBreaker {
+ public:
+  // `clock` must outlive the breaker; settings.name is replaced by "db:<shard>".
+  ShardBreaker(std::string shard, resilience::BreakerSettings settings, const core::Clock& clock);
+
+  resilience::CircuitBreaker& breaker() { return breaker_; }
+  // 503 transient with Retry-After: the remaining open time, at least 1 s.
+  absl::Status Refused();
+  // Whether `status` (from the asynchronous path) is a connection failure.
+  static bool IsConnectionFailure(const absl::Status& status) {
+    return status.code() == absl::StatusCode::kUnavailable;
+  }
+
+ private:
+  const std::string shard_;
+  resilience::CircuitBreaker breaker_;
+};
+
 class PgPool {
  public:
   using Prepare = std::function<void(pqxx::connection_base&)>;
 
+  // `breaker`, if any, guards the pool (see above) and must outlive it.
   PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
-         Prepare prepare);
+         Prepare prepare, ShardBreaker* breaker = nullptr);
   ~PgPool();
 
   class Lease {
    public:
-    Lease(PgPool* pool, std::unique_ptr<ShardConnection> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(PgPool* pool, std::unique_ptr<ShardConnection> conn,
+          std::optional<resilience::CircuitBreaker::Permit> permit = std::nullopt)
+        : pool_(pool), conn_(std::move(conn)), permit_(permit) {}
     Lease(Lease&& o) noexcept = default;
     Lease& operator=(Lease&&) = delete;
     ~Lease();
     pqxx::connection_base& conn() { return *conn_; }
-    // Drops the connection instead of returning it (after a broken link).
+    // Drops the connection instead of returning it (after a broken link),
+    // and counts as a connection failure for the breaker.
     void Discard() { discard_ = true; }
+    // The server refused or dropped the work for connection reasons
+    // (SQLSTATE 08*, 57P01, 57P03): a failure for the breaker.
+    void MarkConnectionFailed() { failed_ = true; }
 
    private:
     PgPool* pool_;
     std::unique_ptr<ShardConnection> conn_;
+    std::optional<resilience::CircuitBreaker::Permit> permit_;
     bool discard_ = false;
+    bool failed_ = false;
   };
 
   // Waits up to acquire_timeout for a connection, opening one if the pool is
@@ -56,6 +97,8 @@ class PgPool {
   absl::StatusOr<Lease> Acquire();
 
   const std::string& name() const { return name_; }
+  // The breaker guarding the pool; null for pools without one.
+  ShardBreaker* breaker() const { return breaker_; }
   int size() const { return size_; }
   int open() const;
   int busy() const;
@@ -65,6 +108,7 @@ class PgPool {
 
  private:
   void Release(std::unique_ptr<ShardConnection> conn, bool discard);
+  void Record(const std::optional<resilience::CircuitBreaker::Permit>& permit, bool failed);
   // Lets the oldest waiter open a connection in a slot that just freed up.
   // Requires mu_.
   void HandOffSlot();
@@ -74,6 +118,7 @@ class PgPool {
   const int size_;
   const std::chrono::milliseconds acquire_timeout_;
   const Prepare prepare_;
+  ShardBreaker* const breaker_;
   const std::unique_ptr<QueryCounters> queries_ = std::make_unique<QueryCounters>();
 
   struct Waiter {
@@ -113,7 +158,9 @@ auto WithConnection(PgPool& pool, RetryIfBroken retry, Fn&& fn) -> decltype(fn(s
       lease->Discard();
       if (!retry || attempt > 0) return StatusFromPqxx(e);
     } catch (const std::exception& e) {
-      return StatusFromPqxx(e);
+      absl::Status status = StatusFromPqxx(e);
+      if (status.code() == absl::StatusCode::kUnavailable) lease->MarkConnectionFailed();
+      return status;
     }
   }
 }

@@ -330,7 +330,8 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
   QueryKindScope kind(QueryKind::kRead);
   auto primary = [this, &io]() -> AsyncPgPool& {
     return AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
-                                  pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io);
+                                  pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io,
+                                  pool_.breaker());
   };
   const int r = replicas_.Pick(key.tenant);
   if (r < 0) {
@@ -360,7 +361,8 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
   absl::StatusOr<StoredBody> body = body_fn(std::nullopt, 1, now);
   if (!body.ok()) return done(body.status());
   AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
-                                             pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io);
+                                             pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io,
+                                  pool_.breaker());
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));

@@ -4,8 +4,11 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <thread>
 
 #include "medgrid/core/clock.h"
+#include "medgrid/resilience/retry.h"
 #include "medgrid/store/resource_store.h"
 #include "medgrid/store/set_size_cache.h"
 #include "medgrid/store/store.h"
@@ -37,10 +40,14 @@ class PgResourceStore final : public ResourceStore {
   // unnamed statement of the same text) and every transaction starts with
   // SET LOCAL statement_timeout = `local_statement_timeout` (when above 0):
   // safe behind PgBouncer in transaction pooling mode.
+  // Reads that fail Unavailable on the primary are retried with
+  // resilience::DatabaseReadPolicy() within `read_retry_budget`.
   PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, int copy_write_min_versions,
                   const core::Clock& clock, ReplicaRouter& replicas, bool pgbouncer = false,
-                  std::chrono::milliseconds local_statement_timeout = std::chrono::milliseconds(0))
-      : replicas_(replicas),
+                  std::chrono::milliseconds local_statement_timeout = std::chrono::milliseconds(0),
+                  resilience::RetryBudgetSettings read_retry_budget = {})
+      : read_budget_(std::make_unique<resilience::RetryBudget>(read_retry_budget, clock)),
+        replicas_(replicas),
         pool_(pool),
         shard_(std::move(shard)),
         dsn_(std::move(dsn)),
@@ -111,6 +118,29 @@ class PgResourceStore final : public ResourceStore {
 
  private:
   // Runs the read `fn(connection)` (safe to repeat, outside any
+  // transaction of the caller) as RoutedReadOnce does, and again, after the
+  // policy's backoff (a sleep of this thread), while it fails Unavailable
+  // and DatabaseReadPolicy() and the shard's read budget allow, unless the
+  // shard's breaker has opened meanwhile. Timeouts are not retried: a slow
+  // query run again only adds load.
+  template <typename Fn>
+  auto RoutedRead(const std::string& tenant, bool not_found_on_primary, Fn&& fn)
+      -> decltype(fn(std::declval<pqxx::connection_base&>())) {
+    resilience::RetryState retry(resilience::DatabaseReadPolicy(), clock_, std::nullopt,
+                                 resilience::SeededRandom(retry_seed_.fetch_add(1)), read_budget_.get());
+    while (true) {
+      auto result = RoutedReadOnce(tenant, not_found_on_primary, fn);
+      if (result.status().code() != absl::StatusCode::kUnavailable) return result;
+      if (pool_.breaker() != nullptr && pool_.breaker()->breaker().state() == resilience::BreakerState::kOpen) {
+        return result;
+      }
+      const std::optional<std::chrono::microseconds> delay = retry.NextDelay();
+      if (!delay) return result;
+      std::this_thread::sleep_for(*delay);
+    }
+  }
+
+  // Runs the read `fn(connection)` (safe to repeat, outside any
   // transaction of the caller) on the replica the router picks for
   // `tenant`, else on the primary. A replica that fails for lack of a
   // connection (Unavailable) or cancels the statement (Aborted: a conflict
@@ -118,7 +148,7 @@ class PgResourceStore final : public ResourceStore {
   // `not_found_on_primary` (a read by id or version of something written
   // moments ago by another caller).
   template <typename Fn>
-  auto RoutedRead(const std::string& tenant, bool not_found_on_primary, Fn&& fn)
+  auto RoutedReadOnce(const std::string& tenant, bool not_found_on_primary, Fn& fn)
       -> decltype(fn(std::declval<pqxx::connection_base&>())) {
     const int r = replicas_.Pick(tenant);
     if (r >= 0) {
@@ -154,6 +184,9 @@ class PgResourceStore final : public ResourceStore {
   absl::StatusOr<ResourceVersion> DeleteIn(pqxx::work& tx, const ResourceKey& key,
                                            const std::function<absl::Status(const ResourceVersion&)>& check);
 
+  // The retry budget of reads on this shard, and seeds of their jitter (RoutedRead).
+  const std::unique_ptr<resilience::RetryBudget> read_budget_;
+  std::atomic<uint64_t> retry_seed_{1};
   ReplicaRouter& replicas_;
   PgPool& pool_;
   const std::string shard_;

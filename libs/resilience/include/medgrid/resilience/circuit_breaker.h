@@ -73,9 +73,9 @@ struct BreakerSettings {
   std::string fallback;
 };
 
-// The seed's defaults for "consent", "ai" and "external_hie" (consecutive
-// failure mode). Any other name gets the consent numbers, no fallback, and
-// the given name.
+// The seed's defaults for "consent", "ai", "external_hie" and "db"
+// (consecutive failure mode; "db" has the consent numbers). Any other name
+// gets the consent numbers, no fallback, and the given name.
 BreakerSettings ForDependency(std::string_view dependency);
 
 class CircuitBreaker {
@@ -127,6 +127,15 @@ class CircuitBreaker {
   [[nodiscard]] Permit Allow();
   // The result of the call `permit` allowed. Ignores denied permits. Thread-safe.
   void Record(const Permit& permit, Outcome outcome, std::chrono::microseconds duration);
+  // Hands back an allowed permit whose call never reached the dependency
+  // (say it gave up waiting for a local resource): it counts neither as a
+  // success nor as a failure, and frees its half-open probe slot. Use it
+  // instead of Record(), never with it. Thread-safe.
+  void Cancel(const Permit& permit);
+
+  // While open, how long until probes are let through; zero otherwise.
+  // Thread-safe.
+  std::chrono::microseconds RemainingOpen();
 
   // The state now (an expired open timeout reads as half-open). Thread-safe.
   BreakerState state();

@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "medgrid/resilience/circuit_breaker.h"
+#include "medgrid/resilience/retry.h"
+
 namespace medgrid::store {
 
 struct StoreConfig {
@@ -64,6 +67,15 @@ struct StoreConfig {
   // Consecutive samples that find no writable primary before the shard
   // reports a failover in progress (the seed's health monitor: 3).
   int failover_after_samples = 3;
+  // The circuit breaker of each shard primary ("db:<shard>"; the seed's
+  // "db": 5 consecutive connection failures open it for 30 s, 3 probes
+  // close it). Only connection failures count: the pool could not connect,
+  // or a connection broke or was refused (SQLSTATE 08*, 57P01, 57P03).
+  resilience::BreakerSettings shard_breaker = resilience::ForDependency("db");
+  // Reads by id, versions, searches and history that fail Unavailable on a
+  // shard are tried again with resilience::DatabaseReadPolicy(), within
+  // this budget per shard (the seed's: 20% more than the requests).
+  resilience::RetryBudgetSettings read_retry_budget;
 };
 
 // Returns the key=value DSN `dsn` with its dbname set to `dbname`.

@@ -62,6 +62,8 @@ struct PoolStats {
   int open = 0;  // connections currently open
   int busy = 0;  // leased to a request
   int async_open = 0;  // non-blocking connections open, over all I/O threads
+  // The shard primary's circuit breaker: 0 closed, 1 open, 2 half-open.
+  int breaker_state = 0;
   // Searches on the shard that intersect several id sets, by how their page
   // query was planned: from set sizes remembered from an earlier search, from
   // sizes counted first, and again from fresh counts because a remembered
