@@ -8,10 +8,6 @@
 // Retry-After and a transient OperationOutcome. When the server is back and
 // the open time has passed, a probe succeeds, the breaker closes (gauge 0)
 // and reads and writes work again.
-#include <cstdlib>
-#include <filesystem>
-
-#include "boost/asio/ip/tcp.hpp"
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "integration/receiver.h"
@@ -19,39 +15,6 @@
 
 namespace medgrid::testing {
 namespace {
-
-uint16_t FreePort() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-// A PostgreSQL server of this test: lib.sh's pg_start and pg_stop.
-class OwnPostgres {
- public:
-  OwnPostgres() : port_(FreePort()) {
-    char tmpl[] = "/tmp/medgrid-breaker-pg.XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    std::filesystem::permissions(dir_, std::filesystem::perms::all);
-    Run("pg_start");
-  }
-  ~OwnPostgres() {
-    Run("pg_stop");
-    std::error_code ec;
-    std::filesystem::remove_all(std::filesystem::canonical(dir_ + "/pg", ec), ec);
-    std::filesystem::remove_all(dir_, ec);
-  }
-  bool Run(const std::string& fn) {
-    const std::string cmd = core::StrCat("bash -c 'source ", MEDGRID_SOURCE_DIR, "/deploy/local/lib.sh && ", fn, " ",
-                                         dir_, "/pg ", port_, "' >/dev/null 2>&1");
-    return std::system(cmd.c_str()) == 0;
-  }
-  std::string Dsn() const { return core::StrCat("host=127.0.0.1 port=", port_, " user=postgres dbname=postgres"); }
-
- private:
-  uint16_t port_;
-  std::string dir_;
-};
 
 std::string PatientJson(const std::string& id) {
   return core::StrCat(R"({"resourceType":"Patient","id":")", id, R"("})");

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
+#include "medgrid/fhir/http_errors.h"
 #include "pg_pool.h"
 
 namespace medgrid::store {
@@ -93,7 +94,9 @@ TEST(ShardBreaker, StatementErrorsAndPoolWaitsNeverCount) {
     ASSERT_TRUE(held.ok()) << held.status();
     // The only connection is leased: this wait times out, the server is fine.
     absl::Status waited = pool.Acquire().status();
-    EXPECT_EQ(waited.code(), absl::StatusCode::kUnavailable);
+    // Not Unavailable, so reads are not retried into a full pool; still 503.
+    EXPECT_EQ(waited.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(fhir::ToHttpError(waited).status, 503);
     EXPECT_NE(waited.message().find("No database connection free"), std::string::npos) << waited;
   }
   EXPECT_EQ(breaker.breaker().state(), BreakerState::kClosed);

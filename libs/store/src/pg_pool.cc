@@ -94,7 +94,9 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
       waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &self));
       // A busy pool says nothing about the server: no outcome.
       if (breaker_ != nullptr) breaker_->breaker().Cancel(*permit);
-      return core::Error(absl::StatusCode::kUnavailable,
+      // ResourceExhausted, not Unavailable: the server is fine, so reads
+      // are not retried into a pool that is already full.
+      return core::Error(absl::StatusCode::kResourceExhausted,
                          core::StrCat("No database connection free on shard ", name_))
           .Http(503)
           .Issue("transient");

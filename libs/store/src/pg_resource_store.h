@@ -143,7 +143,8 @@ class PgResourceStore final : public ResourceStore {
   // Runs the read `fn(connection)` (safe to repeat, outside any
   // transaction of the caller) on the replica the router picks for
   // `tenant`, else on the primary. A replica that fails for lack of a
-  // connection (Unavailable) or cancels the statement (Aborted: a conflict
+  // connection (Unavailable, or ResourceExhausted: its pool is full) or
+  // cancels the statement (Aborted: a conflict
   // with recovery) hands the read to the primary, and so does NotFound when
   // `not_found_on_primary` (a read by id or version of something written
   // moments ago by another caller).
@@ -164,7 +165,8 @@ class PgResourceStore final : public ResourceStore {
     return WithConnection(pool_, kRetryIfBroken, fn);
   }
   static bool ReadOnPrimaryAfter(absl::StatusCode code, bool not_found_on_primary) {
-    return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kAborted ||
+    return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kResourceExhausted ||
+           code == absl::StatusCode::kAborted ||
            (not_found_on_primary && code == absl::StatusCode::kNotFound);
   }
 
