@@ -1,4 +1,5 @@
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -124,6 +125,153 @@ TEST(ServicePools, ConcurrentCallersNeverExceedALimit) {
   EXPECT_LE(most.load(), 3);  // 30% of 10, with 8 threads contending
   EXPECT_GE(most.load(), 1);
   EXPECT_EQ(pools.in_flight(), 0);
+}
+
+using Slot = KeyedBulkhead::Slot;
+using std::chrono::steady_clock;
+
+TEST(KeyedBulkhead, EachKeyHasItsOwnLimit) {
+  KeyedBulkhead slots(2);
+  Slot a1 = slots.TryAcquire("a");
+  Slot a2 = slots.TryAcquire("a");
+  EXPECT_TRUE(a1);
+  EXPECT_TRUE(a2);
+  EXPECT_FALSE(slots.TryAcquire("a"));  // the third of a key is refused ...
+  Slot b1 = slots.TryAcquire("b");
+  EXPECT_TRUE(b1);                       // ... while another key is not
+  EXPECT_EQ(slots.InUse("a"), 2);
+  EXPECT_EQ(slots.InUse("b"), 1);
+  EXPECT_EQ(slots.MaxInUse(), 2);
+  EXPECT_EQ(slots.rejections(), 1u);
+  a1.Release();
+  EXPECT_EQ(slots.InUse("a"), 1);
+  EXPECT_TRUE(slots.TryAcquire("a"));  // freed again at once (a temporary)
+  EXPECT_EQ(slots.InUse("a"), 1);
+  EXPECT_EQ(slots.rejections(), 1u);
+}
+
+TEST(KeyedBulkhead, SlotsReleaseOnceWhenMovedAndDestroyed) {
+  KeyedBulkhead slots(1);
+  {
+    Slot s = slots.TryAcquire("t");
+    Slot moved(std::move(s));
+    EXPECT_FALSE(s);  // NOLINT(bugprone-use-after-move): checking the move
+    Slot assigned;
+    assigned = std::move(moved);
+    EXPECT_EQ(slots.InUse("t"), 1);
+  }
+  EXPECT_EQ(slots.InUse("t"), 0);
+  EXPECT_EQ(slots.MaxInUse(), 0);  // the key's entry is gone with its holders
+  EXPECT_TRUE(slots.TryAcquire("t"));
+}
+
+TEST(KeyedBulkhead, AWaiterGetsTheNextFreePlaceBeforeItsDeadline) {
+  KeyedBulkhead slots(1);
+  Slot held = slots.TryAcquire("t");
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    Slot s = slots.Acquire("t", steady_clock::now() + std::chrono::seconds(30));
+    got = static_cast<bool>(s);
+  });
+  while (slots.Waiting("t") == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  held.Release();  // handed to the waiter: a newcomer cannot take it in between
+  EXPECT_FALSE(slots.TryAcquire("t") && !got);
+  waiter.join();
+  EXPECT_TRUE(got);
+  EXPECT_EQ(slots.InUse("t"), 0);
+}
+
+TEST(KeyedBulkhead, AWaitThatOutlivesItsDeadlineIsRefusedAndCounted) {
+  KeyedBulkhead slots(1);
+  Slot held = slots.TryAcquire("t");
+  const auto start = steady_clock::now();
+  Slot late = slots.Acquire("t", start + std::chrono::milliseconds(20));
+  EXPECT_FALSE(late);
+  EXPECT_GE(steady_clock::now() - start, std::chrono::milliseconds(20));
+  EXPECT_EQ(slots.rejections(), 1u);
+  EXPECT_EQ(slots.InUse("t"), 1);
+  held.Release();
+  EXPECT_EQ(slots.MaxInUse(), 0);
+}
+
+TEST(KeyedBulkhead, ConcurrentHoldersOfAKeyNeverExceedTheLimit) {
+  KeyedBulkhead slots(3);
+  std::atomic<int> holders{0};
+  std::atomic<int> most{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5000; ++i) {
+        // Half the threads wait a little, half never do.
+        Slot s = t % 2 == 0 ? slots.TryAcquire("k") : slots.Acquire("k", steady_clock::now() +
+                                                                            std::chrono::microseconds(200));
+        if (!s) continue;
+        const int now = holders.fetch_add(1) + 1;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        holders.fetch_sub(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LE(most.load(), 3);
+  EXPECT_GE(most.load(), 1);
+  EXPECT_EQ(slots.InUse("k"), 0);
+  EXPECT_EQ(slots.MaxInUse(), 0);
+}
+
+TEST(KeyedBulkhead, AsyncAcquireGetsAFreePlaceAtOnce) {
+  KeyedBulkhead slots(1);
+  bool called = false;
+  KeyedBulkhead::AsyncAcquired got = slots.AcquireAsync("t", [&](Slot) { called = true; });
+  EXPECT_TRUE(got.slot);
+  EXPECT_EQ(got.ticket, 0u);
+  EXPECT_FALSE(called);  // the place came back directly
+  EXPECT_EQ(slots.InUse("t"), 1);
+}
+
+TEST(KeyedBulkhead, AsyncWaitersAreGrantedInOrderByTheReleasingThread) {
+  KeyedBulkhead slots(1);
+  Slot held = slots.TryAcquire("t");
+  std::vector<int> order;
+  std::vector<Slot> granted;
+  KeyedBulkhead::AsyncAcquired first = slots.AcquireAsync("t", [&](Slot s) {
+    order.push_back(1);
+    granted.push_back(std::move(s));
+  });
+  KeyedBulkhead::AsyncAcquired second = slots.AcquireAsync("t", [&](Slot s) {
+    order.push_back(2);
+    granted.push_back(std::move(s));
+  });
+  EXPECT_FALSE(first.slot);
+  EXPECT_NE(first.ticket, 0u);
+  EXPECT_NE(second.ticket, first.ticket);
+  EXPECT_EQ(slots.Waiting("t"), 2);
+  EXPECT_FALSE(slots.TryAcquire("t"));  // no overtaking the queue
+  held.Release();
+  EXPECT_EQ(order, std::vector<int>{1});
+  EXPECT_EQ(slots.InUse("t"), 1);  // handed over, not freed
+  EXPECT_FALSE(slots.CancelWait("t", first.ticket));  // already granted
+  granted.front().Release();
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  granted.clear();
+  EXPECT_EQ(slots.InUse("t"), 0);
+  EXPECT_EQ(slots.rejections(), 1u);  // the TryAcquire only
+}
+
+TEST(KeyedBulkhead, ACancelledAsyncWaitIsNeverGrantedAndCounts) {
+  KeyedBulkhead slots(1);
+  Slot held = slots.TryAcquire("t");
+  bool called = false;
+  KeyedBulkhead::AsyncAcquired got = slots.AcquireAsync("t", [&](Slot) { called = true; });
+  EXPECT_TRUE(slots.CancelWait("t", got.ticket));
+  EXPECT_FALSE(slots.CancelWait("t", got.ticket));
+  EXPECT_EQ(slots.rejections(), 1u);
+  EXPECT_EQ(slots.Waiting("t"), 0);
+  held.Release();
+  EXPECT_FALSE(called);
+  EXPECT_EQ(slots.MaxInUse(), 0);
 }
 
 }  // namespace

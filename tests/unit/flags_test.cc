@@ -62,6 +62,22 @@ TEST(Flags, PgBouncerMode) {
   EXPECT_NE(FlagsHelp().find("--db-pgbouncer"), std::string::npos);
 }
 
+TEST(Flags, TenantDatabaseCap) {
+  const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
+  auto defaults = ParseFlags(base);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->store.tenant_connections, 20);
+  EXPECT_EQ(defaults->store.tenant_connection_wait, std::chrono::milliseconds(1000));
+  auto args = base;
+  args.push_back("--db-tenant-connections=0");
+  args.push_back("--db-tenant-wait-ms=250");
+  auto set = ParseFlags(args);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->store.tenant_connections, 0);
+  EXPECT_EQ(set->store.tenant_connection_wait, std::chrono::milliseconds(250));
+  EXPECT_NE(FlagsHelp().find("--db-tenant-connections"), std::string::npos);
+}
+
 TEST(Flags, RejectsUnknownAndBadValues) {
   const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
@@ -76,7 +92,8 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--cache-l1-ttl-ms=0", "--cache-l2-ttl-s=0", "--cache-l2-ttl-s=90000",
                                 "--cache-coalescing=sometimes", "--hot-patient-qps=0", "--hot-tenant-share-pct=101",
                                 "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10",
-                                "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc", "--db-pgbouncer=yes"}) {
+                                "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc", "--db-pgbouncer=yes",
+                                "--db-tenant-connections=-1", "--db-tenant-wait-ms=x"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

@@ -114,6 +114,10 @@ Flags (all --name=value):
   --pg-pool-size        blocking connections per shard (default 16)
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --db-tenant-connections  most connections one tenant's requests hold or wait for on a shard, over its
+                        pools (default 20, the seed's; 0 = no cap); beyond it 503 with Retry-After
+  --db-tenant-wait-ms   how long work of a tenant at its cap waits for one of its places before the
+                        503 (default 1000; 0 = refused at once)
   --pg-replica-admin-dsn  DSN of a streaming replica's maintenance database (repeatable); in local mode
                         every shard reads from these replicas (dbname=<shard>); otherwise replicas come
                         from the shards table (replica_dsns). A DSN naming several hosts (the primary and
@@ -236,6 +240,10 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 256, c.store.async_pool_size));
     } else if (name == "pg-pool-size") {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
+    } else if (name == "db-tenant-connections") {
+      RETURN_IF_ERROR(ParseInt(name, value, 0, 10000, c.store.tenant_connections));
+    } else if (name == "db-tenant-wait-ms") {
+      RETURN_IF_ERROR(ParseMillis(name, value, c.store.tenant_connection_wait));
     } else if (name == "pg-statement-timeout-ms") {
       RETURN_IF_ERROR(ParseMillis(name, value, c.store.statement_timeout));
     } else if (name == "pg-replica-admin-dsn") {

@@ -184,13 +184,15 @@ struct Gateway::Impl {
                       .Register(m)),
         pool_connections(prometheus::BuildGauge()
                              .Name("medgrid_db_pool_connections")
-                             .Help("Database connections per shard: blocking pool (open, busy, max) and "
-                                   "non-blocking connections of the I/O threads (async_open)")
+                             .Help("Database connections per shard: blocking pool (open, busy, max), "
+                                   "non-blocking connections of the I/O threads (async_open), and the per-tenant "
+                                   "cap (tenant_limit), the most one tenant holds (tenant_max) and the work waiting for "
+                                   "a place of its tenant (tenant_waiting)")
                              .Register(m)),
         shed(prometheus::BuildCounter()
                  .Name("medgrid_bulkhead_rejections_total")
-                 .Help("Requests refused by a bulkhead: the service pools critical, standard and ai (503 with "
-                       "Retry-After)")
+                 .Help("Requests refused by a bulkhead: the service pools critical, standard and ai, and each "
+                       "tenant's database connections per shard, db_tenant (503 with Retry-After)")
                  .Register(m)),
         pool_in_flight(prometheus::BuildGauge()
                            .Name("medgrid_bulkhead_in_flight")
@@ -436,6 +438,7 @@ std::shared_ptr<RequestLog> StartLog(const http::Request& req) {
 // verified caller is set later, once the token is checked.
 static void SetRequestContext(const http::Request& req, const http::Peer& peer) {
   core::RequestContext& ctx = core::CurrentRequest();
+  ctx.tenant.clear();
   ctx.client_address = peer.address;
   // The purpose of use a client states (a v3-ActReason code such as TREAT);
   // the token's purpose_of_use claim counts when the header is absent.
@@ -469,6 +472,7 @@ http::Response Gateway::Handle(http::Request&& req, const http::Peer& peer) {
   std::shared_ptr<RequestLog> log = StartLog(req);
   http::Response res = impl_->Route(req, peer, log->route, log->tenant, nullptr);
   auth::CurrentPrincipal().reset();  // this thread's next work is not this caller's
+  core::CurrentRequest().tenant.clear();
   impl_->Finish(*log, res);
   return res;
 }
@@ -504,6 +508,7 @@ bool Gateway::HandleAsync(http::Request& req, const http::Peer& peer, boost::asi
   };
   http::Response res = impl_->Route(req, peer, log->route, log->tenant, &async);
   auth::CurrentPrincipal().reset();  // this I/O thread's next work is not this caller's
+  core::CurrentRequest().tenant.clear();
   if (!async.deferred) async.done(std::move(res));
   return true;
 }
@@ -564,6 +569,7 @@ std::optional<http::Response> Gateway::Admit(const http::Request& req, const htt
   const std::string pool(resilience::ServiceClassName(cls->pool));
   impl_->shed.Add({{"pool", pool}}).Increment();
   core::RequestContext& ctx = core::CurrentRequest();
+  ctx.tenant.clear();
   ctx.client_address = peer.address;
   std::shared_ptr<RequestLog> log = StartLog(req);
   log->route = "shed";
@@ -882,16 +888,31 @@ http::Response Gateway::Impl::Metrics() {
           .Set(config.service_pools->stats(cls).in_flight);
     }
   }
+  uint64_t tenant_rejections = 0;
   for (const store::PoolStats& p : store.Pools()) {
     pool_connections.Add({{"shard", p.shard_id}, {"state", "open"}}).Set(p.open);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "busy"}}).Set(p.busy);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "max"}}).Set(p.size);
     pool_connections.Add({{"shard", p.shard_id}, {"state", "async_open"}}).Set(p.async_open);
+    if (p.tenant_limit > 0) {
+      pool_connections.Add({{"shard", p.shard_id}, {"state", "tenant_max"}}).Set(p.tenant_max_in_use);
+      pool_connections.Add({{"shard", p.shard_id}, {"state", "tenant_limit"}}).Set(p.tenant_limit);
+      pool_connections.Add({{"shard", p.shard_id}, {"state", "tenant_waiting"}}).Set(p.tenant_waiting);
+    }
+    tenant_rejections += p.tenant_rejections;
     std::lock_guard lock(counters_mu);
     for (const auto& [plan, n] : {std::pair{"remembered", p.sizes_remembered}, std::pair{"counted", p.sizes_counted},
                                   std::pair{"changed", p.sizes_changed}}) {
       prometheus::Counter& counter = search_set_sizes.Add({{"shard", p.shard_id}, {"plan", plan}});
       if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+    }
+  }
+  {
+    // The database bulkhead of each tenant (libs/store TenantConnections).
+    std::lock_guard lock(counters_mu);
+    prometheus::Counter& counter = shed.Add({{"pool", "db_tenant"}});
+    if (static_cast<double>(tenant_rejections) > counter.Value()) {
+      counter.Increment(static_cast<double>(tenant_rejections) - counter.Value());
     }
   }
   prometheus::TextSerializer serializer;
@@ -1074,6 +1095,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
       std::string export_tenant(after_fhir.substr(0, slash));
       if (rest.find("/$export") != std::string::npos && fhir::IsValidTenantId(export_tenant)) {
         tenant = export_tenant;
+        core::CurrentRequest().tenant = export_tenant;
         std::optional<http::Response> res =
             export_hook(req, export_tenant, rest, query.params, BaseUrl(req, export_tenant), route);
         if (res) return *std::move(res);
@@ -1085,6 +1107,7 @@ http::Response Gateway::Impl::Fhir(http::Request& req, std::string_view path, co
   const fhir::RestPath& p = *parsed;
   route = RouteTemplate(p);
   tenant = p.tenant;
+  core::CurrentRequest().tenant = p.tenant;
   const std::string base = BaseUrl(req, p.tenant);
   const bhttp::verb method = req.method();
   // Read-only from level 4: what changes data is refused; searches by POST

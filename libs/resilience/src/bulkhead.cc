@@ -75,4 +75,135 @@ ServicePools::PoolStats ServicePools::stats(ServiceClass cls) const {
 
 int ServicePools::in_flight() const { return total_.load(); }
 
+KeyedBulkhead::Slot& KeyedBulkhead::Slot::operator=(Slot&& o) noexcept {
+  if (this != &o) {
+    Release();
+    owner_ = o.owner_;
+    key_ = std::move(o.key_);
+    o.owner_ = nullptr;
+  }
+  return *this;
+}
+
+void KeyedBulkhead::Slot::Release() {
+  if (owner_ == nullptr) return;
+  owner_->Release(key_);
+  owner_ = nullptr;
+}
+
+KeyedBulkhead::KeyedBulkhead(int limit) : limit_(limit) {}
+
+KeyedBulkhead::Slot KeyedBulkhead::TryAcquire(std::string_view key) {
+  return Acquire(key, std::chrono::steady_clock::time_point::min());
+}
+
+KeyedBulkhead::Slot KeyedBulkhead::Acquire(std::string_view key, std::chrono::steady_clock::time_point deadline) {
+  std::string k(key);
+  std::unique_lock lock(mu_);
+  Entry& entry = entries_[k];
+  // Waiters go first: a newcomer may not overtake them.
+  if (entry.waiters.empty() && entry.in_use < limit_) {
+    ++entry.in_use;
+    return Slot(this, std::move(k));
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    Forget(k);
+    rejections_.fetch_add(1, std::memory_order_relaxed);
+    return Slot();
+  }
+  Waiter self;
+  entry.waiters.push_back(Queued{.sync = &self, .ticket = 0, .granted = nullptr});
+  while (!self.granted) {
+    if (self.cv.wait_until(lock, deadline) == std::cv_status::timeout) break;
+  }
+  if (self.granted) return Slot(this, std::move(k));  // the releaser kept in_use for it
+  // The entry is still there: it had a waiter (this one) until now.
+  std::deque<Queued>& waiters = entries_.at(k).waiters;
+  waiters.erase(std::find_if(waiters.begin(), waiters.end(), [&](const Queued& q) { return q.sync == &self; }));
+  Forget(k);
+  rejections_.fetch_add(1, std::memory_order_relaxed);
+  return Slot();
+}
+
+KeyedBulkhead::AsyncAcquired KeyedBulkhead::AcquireAsync(std::string_view key, std::function<void(Slot)> granted) {
+  std::string k(key);
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[k];
+  AsyncAcquired out;
+  if (entry.waiters.empty() && entry.in_use < limit_) {
+    ++entry.in_use;
+    out.slot = Slot(this, std::move(k));
+    return out;
+  }
+  out.ticket = next_ticket_++;
+  entry.waiters.push_back(Queued{.sync = nullptr, .ticket = out.ticket, .granted = std::move(granted)});
+  return out;
+}
+
+bool KeyedBulkhead::CancelWait(std::string_view key, uint64_t ticket) {
+  std::string k(key);
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(k);
+  if (it == entries_.end()) return false;
+  std::deque<Queued>& waiters = it->second.waiters;
+  auto w = std::find_if(waiters.begin(), waiters.end(), [&](const Queued& q) { return q.ticket == ticket; });
+  if (w == waiters.end()) return false;
+  waiters.erase(w);
+  Forget(k);
+  rejections_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void KeyedBulkhead::Forget(const std::string& key) {
+  auto it = entries_.find(key);
+  if (it != entries_.end() && it->second.in_use == 0 && it->second.waiters.empty()) entries_.erase(it);
+}
+
+void KeyedBulkhead::Release(const std::string& key) {
+  std::unique_lock lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return;
+  Entry& entry = it->second;
+  if (entry.waiters.empty()) {
+    if (--entry.in_use == 0) entries_.erase(it);
+    return;
+  }
+  // The place goes straight to the oldest waiter: in_use stays as it is.
+  Queued next = std::move(entry.waiters.front());
+  entry.waiters.pop_front();
+  if (next.sync != nullptr) {
+    next.sync->granted = true;
+    next.sync->cv.notify_one();
+    return;
+  }
+  lock.unlock();
+  next.granted(Slot(this, key));
+}
+
+int KeyedBulkhead::InUse(std::string_view key) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(std::string(key));
+  return it == entries_.end() ? 0 : it->second.in_use;
+}
+
+int KeyedBulkhead::Waiting(std::string_view key) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(std::string(key));
+  return it == entries_.end() ? 0 : static_cast<int>(it->second.waiters.size());
+}
+
+int KeyedBulkhead::TotalWaiting() const {
+  std::lock_guard lock(mu_);
+  int waiting = 0;
+  for (const auto& [key, entry] : entries_) waiting += static_cast<int>(entry.waiters.size());
+  return waiting;
+}
+
+int KeyedBulkhead::MaxInUse() const {
+  std::lock_guard lock(mu_);
+  int most = 0;
+  for (const auto& [key, entry] : entries_) most = std::max(most, entry.in_use);
+  return most;
+}
+
 }  // namespace medgrid::resilience

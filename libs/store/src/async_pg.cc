@@ -5,7 +5,9 @@
 #include <map>
 #include <utility>
 
+#include "boost/asio/post.hpp"
 #include "boost/asio/posix/stream_descriptor.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "libpq-fe.h"
 #include "medgrid/core/logging.h"
 #include "medgrid/core/status.h"
@@ -144,7 +146,8 @@ class AsyncPgPool::Connection : public std::enable_shared_from_this<Connection> 
 
 AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
                                     PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
-                                    QueryCounters* queries, asio::io_context& io, ShardBreaker* breaker) {
+                                    QueryCounters* queries, asio::io_context& io, ShardBreaker* breaker,
+                                    TenantConnections* tenants) {
   // Destroyed when the I/O thread exits, while its io_context still exists.
   thread_local std::map<std::pair<asio::io_context*, std::string>, std::unique_ptr<AsyncPgPool>> pools;
   auto& slot = pools[{&io, shard}];
@@ -153,6 +156,7 @@ AsyncPgPool& AsyncPgPool::ForThread(const std::string& shard, const std::string&
                                          io);
   }
   slot->breaker_ = breaker;
+  slot->tenants_ = tenants;
   return *slot;
 }
 
@@ -168,7 +172,63 @@ AsyncPgPool::AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn
 
 AsyncPgPool::~AsyncPgPool() { *open_gauge_ -= open_; }
 
-void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
+void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> params, std::string_view tenant,
+                                PgRowsCallback done) {
+  if (tenants_ != nullptr && !tenant.empty()) {
+    // Sent once the tenant has a place: now, or when one of its other
+    // queries ends (on whichever thread; the query comes back to this one).
+    return AwaitTenantSlot(
+        *tenants_, std::string(tenant),
+        [this, statement = std::move(statement), params = std::move(params), done = std::move(done),
+         kind = CurrentQueryKind()](absl::StatusOr<resilience::KeyedBulkhead::Slot> slot) mutable {
+          if (!slot.ok()) return done(slot.status(), false);
+          // Given back before `done` runs, so that what `done` sends next (a
+          // replica's read handed to the primary) can take it.
+          auto held = std::make_shared<resilience::KeyedBulkhead::Slot>(*std::move(slot));
+          QueryKindScope scope(kind);
+          Send(std::move(statement), std::move(params),
+               [held, inner = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows, bool retried) {
+                 held->Release();
+                 inner(std::move(rows), retried);
+               });
+        });
+  }
+  Send(std::move(statement), std::move(params), std::move(done));
+}
+
+void AsyncPgPool::AwaitTenantSlot(TenantConnections& tenants, std::string tenant, TenantSlotFn proceed) {
+  using Slot = resilience::KeyedBulkhead::Slot;
+  if (tenants.wait().count() <= 0) {
+    Slot slot = tenants.slots().TryAcquire(tenant);
+    if (!slot) return proceed(tenants.Refused());
+    return proceed(std::move(slot));
+  }
+  struct Wait {
+    Wait(asio::io_context& io, TenantSlotFn fn) : timer(io), proceed(std::move(fn)) {}
+    asio::steady_timer timer;
+    TenantSlotFn proceed;
+  };
+  auto wait = std::make_shared<Wait>(io_, std::move(proceed));
+  resilience::KeyedBulkhead::AsyncAcquired got =
+      tenants.slots().AcquireAsync(tenant, [wait, &io = io_](Slot slot) {
+        // On the thread that freed the place: back to this pool's.
+        auto held = std::make_shared<Slot>(std::move(slot));
+        asio::post(io, [wait, held] {
+          wait->timer.cancel();
+          wait->proceed(std::move(*held));
+        });
+      });
+  if (got.ticket == 0) return wait->proceed(std::move(got.slot));
+  wait->timer.expires_after(tenants.wait());
+  wait->timer.async_wait([wait, &tenants, tenant = std::move(tenant), ticket = got.ticket](
+                             const boost::system::error_code& ec) {
+    if (ec) return;  // cancelled by the grant
+    // A grant may be on its way here already: then it proceeds, not this.
+    if (tenants.slots().CancelWait(tenant, ticket)) wait->proceed(tenants.Refused());
+  });
+}
+
+void AsyncPgPool::Send(std::string statement, std::vector<std::string> params, PgRowsCallback done) {
   if (breaker_ != nullptr) {
     const resilience::CircuitBreaker::Permit permit = breaker_->breaker().Allow();
     if (!permit) return done(breaker_->Refused(), false);

@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "boost/asio/io_context.hpp"
+#include "medgrid/resilience/bulkhead.h"
 #include "query_count.h"
 
 namespace medgrid::store {
@@ -38,6 +39,7 @@ using PgPrepareFn = std::function<std::string(void* pgconn)>;
 using PgSqlFn = const std::string& (*)(std::string_view name);
 
 class ShardBreaker;
+class TenantConnections;
 
 class AsyncPgPool {
  public:
@@ -50,25 +52,33 @@ class AsyncPgPool {
   // `open_gauge` counts this shard's open connections across all threads;
   // every statement sent (preparing included) counts in `queries`, which
   // must outlive the pool.
+  // `tenants`, if any, caps each tenant's queries in flight on the shard
+  // (queued or running, over every pool of the shard; pg_pool.h): a query
+  // beyond the cap waits for one of the tenant's places, on a timer of this
+  // thread's event loop (never blocking it), and fails with the refusal
+  // when none frees up within the cap's wait. Set anew on each call, as
+  // `breaker`.
   // With `unnamed_sql` set, statements go as unnamed ones with the text it
   // gives for their name, and `prepare` should be empty.
   static AsyncPgPool& ForThread(const std::string& shard, const std::string& dsn, int size, PgPrepareFn prepare,
                                 PgSqlFn unnamed_sql, std::shared_ptr<std::atomic<int>> open_gauge,
                                 QueryCounters* queries, boost::asio::io_context& io,
-                                ShardBreaker* breaker = nullptr);
+                                ShardBreaker* breaker = nullptr, TenantConnections* tenants = nullptr);
 
   AsyncPgPool(std::string dsn, int size, PgPrepareFn prepare, PgSqlFn unnamed_sql,
               std::shared_ptr<std::atomic<int>> open_gauge, QueryCounters* queries, boost::asio::io_context& io);
   ~AsyncPgPool();
 
-  // Runs a prepared statement; `done` runs on this thread's event loop. The
-  // statement counts as the caller's CurrentQueryKind().
+  // Runs a prepared statement for `tenant` (empty: none, not capped);
+  // `done` runs on this thread's event loop. The statement counts as the
+  // caller's CurrentQueryKind().
   // When the connection turns out to be broken (say the server restarted
   // since it was last used) the query is sent once more on a new
   // connection; only then does it fail with Unavailable. The caller must
   // make a second run safe: reads are, and a create with a fresh id turns a
   // unique violation on the retry into "the first run committed".
-  void QueryPrepared(std::string statement, std::vector<std::string> params, PgRowsCallback done);
+  void QueryPrepared(std::string statement, std::vector<std::string> params, std::string_view tenant,
+                     PgRowsCallback done);
 
  private:
   class Connection;
@@ -79,6 +89,12 @@ class AsyncPgPool {
     QueryKind kind = QueryKind::kOther;
     bool retried = false;
   };
+  using TenantSlotFn = std::function<void(absl::StatusOr<resilience::KeyedBulkhead::Slot>)>;
+  // Runs `proceed` on this thread with a place of `tenant`, or with the
+  // refusal once the cap's wait has passed.
+  void AwaitTenantSlot(TenantConnections& tenants, std::string tenant, TenantSlotFn proceed);
+  // QueryPrepared once the tenant has its place.
+  void Send(std::string statement, std::vector<std::string> params, PgRowsCallback done);
   void Dispatch();
   void Finished(Connection* conn, bool broken);
   // A query whose connection broke: retried once, then failed.
@@ -92,6 +108,7 @@ class AsyncPgPool {
   QueryCounters* const queries_;
   boost::asio::io_context& io_;
   ShardBreaker* breaker_ = nullptr;
+  TenantConnections* tenants_ = nullptr;
   std::vector<std::shared_ptr<Connection>> idle_;
   int open_ = 0;
   std::deque<Pending> queue_;

@@ -2,9 +2,10 @@
 
 #include <algorithm>
 
-#include "medgrid/core/strings.h"
 #include "medgrid/core/logging.h"
+#include "medgrid/core/request_context.h"
 #include "medgrid/core/status.h"
+#include "medgrid/core/strings.h"
 
 namespace medgrid::store {
 
@@ -35,14 +36,46 @@ absl::Status ShardBreaker::Refused() {
       .RetryAfter(seconds);
 }
 
+namespace {
+// Marks the tenant cap's refusal (TenantConnections::IsRefusal).
+constexpr absl::string_view kTenantCapPayload = "medgrid.db_tenant_cap";
+}  // namespace
+
+TenantConnections::TenantConnections(std::string shard, int limit, std::chrono::milliseconds wait)
+    : shard_(std::move(shard)), wait_(wait), slots_(limit) {}
+
+absl::StatusOr<resilience::KeyedBulkhead::Slot> TenantConnections::Acquire(std::string_view tenant) {
+  resilience::KeyedBulkhead::Slot slot =
+      wait_.count() <= 0 ? slots_.TryAcquire(tenant) : slots_.Acquire(tenant, std::chrono::steady_clock::now() + wait_);
+  if (!slot) return Refused();
+  return slot;
+}
+
+absl::Status TenantConnections::Refused() const {
+  absl::Status status =
+      core::Error(absl::StatusCode::kResourceExhausted,
+                  core::StrCat("The tenant already has ", slots_.limit(), " database connections in use on shard ",
+                               shard_, " (the per-tenant limit); retry later"))
+          .Http(503)
+          .Issue("transient")
+          .RetryAfter(1);
+  status.SetPayload(kTenantCapPayload, absl::Cord("1"));
+  return status;
+}
+
+bool TenantConnections::IsRefusal(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kResourceExhausted && status.GetPayload(kTenantCapPayload).has_value();
+}
+
 PgPool::PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
-               Prepare prepare, ShardBreaker* breaker)
+               Prepare prepare, ShardBreaker* breaker, TenantConnections* tenants)
     : name_(std::move(name)),
       dsn_(std::move(dsn)),
       size_(size),
       acquire_timeout_(acquire_timeout),
       prepare_(std::move(prepare)),
-      breaker_(breaker) {}
+      breaker_(breaker),
+      tenants_(tenants) {}
 
 PgPool::~PgPool() = default;
 
@@ -60,6 +93,14 @@ void PgPool::Record(const std::optional<resilience::CircuitBreaker::Permit>& per
 }
 
 absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
+  resilience::KeyedBulkhead::Slot tenant_slot;
+  if (tenants_ != nullptr) {
+    if (const std::string& tenant = core::CurrentRequest().tenant; !tenant.empty()) {
+      absl::StatusOr<resilience::KeyedBulkhead::Slot> slot = tenants_->Acquire(tenant);
+      if (!slot.ok()) return slot.status();
+      tenant_slot = *std::move(slot);
+    }
+  }
   std::optional<resilience::CircuitBreaker::Permit> permit;
   if (breaker_ != nullptr) {
     permit = breaker_->breaker().Allow();
@@ -76,7 +117,7 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
     auto conn = std::move(idle_.back());
     idle_.pop_back();
     ++busy_;
-    return Lease(this, std::move(conn), permit);
+    return Lease(this, std::move(conn), permit, std::move(tenant_slot));
   }
   bool open_new = waiters_.empty() && open_ < size_;
   if (!open_new) {
@@ -88,7 +129,7 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
     }
     if (self.conn != nullptr) {
       ++busy_;
-      return Lease(this, std::move(self.conn), permit);
+      return Lease(this, std::move(self.conn), permit, std::move(tenant_slot));
     }
     if (!self.may_open) {
       waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &self));
@@ -109,7 +150,7 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire() {
   try {
     std::unique_ptr<ShardConnection> conn = OpenShardConnection(dsn_, queries_.get());
     if (prepare_) prepare_(*conn);
-    return Lease(this, std::move(conn), permit);
+    return Lease(this, std::move(conn), permit, std::move(tenant_slot));
   } catch (const std::exception& e) {
     core::Log(core::LogLevel::kError, "db.connect_failed", {{"shard", name_}});
     lock.lock();

@@ -32,6 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "medgrid/core/clock.h"
+#include "medgrid/resilience/bulkhead.h"
 #include "medgrid/resilience/circuit_breaker.h"
 #include "pqxx/pqxx"
 #include "query_count.h"
@@ -59,20 +60,52 @@ class ShardBreaker {
   resilience::CircuitBreaker breaker_;
 };
 
+// The per-tenant cap on one shard's database work: at most `limit`
+// connections held or waited for by one tenant at once, over the shard
+// primary's pool, its replicas' pools and the non-blocking connections of
+// every I/O thread. A tenant at its cap waits up to `wait` for one of its
+// places (0: refused at once), in its own queue, so that the others' work
+// does not queue behind its surplus; then it is refused with 503 and
+// Retry-After. Thread-safe.
+class TenantConnections {
+ public:
+  TenantConnections(std::string shard, int limit, std::chrono::milliseconds wait);
+
+  // A place for `tenant`, blocking up to the wait, or the refusal.
+  absl::StatusOr<resilience::KeyedBulkhead::Slot> Acquire(std::string_view tenant);
+  // The refusal: ResourceExhausted, 503 "transient", Retry-After 1.
+  absl::Status Refused() const;
+  // Whether `status` is this cap's refusal: the work was not tried at all,
+  // so it must not be handed to another pool of the shard (the same cap
+  // applies there) nor count against a server.
+  static bool IsRefusal(const absl::Status& status);
+
+  std::chrono::milliseconds wait() const { return wait_; }
+  resilience::KeyedBulkhead& slots() { return slots_; }
+  const resilience::KeyedBulkhead& slots() const { return slots_; }
+
+ private:
+  const std::string shard_;
+  const std::chrono::milliseconds wait_;
+  resilience::KeyedBulkhead slots_;
+};
+
 class PgPool {
  public:
   using Prepare = std::function<void(pqxx::connection_base&)>;
 
-  // `breaker`, if any, guards the pool (see above) and must outlive it.
+  // `breaker`, if any, guards the pool and `tenants`, if any, caps each
+  // tenant's connections (see above); both must outlive the pool.
   PgPool(std::string name, std::string dsn, int size, std::chrono::milliseconds acquire_timeout,
-         Prepare prepare, ShardBreaker* breaker = nullptr);
+         Prepare prepare, ShardBreaker* breaker = nullptr, TenantConnections* tenants = nullptr);
   ~PgPool();
 
   class Lease {
    public:
     Lease(PgPool* pool, std::unique_ptr<ShardConnection> conn,
-          std::optional<resilience::CircuitBreaker::Permit> permit = std::nullopt)
-        : pool_(pool), conn_(std::move(conn)), permit_(permit) {}
+          std::optional<resilience::CircuitBreaker::Permit> permit = std::nullopt,
+          resilience::KeyedBulkhead::Slot tenant_slot = {})
+        : pool_(pool), conn_(std::move(conn)), permit_(permit), tenant_slot_(std::move(tenant_slot)) {}
     Lease(Lease&& o) noexcept = default;
     Lease& operator=(Lease&&) = delete;
     ~Lease();
@@ -88,12 +121,17 @@ class PgPool {
     PgPool* pool_;
     std::unique_ptr<ShardConnection> conn_;
     std::optional<resilience::CircuitBreaker::Permit> permit_;
+    // Destroyed after the destructor's body has returned the connection.
+    resilience::KeyedBulkhead::Slot tenant_slot_;
     bool discard_ = false;
     bool failed_ = false;
   };
 
-  // Waits up to acquire_timeout for a connection, opening one if the pool is
-  // below size. Errors: Unavailable (503) on timeout or connection failure.
+  // Takes the current request's tenant place (a refusal: ResourceExhausted,
+  // 503 with Retry-After), then waits up to acquire_timeout for a
+  // connection, opening one if the pool is below size. Errors: Unavailable
+  // (503) on a connection failure or while the breaker is open,
+  // ResourceExhausted (503) when no connection freed up in time.
   absl::StatusOr<Lease> Acquire();
 
   const std::string& name() const { return name_; }
@@ -119,6 +157,7 @@ class PgPool {
   const std::chrono::milliseconds acquire_timeout_;
   const Prepare prepare_;
   ShardBreaker* const breaker_;
+  TenantConnections* const tenants_;
   const std::unique_ptr<QueryCounters> queries_ = std::make_unique<QueryCounters>();
 
   struct Waiter {

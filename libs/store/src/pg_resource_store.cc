@@ -228,7 +228,7 @@ void ReadAsyncOn(AsyncPgPool& pool, const ResourceKey& key, std::optional<int64_
   QueryKindScope kind(QueryKind::kRead);
   std::vector<std::string> params = {key.tenant, key.type, key.id};
   if (version) params.push_back(std::to_string(*version));
-  pool.QueryPrepared(version ? "vread" : "read", std::move(params),
+  pool.QueryPrepared(version ? "vread" : "read", std::move(params), key.tenant,
                      [key, version, done = std::move(done)](absl::StatusOr<std::vector<PgRow>> rows, bool) {
                        if (!rows.ok()) return done(rows.status());
                        if (rows->empty()) return done(version ? VersionNotFound(key, *version) : NotFound(key));
@@ -331,7 +331,7 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
   auto primary = [this, &io]() -> AsyncPgPool& {
     return AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
                                   pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io,
-                                  pool_.breaker());
+                                  pool_.breaker(), tenants_);
   };
   const int r = replicas_.Pick(key.tenant);
   if (r < 0) {
@@ -340,12 +340,13 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
   }
   AsyncPgPool& replica = AsyncPgPool::ForThread(
       replicas_.async_name(r), replicas_.dsn(r), async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsyncRead,
-      pgbouncer_ ? &StatementSql : nullptr, replicas_.async_open(r), &replicas_.pool(r).queries(), io);
+      pgbouncer_ ? &StatementSql : nullptr, replicas_.async_open(r), &replicas_.pool(r).queries(), io, nullptr,
+      tenants_);
   // As RoutedRead: what the replica cannot answer goes to the primary.
   ReadAsyncOn(replica, key, version, [this, key, version, r, primary, done](absl::StatusOr<ResourceVersion> v) {
     const absl::StatusCode code = v.status().code();
     if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
-    if (!ReadOnPrimaryAfter(code, /*not_found_on_primary=*/true)) {
+    if (!ReadOnPrimaryAfter(v.status(), /*not_found_on_primary=*/true)) {
       replicas_.CountRead(true);
       return done(std::move(v));
     }
@@ -362,11 +363,11 @@ void PgResourceStore::CreateAsync(const ResourceKey& key, const BodyFn& body_fn,
   if (!body.ok()) return done(body.status());
   AsyncPgPool& pool = AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
                                              pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io,
-                                  pool_.breaker());
+                                             pool_.breaker(), tenants_);
   std::vector<std::string> params = {key.tenant, key.type, key.id, std::to_string(core::ToUnixMicros(now)),
                                      body->json, EncodeIndex(body->index)};
   ResourceVersion v = NewVersion(key, 1, now, "POST", std::move(body->json));
-  pool.QueryPrepared("insert_new", std::move(params),
+  pool.QueryPrepared("insert_new", std::move(params), key.tenant,
                      [this, tenant = key.tenant, caller = CurrentCaller(), v = std::move(v), done = std::move(done)](
                          absl::StatusOr<std::vector<PgRow>> rows, bool retried) mutable {
                        // The id is fresh, so on a retry a unique violation

@@ -42,10 +42,13 @@ class PgResourceStore final : public ResourceStore {
   // safe behind PgBouncer in transaction pooling mode.
   // Reads that fail Unavailable on the primary are retried with
   // resilience::DatabaseReadPolicy() within `read_retry_budget`.
+  // `tenants`, if any (outliving the store, and given to `pool` and the
+  // replicas' pools too), caps each tenant's connections on the shard; the
+  // non-blocking path takes its places here.
   PgResourceStore(PgPool& pool, std::string shard, std::string dsn, int async_pool_size, int copy_write_min_versions,
                   const core::Clock& clock, ReplicaRouter& replicas, bool pgbouncer = false,
                   std::chrono::milliseconds local_statement_timeout = std::chrono::milliseconds(0),
-                  resilience::RetryBudgetSettings read_retry_budget = {})
+                  resilience::RetryBudgetSettings read_retry_budget = {}, TenantConnections* tenants = nullptr)
       : read_budget_(std::make_unique<resilience::RetryBudget>(read_retry_budget, clock)),
         replicas_(replicas),
         pool_(pool),
@@ -55,6 +58,7 @@ class PgResourceStore final : public ResourceStore {
         copy_write_min_versions_(copy_write_min_versions),
         pgbouncer_(pgbouncer),
         local_statement_timeout_(local_statement_timeout),
+        tenants_(tenants),
         clock_(clock) {}
 
   // Open non-blocking connections, summed over I/O threads.
@@ -147,7 +151,8 @@ class PgResourceStore final : public ResourceStore {
   // cancels the statement (Aborted: a conflict
   // with recovery) hands the read to the primary, and so does NotFound when
   // `not_found_on_primary` (a read by id or version of something written
-  // moments ago by another caller).
+  // moments ago by another caller). The tenant cap's refusal is final: the
+  // same cap applies on the primary.
   template <typename Fn>
   auto RoutedReadOnce(const std::string& tenant, bool not_found_on_primary, Fn& fn)
       -> decltype(fn(std::declval<pqxx::connection_base&>())) {
@@ -156,7 +161,7 @@ class PgResourceStore final : public ResourceStore {
       auto result = WithConnection(replicas_.pool(r), kRetryIfBroken, fn);
       const absl::StatusCode code = result.status().code();
       if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
-      if (!ReadOnPrimaryAfter(code, not_found_on_primary)) {
+      if (!ReadOnPrimaryAfter(result.status(), not_found_on_primary)) {
         replicas_.CountRead(true);
         return result;
       }
@@ -164,7 +169,9 @@ class PgResourceStore final : public ResourceStore {
     replicas_.CountRead(false);
     return WithConnection(pool_, kRetryIfBroken, fn);
   }
-  static bool ReadOnPrimaryAfter(absl::StatusCode code, bool not_found_on_primary) {
+  static bool ReadOnPrimaryAfter(const absl::Status& status, bool not_found_on_primary) {
+    if (TenantConnections::IsRefusal(status)) return false;
+    const absl::StatusCode code = status.code();
     return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kResourceExhausted ||
            code == absl::StatusCode::kAborted ||
            (not_found_on_primary && code == absl::StatusCode::kNotFound);
@@ -197,6 +204,7 @@ class PgResourceStore final : public ResourceStore {
   const int copy_write_min_versions_;
   const bool pgbouncer_;
   const std::chrono::milliseconds local_statement_timeout_;
+  TenantConnections* const tenants_;
   const std::shared_ptr<std::atomic<int>> async_open_ = std::make_shared<std::atomic<int>>(0);
   const core::Clock& clock_;
   // Id-set sizes of recent searches, which plan their page queries (pg_search.cc).

@@ -66,7 +66,8 @@ std::string CurrentCaller() {
 }
 
 ReplicaRouter::ReplicaRouter(std::string shard, std::string primary_dsn, std::vector<std::string> replica_dsns,
-                             const StoreConfig& config, const core::Clock& clock, PgPool::Prepare prepare)
+                             const StoreConfig& config, const core::Clock& clock, PgPool::Prepare prepare,
+                             TenantConnections* tenants)
     : shard_(std::move(shard)),
       primary_dsn_(std::move(primary_dsn)),
       max_lag_(config.replica_max_lag),
@@ -77,7 +78,8 @@ ReplicaRouter::ReplicaRouter(std::string shard, std::string primary_dsn, std::ve
     auto r = std::make_unique<Replica>();
     r->dsn = std::move(replica_dsns[i]);
     r->async_name = core::StrCat(shard_, "/replica", i);
-    r->pool = std::make_unique<PgPool>(r->async_name, r->dsn, config.pool_size, config.acquire_timeout, prepare);
+    r->pool = std::make_unique<PgPool>(r->async_name, r->dsn, config.pool_size, config.acquire_timeout, prepare,
+                                       nullptr, tenants);
     replicas_.push_back(std::move(r));
   }
 }

@@ -64,8 +64,11 @@ class ReplicaRouter {
  public:
   // `primary_dsn` and `replica_dsns` are full connection strings (with any
   // options); `prepare` prepares the read statements on a replica connection.
+  // `tenants`, if any, caps each tenant's connections on the replicas' pools
+  // (together with the primary's) and must outlive the router.
   ReplicaRouter(std::string shard, std::string primary_dsn, std::vector<std::string> replica_dsns,
-                const StoreConfig& config, const core::Clock& clock, PgPool::Prepare prepare);
+                const StoreConfig& config, const core::Clock& clock, PgPool::Prepare prepare,
+                TenantConnections* tenants = nullptr);
   ~ReplicaRouter();
 
   // Starts and stops the monitor thread.

@@ -67,6 +67,8 @@ absl::Status Migrate(pqxx::connection_base& conn, const std::vector<Migration>& 
 struct Shard {
   std::string id;
   std::string dsn;  // the primary's, with target_session_attrs=read-write when it names several hosts
+  // Before the pools and `store`, which it caps; null without a cap.
+  std::unique_ptr<TenantConnections> tenants;
   // Before `pool`, which it guards.
   std::unique_ptr<ShardBreaker> breaker;
   std::unique_ptr<PgPool> pool;
@@ -221,16 +223,20 @@ absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
     for (auto item = array.get_next(); item.first != pqxx::array_parser::juncture::done; item = array.get_next()) {
       if (item.first == pqxx::array_parser::juncture::string_value) replicas.push_back(with_timeout(item.second));
     }
+    if (config_.tenant_connections > 0) {
+      s.tenants = std::make_unique<TenantConnections>(id, config_.tenant_connections, config_.tenant_connection_wait);
+    }
     s.breaker = std::make_unique<ShardBreaker>(id, config_.shard_breaker, clock_);
     s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
                                       config_.pgbouncer ? nullptr : &PgResourceStore::PrepareStatements,
-                                      s.breaker.get());
+                                      s.breaker.get(), s.tenants.get());
     s.router = std::make_unique<ReplicaRouter>(id, s.dsn, std::move(replicas), config_, clock_,
-                                               config_.pgbouncer ? nullptr : &PgResourceStore::PrepareReadStatements);
+                                               config_.pgbouncer ? nullptr : &PgResourceStore::PrepareReadStatements,
+                                               s.tenants.get());
     s.store = std::make_unique<PgResourceStore>(
         *s.pool, id, dsn, config_.async_pool_size, config_.copy_write_min_versions, clock_, *s.router,
         config_.pgbouncer, config_.pgbouncer ? config_.statement_timeout : std::chrono::milliseconds(0),
-        config_.read_retry_budget);
+        config_.read_retry_budget, s.tenants.get());
     s.router->Start();
     shards_.emplace(id, std::move(s));
   }
@@ -395,6 +401,12 @@ std::vector<PoolStats> PgStore::Pools() const {
     p.busy = shard.pool->busy();
     p.async_open = shard.store->async_open();
     p.breaker_state = static_cast<int>(shard.breaker->breaker().state());
+    if (shard.tenants) {
+      p.tenant_limit = shard.tenants->slots().limit();
+      p.tenant_max_in_use = shard.tenants->slots().MaxInUse();
+      p.tenant_waiting = shard.tenants->slots().TotalWaiting();
+      p.tenant_rejections = shard.tenants->slots().rejections();
+    }
     p.queries = shard.pool->queries().Snapshot();
     shard.store->AddSearchStats(p);
   }

@@ -32,6 +32,10 @@ struct IdempotencyContext {
 };
 
 struct RequestContext {
+  // The tenant the request is for, once the gateway has read it from the
+  // path; empty before, and for requests of no tenant. The store counts the
+  // request's database connections against it (the per-tenant cap).
+  std::string tenant;
   std::string client_address;  // the peer's IP address
   std::string purpose_of_use;  // a v3-ActReason code the request stated, or empty
   // Who asked, from a verified token: a reference such as

@@ -30,6 +30,20 @@ struct StoreConfig {
   // Non-blocking connections per shard and I/O thread, for reads by id and
   // creates.
   int async_pool_size = 8;
+  // The database bulkhead per tenant (the seed's 20): at most this many of
+  // one tenant's requests hold or wait for a connection of one shard at
+  // once, over the shard's blocking pool, its replicas' pools and the
+  // non-blocking connections of every I/O thread. Work beyond it waits in
+  // the tenant's own queue, so the other tenants' work does not queue
+  // behind it, and after tenant_connection_wait gets 503 with Retry-After,
+  // counted in medgrid_bulkhead_rejections_total{pool="db_tenant"}. The
+  // tenant is the request's; background work (export, reindexing, the
+  // outbox) is not capped. 0: no cap.
+  int tenant_connections = 20;
+  // How long work of a tenant at its cap waits for one of its places before
+  // the 503 (0: refused at once). The seed gives no figure; 1 s is ours.
+  // The non-blocking path waits on a timer, not blocking its thread.
+  std::chrono::milliseconds tenant_connection_wait{1000};
   // How long a request waits for a free connection before 503.
   std::chrono::milliseconds acquire_timeout{5000};
   // Server-side statement_timeout for every pooled connection (with

@@ -64,6 +64,13 @@ struct PoolStats {
   int async_open = 0;  // non-blocking connections open, over all I/O threads
   // The shard primary's circuit breaker: 0 closed, 1 open, 2 half-open.
   int breaker_state = 0;
+  // The per-tenant cap (StoreConfig::tenant_connections; 0: none), the most
+  // places one tenant holds on the shard now, the work waiting for a place
+  // of its tenant, and the work the cap has refused.
+  int tenant_limit = 0;
+  int tenant_max_in_use = 0;
+  int tenant_waiting = 0;
+  uint64_t tenant_rejections = 0;
   // Searches on the shard that intersect several id sets, by how their page
   // query was planned: from set sizes remembered from an earlier search, from
   // sizes counted first, and again from fresh counts because a remembered
