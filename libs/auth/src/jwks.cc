@@ -8,6 +8,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/http/client.h"
+#include "medgrid/http/external.h"
 
 namespace medgrid::auth {
 namespace {
@@ -17,14 +18,16 @@ constexpr std::size_t kMaxJwksBytes = 1 << 20;
 
 std::string_view View(absl::string_view s) { return {s.data(), s.size()}; }
 
-absl::StatusOr<std::shared_ptr<const KeySet>> Load(std::string_view location, std::chrono::milliseconds timeout) {
-  ASSIGN_OR_RETURN(const std::string text, ReadJwks(location, timeout));
+absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options) {
+  ASSIGN_OR_RETURN(const std::string text,
+                   ReadJwks(options.location, options.fetch_timeout, options.dependency, options.fetch_deadline));
   return KeySet::Parse(text);
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout) {
+absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout,
+                                     http::ExternalDependency* dependency, std::chrono::milliseconds deadline) {
   if (location.starts_with("http://") || location.starts_with("https://")) {
     http::FetchRequest request;
     ASSIGN_OR_RETURN(request.url, http::ParseUrl(location));
@@ -32,7 +35,11 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
     request.connect_timeout = timeout;
     request.timeout = timeout;
     request.max_body = kMaxJwksBytes;
-    ASSIGN_OR_RETURN(http::FetchResponse response, http::Fetch(request));
+    // A GET of a key set is idempotent: FetchExternal may retry it.
+    ASSIGN_OR_RETURN(http::FetchResponse response,
+                     dependency != nullptr
+                         ? http::FetchExternal(*dependency, request, dependency->clock().Now() + deadline)
+                         : http::Fetch(request));
     if (response.status != 200) {
       return absl::UnavailableError(core::StrCat("the JWKS URL answered HTTP ", response.status));
     }
@@ -48,7 +55,7 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
 absl::StatusOr<std::unique_ptr<JwksSource>> JwksSource::Start(JwksSourceOptions options, const core::Clock& clock) {
   if (options.location.empty()) return absl::InvalidArgumentError("a JWKS file or URL is required");
   if (options.refresh.count() <= 0) return absl::InvalidArgumentError("the JWKS refresh period must be positive");
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options.location, options.fetch_timeout);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options);
   if (!keys.ok()) {
     return absl::Status(keys.status().code(),
                         core::StrCat("JWKS ", options.location, ": ", View(keys.status().message())));
@@ -92,7 +99,7 @@ std::shared_ptr<const KeySet> JwksSource::KeysAfterUnknownKid(std::string_view k
 
 void JwksSource::Reload(std::string_view reason) {
   last_load_ = clock_.Now();
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_.location, options_.fetch_timeout);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_);
   if (!keys.ok()) {
     core::Log(core::LogLevel::kWarn, "auth.jwks_reload_failed",
               {{"location", options_.location}, {"reason", reason}, {"error", View(keys.status().message())}});
