@@ -18,9 +18,10 @@ constexpr std::size_t kMaxJwksBytes = 1 << 20;
 
 std::string_view View(absl::string_view s) { return {s.data(), s.size()}; }
 
-absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options) {
+absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options,
+                                                   std::chrono::milliseconds deadline) {
   ASSIGN_OR_RETURN(const std::string text,
-                   ReadJwks(options.location, options.fetch_timeout, options.dependency, options.fetch_deadline));
+                   ReadJwks(options.location, options.fetch_timeout, options.dependency, deadline));
   return KeySet::Parse(text);
 }
 
@@ -55,7 +56,7 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
 absl::StatusOr<std::unique_ptr<JwksSource>> JwksSource::Start(JwksSourceOptions options, const core::Clock& clock) {
   if (options.location.empty()) return absl::InvalidArgumentError("a JWKS file or URL is required");
   if (options.refresh.count() <= 0) return absl::InvalidArgumentError("the JWKS refresh period must be positive");
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options, options.fetch_deadline);
   if (!keys.ok()) {
     return absl::Status(keys.status().code(),
                         core::StrCat("JWKS ", options.location, ": ", View(keys.status().message())));
@@ -74,7 +75,7 @@ JwksSource::JwksSource(JwksSourceOptions options, const core::Clock& clock, std:
       worker_([this, first = true]() mutable -> std::optional<std::chrono::milliseconds> {
         if (!std::exchange(first, false)) {
           absl::MutexLock lock(&load_mu_);
-          Reload("refresh");
+          Reload("refresh", options_.fetch_deadline);
         }
         return std::chrono::duration_cast<std::chrono::milliseconds>(options_.refresh);
       }) {}
@@ -93,13 +94,15 @@ std::shared_ptr<const KeySet> JwksSource::KeysAfterUnknownKid(std::string_view k
   // Requests with the same new kid queue here behind one reload, then find it.
   std::shared_ptr<const KeySet> keys = Keys();
   if (keys->HasKid(kid) || clock_.Now() - last_load_ < options_.min_refetch) return keys;
-  Reload("unknown kid");
+  // The caller is a request (perhaps on an I/O thread): its retries must
+  // fit in one fetch's timeout, no longer than a single attempt could take.
+  Reload("unknown kid", options_.fetch_timeout);
   return Keys();
 }
 
-void JwksSource::Reload(std::string_view reason) {
+void JwksSource::Reload(std::string_view reason, std::chrono::milliseconds deadline) {
   last_load_ = clock_.Now();
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_, deadline);
   if (!keys.ok()) {
     core::Log(core::LogLevel::kWarn, "auth.jwks_reload_failed",
               {{"location", options_.location}, {"reason", reason}, {"error", View(keys.status().message())}});

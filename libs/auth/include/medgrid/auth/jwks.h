@@ -38,7 +38,9 @@ struct JwksSourceOptions {
   std::chrono::seconds refresh{300};              // background reload period
   std::chrono::seconds min_refetch{30};           // at most one reload per this long for unknown kids
   std::chrono::milliseconds fetch_timeout{3000};  // a URL's connect, and its response, each
-  // A URL's load in all, retries and their waits included (with `dependency`).
+  // A URL's load in all, retries and their waits included (with `dependency`),
+  // at start-up and on refresh; a refetch for an unknown kid, which a request
+  // waits for, gets fetch_timeout in all instead.
   std::chrono::milliseconds fetch_deadline{10000};
   // The identity provider as an external dependency, shared by every load;
   // null: a single attempt per load. Not owned; must outlive the source.
@@ -64,7 +66,8 @@ class JwksSource final : public KeyProvider {
  private:
   JwksSource(JwksSourceOptions options, const core::Clock& clock, std::shared_ptr<const KeySet> keys);
   // Loads the keys and keeps them if good; logs a failure. Serialized by load_mu_.
-  void Reload(std::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
+  // `deadline`: the load in all, retries included (with a dependency).
+  void Reload(std::string_view reason, std::chrono::milliseconds deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
 
   const JwksSourceOptions options_;
   const core::Clock& clock_;
