@@ -44,7 +44,8 @@ http::ExternalDependencySettings* Find(app::AppConfig& c, std::string_view name)
 TEST(External, JwksAndWebhookAreRetriedAndCounted) {
   TestTokens tokens;
   Receiver idp;
-  idp.Script({{503, "", {}}, {503, "", {}}, {200, ReadFile(tokens.jwks_path()), {{"Content-Type", "application/json"}}}});
+  idp.Script(
+      {{503, "", {}}, {503, "", {}}, {200, ReadFile(tokens.jwks_path()), {{"Content-Type", "application/json"}}}});
   Receiver webhook;
   webhook.Script({{503, "", {}}});  // then 200
   app::AppConfig c = TestServer::BaseConfig("external");
@@ -102,15 +103,15 @@ TEST(External, OpenHieBreakerMeansInteropDegraded) {
   ASSERT_NE(dep, nullptr);
   http::FetchRequest req;
   req.url = *http::ParseUrl(down.Url("/Patient"));
-  absl::StatusOr<http::FetchResponse> res = http::FetchExternal(*dep, req, dep->clock().Now() + std::chrono::seconds(30));
+  absl::StatusOr<http::FetchResponse> res =
+      http::FetchExternal(*dep, req, dep->clock().Now() + std::chrono::seconds(30));
   ASSERT_TRUE(res.ok()) << res.status();
   EXPECT_EQ(res->status, 503);
   EXPECT_EQ(down.Count(), 3u);
   EXPECT_EQ(dep->breaker().state(), resilience::BreakerState::kOpen);
 
-  ASSERT_TRUE(WaitFor([&] {
-    return server.app().degradation().level() == resilience::DegradationLevel::kInteropDegraded;
-  }));
+  ASSERT_TRUE(
+      WaitFor([&] { return server.app().degradation().level() == resilience::DegradationLevel::kInteropDegraded; }));
   EXPECT_EQ(http.Get("/livez").Header("X-Degradation-Level"), "2");
   EXPECT_EQ(Metric(http, R"(medgrid_circuit_breaker_state{dependency="external_hie"})"), 1);
   EXPECT_EQ(Metric(http, R"(medgrid_external_calls_total{dependency="external_hie",outcome="failure"})"), 1);

@@ -15,12 +15,12 @@
 namespace medgrid {
 namespace {
 
-using std::chrono::microseconds;
-using std::chrono::milliseconds;
-using std::chrono::seconds;
 using resilience::BreakerState;
 using resilience::DependencyHealth;
 using resilience::Outcome;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
 using testing::Receiver;
 using testing::Reply;
 
@@ -67,7 +67,7 @@ TEST(DependencyHealth, P99IsExactWhenCallsTakeAlike) {
 
 TEST(DependencyHealth, OldBucketsLeaveTheWindow) {
   core::SimulatedClock clock(core::FromUnixMicros(kStart));
-  DependencyHealth health({}, clock);  // 60 s in 1 s buckets
+  DependencyHealth health({}, clock);                    // 60 s in 1 s buckets
   health.Record(Outcome::kFailure, milliseconds(4000));  // t = 0
   clock.Advance(seconds(30));
   health.Record(Outcome::kSuccess, milliseconds(4));  // t = 30 s

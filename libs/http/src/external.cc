@@ -134,8 +134,8 @@ absl::StatusOr<FetchResponse> FetchExternal(ExternalDependency& dependency, cons
       ++dep.breaker_refusals_;
       if (retry) return finish();
       ++dep.refused_;
-      const int64_t open_s = std::chrono::duration_cast<std::chrono::seconds>(
-                                 dep.breaker_.RemainingOpen() + std::chrono::seconds(1) - microseconds(1))
+      const int64_t open_s = std::chrono::duration_cast<std::chrono::seconds>(dep.breaker_.RemainingOpen() +
+                                                                              std::chrono::seconds(1) - microseconds(1))
                                  .count();
       return core::Error(absl::StatusCode::kUnavailable,
                          core::StrCat("external dependency ", dep.name(), ": circuit breaker open, no call made"))
