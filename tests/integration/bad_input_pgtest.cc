@@ -2,6 +2,7 @@
 // server keeps serving, and stored data is untouched.
 #include "gtest/gtest.h"
 #include "integration/harness.h"
+#include "medgrid/core/strings.h"
 
 namespace medgrid::testing {
 namespace {
@@ -100,7 +101,7 @@ TEST_F(BadInputTest, PathTraversalAndBadIds) {
   ExpectOutcome(c().Get("/fhir/demo/Patient/%2E%2E"), 400, "value");
   ExpectOutcome(c().Get("/fhir/demo/Patient/.."), 400, "value");
   ExpectOutcome(c().Get("/fhir/demo/Patient/a%00b"), 400, "value");
-  ExpectOutcome(c().Get("/fhir/demo/Patient/" + std::string(65, 'a')), 400, "value");
+  ExpectOutcome(c().Get(core::StrCat("/fhir/demo/Patient/", std::string(65, 'a'))), 400, "value");
   ExpectOutcome(c().Put("/fhir/demo/Patient/bad$id", R"({"resourceType":"Patient","id":"bad$id"})"), 400, "value");
   ExpectOutcome(c().Get("/fhir/demo/Patient/keep/_history/0"), 400, "value");
   ExpectOutcome(c().Get("/fhir/demo/Patient/keep/_history/abc"), 400, "value");

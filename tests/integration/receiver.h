@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "boost/asio/ip/tcp.hpp"
@@ -35,8 +37,16 @@ struct Received {
   std::string body;
 };
 
+// One scripted answer.
+struct Reply {
+  unsigned status = 200;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
 // A one-request-per-connection HTTP/1.1 receiver on 127.0.0.1, answering
-// every request with `status`. Port 0 picks a free port.
+// every request with `status`, or with the replies of a Script() first.
+// Port 0 picks a free port.
 class Receiver {
  public:
   using tcp = boost::asio::ip::tcp;
@@ -67,6 +77,11 @@ class Receiver {
     for (const Received& r : requests_) n += r.target == target ? 1 : 0;
     return n;
   }
+  // The next requests get these answers, in order; later ones `status` again.
+  void Script(std::vector<Reply> replies) {
+    std::lock_guard lock(mu_);
+    script_.assign(std::make_move_iterator(replies.begin()), std::make_move_iterator(replies.end()));
+  }
   // Closes the port: connections to it are refused from now on.
   void Stop() {
     if (!thread_.joinable()) return;
@@ -90,13 +105,21 @@ class Receiver {
       boost::beast::http::request<boost::beast::http::string_body> req;
       boost::beast::http::read(socket, buffer, req, ec);
       if (ec) continue;
+      Reply reply{status_, "", {}};
       {
         std::lock_guard lock(mu_);
         requests_.push_back({std::string(req.method_string()), std::string(req.target()),
                              std::string(req[boost::beast::http::field::content_type]),
                              std::string(req[boost::beast::http::field::authorization]), req.body()});
+        if (!script_.empty()) {
+          reply = std::move(script_.front());
+          script_.pop_front();
+        }
       }
-      boost::beast::http::response<boost::beast::http::string_body> res{static_cast<boost::beast::http::status>(status_), 11};
+      boost::beast::http::response<boost::beast::http::string_body> res{
+          static_cast<boost::beast::http::status>(reply.status), 11};
+      for (const auto& [name, value] : reply.headers) res.set(name, value);
+      res.body() = std::move(reply.body);
       res.keep_alive(false);
       res.prepare_payload();
       boost::beast::http::write(socket, res, ec);
@@ -112,6 +135,7 @@ class Receiver {
   std::thread thread_;
   std::mutex mu_;
   std::vector<Received> requests_;  // guarded by mu_
+  std::deque<Reply> script_;        // guarded by mu_
 };
 
 }  // namespace medgrid::testing

@@ -17,12 +17,14 @@
 #include "boost/beast/http.hpp"
 #include "boost/json.hpp"
 #include "gtest/gtest.h"
+#include "integration/receiver.h"
 #include "medgrid/auth/jwks.h"
 #include "medgrid/auth/jwt.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/http/client.h"
+#include "medgrid/http/external.h"
 
 namespace medgrid::auth {
 
@@ -32,7 +34,9 @@ void PrintTo(JwtRejection r, std::ostream* os) { *os << RejectionName(r); }
 namespace {
 
 namespace json = boost::json;
+using std::chrono::microseconds;
 using std::chrono::seconds;
+using medgrid::testing::Receiver;
 
 constexpr int64_t kNow = 1'700'000'000;
 constexpr std::string_view kIssuer = "https://idp.example";
@@ -721,6 +725,36 @@ TEST_F(JwtTest, JwksSourceRefusesAnErrorStatus) {
   absl::StatusOr<std::unique_ptr<JwksSource>> source = JwksSource::Start(source_options, clock_);
   server.Join();
   EXPECT_EQ(source.status().code(), absl::StatusCode::kUnavailable) << source.status();
+}
+
+TEST_F(JwtTest, JwksSourceRetriesThroughItsDependency) {
+  Receiver server;
+  server.Script({{503, "", {}}, {503, "", {}}, {200, Jwks({&Ed()}), {}}});
+  http::ExternalDependencySettings settings = http::ExternalDependencySettings::For("jwks");
+  std::vector<microseconds> waits;
+  settings.sleep = [&](microseconds d) {
+    waits.push_back(d);
+    clock_.Advance(d);
+  };
+  settings.seed = 1;
+  http::ExternalDependency jwks(std::move(settings), clock_);
+  JwksSourceOptions source_options;
+  source_options.location = server.Url("/jwks.json");
+  source_options.refresh = seconds(3600);
+  source_options.dependency = &jwks;
+  absl::StatusOr<std::unique_ptr<JwksSource>> source = JwksSource::Start(source_options, clock_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(server.Count(), 3u);
+  EXPECT_EQ(waits.size(), 2u);
+  EXPECT_EQ(jwks.stats().retries, 2u);
+  JwtVerifier verifier(std::shared_ptr<JwksSource>(*std::move(source)), options_, clock_);
+  EXPECT_TRUE(verifier.Verify(Ed().Sign(Claims())).ok());
+
+  // Without a dependency a load is one attempt.
+  server.Script({{503, "", {}}, {200, Jwks({&Ed()}), {}}});
+  source_options.dependency = nullptr;
+  EXPECT_EQ(JwksSource::Start(source_options, clock_).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server.Count(), 4u);
 }
 
 TEST(FetchTest, RefusesInjectionBeforeConnecting) {

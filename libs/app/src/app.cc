@@ -94,7 +94,99 @@ class DbQueryMetrics {
   std::mutex mu_;  // one scrape at a time moves the counters
 };
 
+// The external dependencies' counters (http::ExternalDependency::Stats) and
+// breaker states; each scrape moves the counters up to the dependencies'.
+// Every series exists from the start, at 0.
+class ExternalMetrics {
+ public:
+  ExternalMetrics(const std::vector<http::ExternalDependency*>& dependencies, prometheus::Registry& registry) {
+    auto& calls = prometheus::BuildCounter()
+                      .Name("medgrid_external_calls_total")
+                      .Help("Calls to external dependencies by how they ended after any retries: success, failure, "
+                            "or refused (the dependency's circuit breaker was open; nothing was sent)")
+                      .Register(registry);
+    auto& retries = prometheus::BuildCounter()
+                        .Name("medgrid_external_retries_total")
+                        .Help("Requests to external dependencies that repeated a failed one")
+                        .Register(registry);
+    auto& exhausted = prometheus::BuildCounter()
+                          .Name("medgrid_retry_budget_exhausted_total")
+                          .Help("Retries of calls to external dependencies that the dependency's retry budget refused")
+                          .Register(registry);
+    // The family the consent and shard breakers report in (same name and help).
+    auto& breaker = prometheus::BuildGauge()
+                        .Name("medgrid_circuit_breaker_state")
+                        .Help("Circuit breaker state by dependency: 0 closed, 1 open, 2 half-open")
+                        .Register(registry);
+    for (http::ExternalDependency* d : dependencies) {
+      Series x{d,
+               &calls.Add({{"dependency", d->name()}, {"outcome", "success"}}),
+               &calls.Add({{"dependency", d->name()}, {"outcome", "failure"}}),
+               &calls.Add({{"dependency", d->name()}, {"outcome", "refused"}}),
+               &retries.Add({{"dependency", d->name()}}),
+               &exhausted.Add({{"dependency", d->name()}}),
+               &breaker.Add({{"dependency", d->name()}})};
+      series_.push_back(x);
+    }
+  }
+
+  void Update() {
+    std::lock_guard lock(mu_);
+    for (const Series& x : series_) {
+      const http::ExternalDependency::Stats st = x.dependency->stats();
+      MoveUp(*x.success, st.successes);
+      MoveUp(*x.failure, st.failures);
+      MoveUp(*x.refused, st.refused);
+      MoveUp(*x.retries, st.retries);
+      MoveUp(*x.exhausted, st.budget_exhausted);
+      x.breaker->Set(static_cast<double>(x.dependency->breaker().state()));
+    }
+  }
+
+ private:
+  struct Series {
+    http::ExternalDependency* dependency;
+    prometheus::Counter* success;
+    prometheus::Counter* failure;
+    prometheus::Counter* refused;
+    prometheus::Counter* retries;
+    prometheus::Counter* exhausted;
+    prometheus::Gauge* breaker;
+  };
+  static void MoveUp(prometheus::Counter& counter, uint64_t n) {
+    if (static_cast<double>(n) > counter.Value()) counter.Increment(static_cast<double>(n) - counter.Value());
+  }
+  std::vector<Series> series_;
+  std::mutex mu_;  // one scrape at a time moves the counters
+};
+
+// Availability and p99 latency of a dependency for HealthSignals: nullopt
+// while its window holds no call (not measured: the level is unaffected); an
+// open breaker reads as availability 0, since every call is refused then.
+struct ExternalSignal {
+  std::optional<double> availability;
+  std::optional<std::chrono::milliseconds> latency_p99;
+};
+
+ExternalSignal SignalOf(http::ExternalDependency* dependency) {
+  ExternalSignal signal;
+  if (dependency == nullptr) return signal;
+  const resilience::DependencyHealth::Snapshot health = dependency->health().Read();
+  signal.availability = health.availability;
+  if (health.latency_p99) signal.latency_p99 = std::chrono::ceil<std::chrono::milliseconds>(*health.latency_p99);
+  if (dependency->breaker().state() == resilience::BreakerState::kOpen) signal.availability = 0.0;
+  return signal;
+}
+
 }  // namespace
+
+std::vector<http::ExternalDependencySettings> DefaultExternalDependencies() {
+  std::vector<http::ExternalDependencySettings> out;
+  for (std::string_view name : {kJwksDependency, kBtgWebhookDependency, kHieDependency, kAiDependency}) {
+    out.push_back(http::ExternalDependencySettings::For(name));
+  }
+  return out;
+}
 
 std::string FlagsHelp() {
   return R"(medgrid: the all-in-one FHIR R4 server.
@@ -472,6 +564,10 @@ struct App::Impl {
   std::unique_ptr<engine::FhirEngine> engine;
   std::unique_ptr<engine::Reindexer> reindexer;
   prometheus::Registry metrics;
+  // Before everything that calls them (authenticator, break_glass), so they
+  // outlive their callers.
+  std::vector<std::unique_ptr<http::ExternalDependency>> external;
+  std::unique_ptr<ExternalMetrics> external_metrics;
   // Before changes (whose relays deliver to it) and server (whose websocket
   // connections use it), so it outlives both.
   std::unique_ptr<subscriptions::SubscriptionService> subscriptions;
@@ -509,6 +605,13 @@ struct App::Impl {
   std::unique_ptr<http::Server> server;
   std::unique_ptr<DbQueryMetrics> db_queries;
   bool stopped = false;
+
+  http::ExternalDependency* External(std::string_view name) const {
+    for (const auto& d : external) {
+      if (d->name() == name) return d.get();
+    }
+    return nullptr;
+  }
 };
 
 App::App() : impl_(std::make_unique<Impl>()) {}
@@ -530,7 +633,9 @@ bool WebsocketAllowed(auth::Authenticator& authn, const http::Request& req) {
 
 absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
   const SecurityConfig& sec = config.security;
-  ASSIGN_OR_RETURN(s.authenticator, auth::Authenticator::Start(sec.auth, s.clock));
+  auth::AuthConfig auth_config = sec.auth;
+  auth_config.jwks_dependency = s.External(kJwksDependency);
+  ASSIGN_OR_RETURN(s.authenticator, auth::Authenticator::Start(auth_config, s.clock));
   consent::ConsentServiceConfig cc;
   cc.dsn = sec.consent_dsn;
   if (cc.dsn.empty()) {
@@ -557,6 +662,7 @@ absl::Status App::StartSecurity(const AppConfig& config, Impl& s) {
                        s.clock, s.metrics));
   consent::BreakGlassConfig btg = sec.break_glass;
   btg.redis_prefix = config.redis_prefix;
+  btg.webhook_dependency = s.External(kBtgWebhookDependency);
   s.break_glass = std::make_unique<consent::BreakGlass>(btg, s.redis, s.clock);
   access::AccessConfig ac;
   ac.authorize_url = s.authenticator->AuthorizeUrl();
@@ -580,6 +686,22 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
   core::Log(core::LogLevel::kInfo, "registry.loaded",
             {{"resource_types", std::to_string(s.registry->ResourceTypes().size())},
              {"ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count())}});
+  std::vector<http::ExternalDependency*> dependencies;
+  for (const http::ExternalDependencySettings& settings : config.external) {
+    if (s.External(settings.name) != nullptr) {
+      return absl::InvalidArgumentError(core::StrCat("external dependency ", settings.name, " is listed twice"));
+    }
+    s.external.push_back(std::make_unique<http::ExternalDependency>(
+        settings, s.clock, [](std::string_view name, resilience::BreakerState from, resilience::BreakerState to) {
+          core::Log(to == resilience::BreakerState::kOpen ? core::LogLevel::kWarn : core::LogLevel::kInfo,
+                    "breaker.transition",
+                    {{"dependency", name},
+                     {"from", resilience::BreakerStateName(from)},
+                     {"to", resilience::BreakerStateName(to)}});
+        }));
+    dependencies.push_back(s.external.back().get());
+  }
+  s.external_metrics = std::make_unique<ExternalMetrics>(dependencies, s.metrics);
   ASSIGN_OR_RETURN(s.store, store::Store::Open(config.store, s.clock));
   s.engine = std::make_unique<engine::FhirEngine>(*s.registry, *s.search_params, *s.compartments, *s.store, s.clock,
                                                   config.engine);
@@ -723,6 +845,14 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       h.consent_breaker_open = s.consent->breaker_state() == resilience::BreakerState::kOpen;
       s.last_consent = now;
     }
+    // Measured only once something calls them (no HIE client or AI service
+    // exists yet): until then both stay nullopt and leave the level alone.
+    const ExternalSignal hie = SignalOf(s.External(kHieDependency));
+    h.hie_availability = hie.availability;
+    h.hie_latency = hie.latency_p99;
+    const ExternalSignal ai = SignalOf(s.External(kAiDependency));
+    h.ai_availability = ai.availability;
+    h.ai_latency_p99 = ai.latency_p99;
     s.degradation->Update(h);
     return std::optional<std::chrono::milliseconds>(interval);
   });
@@ -818,8 +948,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
       audit->Record(in);
     });
     s.gateway->SetMetricsHook([&audit_events, &pending, audit = s.audit.get(), changes = s.changes.get(),
-                               replication_metrics, cached = s.cached.get(), db_queries = s.db_queries.get()] {
+                               replication_metrics, cached = s.cached.get(), db_queries = s.db_queries.get(),
+                               external = s.external_metrics.get()] {
       replication_metrics();
+      external->Update();
       changes->UpdateMetrics();
       if (cached != nullptr) cached->UpdateMetrics();
       db_queries->Update();
@@ -832,8 +964,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
     });
   } else {
     s.gateway->SetMetricsHook([changes = s.changes.get(), replication_metrics, cached = s.cached.get(),
-                               db_queries = s.db_queries.get()] {
+                               db_queries = s.db_queries.get(), external = s.external_metrics.get()] {
       replication_metrics();
+      external->Update();
       changes->UpdateMetrics();
       if (cached != nullptr) cached->UpdateMetrics();
       db_queries->Update();
@@ -905,6 +1038,8 @@ events::ChangeBus& App::changes() const { return impl_->changes->bus(); }
 subscriptions::SubscriptionService& App::subscriptions() const { return *impl_->subscriptions; }
 
 resilience::DegradationController& App::degradation() const { return *impl_->degradation; }
+
+http::ExternalDependency* App::external(std::string_view name) const { return impl_->External(name); }
 
 void App::Stop() {
   if (!impl_->server || impl_->stopped) return;

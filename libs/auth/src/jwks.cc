@@ -8,6 +8,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/http/client.h"
+#include "medgrid/http/external.h"
 
 namespace medgrid::auth {
 namespace {
@@ -17,14 +18,17 @@ constexpr std::size_t kMaxJwksBytes = 1 << 20;
 
 std::string_view View(absl::string_view s) { return {s.data(), s.size()}; }
 
-absl::StatusOr<std::shared_ptr<const KeySet>> Load(std::string_view location, std::chrono::milliseconds timeout) {
-  ASSIGN_OR_RETURN(const std::string text, ReadJwks(location, timeout));
+absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options,
+                                                   std::chrono::milliseconds deadline) {
+  ASSIGN_OR_RETURN(const std::string text,
+                   ReadJwks(options.location, options.fetch_timeout, options.dependency, deadline));
   return KeySet::Parse(text);
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout) {
+absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout,
+                                     http::ExternalDependency* dependency, std::chrono::milliseconds deadline) {
   if (location.starts_with("http://") || location.starts_with("https://")) {
     http::FetchRequest request;
     ASSIGN_OR_RETURN(request.url, http::ParseUrl(location));
@@ -32,7 +36,11 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
     request.connect_timeout = timeout;
     request.timeout = timeout;
     request.max_body = kMaxJwksBytes;
-    ASSIGN_OR_RETURN(http::FetchResponse response, http::Fetch(request));
+    // A GET of a key set is idempotent: FetchExternal may retry it.
+    ASSIGN_OR_RETURN(http::FetchResponse response,
+                     dependency != nullptr
+                         ? http::FetchExternal(*dependency, request, dependency->clock().Now() + deadline)
+                         : http::Fetch(request));
     if (response.status != 200) {
       return absl::UnavailableError(core::StrCat("the JWKS URL answered HTTP ", response.status));
     }
@@ -48,7 +56,7 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
 absl::StatusOr<std::unique_ptr<JwksSource>> JwksSource::Start(JwksSourceOptions options, const core::Clock& clock) {
   if (options.location.empty()) return absl::InvalidArgumentError("a JWKS file or URL is required");
   if (options.refresh.count() <= 0) return absl::InvalidArgumentError("the JWKS refresh period must be positive");
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options.location, options.fetch_timeout);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options, options.fetch_deadline);
   if (!keys.ok()) {
     return absl::Status(keys.status().code(),
                         core::StrCat("JWKS ", options.location, ": ", View(keys.status().message())));
@@ -67,7 +75,7 @@ JwksSource::JwksSource(JwksSourceOptions options, const core::Clock& clock, std:
       worker_([this, first = true]() mutable -> std::optional<std::chrono::milliseconds> {
         if (!std::exchange(first, false)) {
           absl::MutexLock lock(&load_mu_);
-          Reload("refresh");
+          Reload("refresh", options_.fetch_deadline);
         }
         return std::chrono::duration_cast<std::chrono::milliseconds>(options_.refresh);
       }) {}
@@ -86,13 +94,15 @@ std::shared_ptr<const KeySet> JwksSource::KeysAfterUnknownKid(std::string_view k
   // Requests with the same new kid queue here behind one reload, then find it.
   std::shared_ptr<const KeySet> keys = Keys();
   if (keys->HasKid(kid) || clock_.Now() - last_load_ < options_.min_refetch) return keys;
-  Reload("unknown kid");
+  // The caller is a request (perhaps on an I/O thread): its retries must
+  // fit in one fetch's timeout, no longer than a single attempt could take.
+  Reload("unknown kid", options_.fetch_timeout);
   return Keys();
 }
 
-void JwksSource::Reload(std::string_view reason) {
+void JwksSource::Reload(std::string_view reason, std::chrono::milliseconds deadline) {
   last_load_ = clock_.Now();
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_.location, options_.fetch_timeout);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_, deadline);
   if (!keys.ok()) {
     core::Log(core::LogLevel::kWarn, "auth.jwks_reload_failed",
               {{"location", options_.location}, {"reason", reason}, {"error", View(keys.status().message())}});

@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Start(const AuthCo
   if (config.jwks.empty()) return absl::InvalidArgumentError("a JWKS file or URL is required");
   JwksSourceOptions options;
   options.location = config.jwks;
+  options.dependency = config.jwks_dependency;
   ASSIGN_OR_RETURN(std::unique_ptr<JwksSource> source, JwksSource::Start(options, clock));
   return std::make_unique<Authenticator>(std::shared_ptr<KeyProvider>(std::move(source)), config, clock);
 }

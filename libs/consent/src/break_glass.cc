@@ -12,6 +12,7 @@
 #include "medgrid/core/status.h"
 #include "medgrid/core/strings.h"
 #include "medgrid/http/client.h"
+#include "medgrid/http/external.h"
 
 namespace medgrid::consent {
 namespace json = boost::json;
@@ -78,7 +79,15 @@ struct BreakGlass::Impl {
       req.headers = {{"Content-Type", "application/json"}};
       req.body = std::move(notice);
       req.timeout = config.webhook_timeout;
-      absl::StatusOr<http::FetchResponse> res = http::Fetch(req);
+      // The notice is delivered at least once: a receiver must take a repeat
+      // (the grant's tenant, agent, patient and opened instant identify it),
+      // so a POST that may have arrived is retried like an idempotent call.
+      http::ExternalCallOptions at_least_once;
+      at_least_once.retry_non_idempotent = true;
+      http::ExternalDependency* dep = config.webhook_dependency;
+      absl::StatusOr<http::FetchResponse> res =
+          dep != nullptr ? http::FetchExternal(*dep, req, dep->clock().Now() + config.webhook_deadline, at_least_once)
+                         : http::Fetch(req);
       if (!res.ok() || res->status < 200 || res->status >= 300) {
         ++webhook_failures;
         core::Log(core::LogLevel::kWarn, "btg.webhook_failed",

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,7 @@
 #include "medgrid/events/change.h"
 #include "medgrid/events/kafka.h"
 #include "medgrid/gateway/gateway.h"
+#include "medgrid/http/external.h"
 #include "medgrid/http/server.h"
 #include "medgrid/resource_cache/caching_api.h"
 #include "medgrid/resource_cache/hot_spots.h"
@@ -53,6 +55,20 @@ struct AuditConfig {
   // into the ledger), or leaves that to medgrid-audit processes.
   bool consume = true;
 };
+
+// The external dependencies this process calls out to, by name (metrics
+// label `dependency`, logs, errors).
+inline constexpr std::string_view kJwksDependency = "jwks";           // the identity provider's key set
+inline constexpr std::string_view kBtgWebhookDependency = "btg_webhook";  // break-the-glass notices
+// Declared for an HIE client and an AI service to call through; nothing
+// calls them yet. Their health feeds the degradation levels 2 and 1.
+inline constexpr std::string_view kHieDependency = "external_hie";
+inline constexpr std::string_view kAiDependency = "ai";
+
+// The four above with their defaults (ExternalDependencySettings::For: the
+// seed's external API retry policy, a retry budget, the breaker of
+// resilience::ForDependency, a 60 s health window).
+std::vector<http::ExternalDependencySettings> DefaultExternalDependencies();
 
 // SMART on FHIR auth, consent and break-the-glass. Off in a default
 // AppConfig (embedding, most tests); ParseFlags turns it on unless
@@ -121,6 +137,10 @@ struct AppConfig {
   // $MEDGRID_HOME/exports, else ./medgrid-exports.
   std::string export_dir;
   bulk::ExportConfig exports;
+  // Outbound calls to external dependencies: one entry per dependency, each
+  // with its retries, budget, breaker and health window. A caller whose
+  // dependency is not listed calls with a single attempt.
+  std::vector<http::ExternalDependencySettings> external = DefaultExternalDependencies();
   // The `package/` folder of the npm package hl7.fhir.r4.examples 4.0.1,
   // from which the type registry is loaded. Required.
   std::string fhir_package_dir;
@@ -151,6 +171,10 @@ class App {
   resilience::DegradationController& degradation() const;
   // The Subscriptions of this process (for operations and tests).
   subscriptions::SubscriptionService& subscriptions() const;
+  // The external dependency `name` (see kJwksDependency ...), for the
+  // clients that call it and for tests; null when AppConfig::external does
+  // not list it. Thread-safe.
+  http::ExternalDependency* external(std::string_view name) const;
   // Graceful: drains in-flight requests, then releases everything. Idempotent.
   void Stop();
 

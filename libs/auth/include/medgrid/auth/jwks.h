@@ -8,7 +8,11 @@
 //   auth::JwtVerifier verifier(std::move(keys), options, clock);
 //
 // A failed reload keeps the last good keys and logs the location and the
-// error (never key material or tokens).
+// error (never key material or tokens). With an ExternalDependency in the
+// options, a URL is fetched through it (http/external.h): an answer of
+// 502/503/504/429 or a failed connection is retried with backoff, within the
+// dependency's retry budget and breaker, until fetch_deadline; without one,
+// each load is a single attempt.
 #pragma once
 
 #include <chrono>
@@ -23,6 +27,10 @@
 #include "medgrid/core/clock.h"
 #include "medgrid/core/worker.h"
 
+namespace medgrid::http {
+class ExternalDependency;
+}
+
 namespace medgrid::auth {
 
 struct JwksSourceOptions {
@@ -30,6 +38,13 @@ struct JwksSourceOptions {
   std::chrono::seconds refresh{300};              // background reload period
   std::chrono::seconds min_refetch{30};           // at most one reload per this long for unknown kids
   std::chrono::milliseconds fetch_timeout{3000};  // a URL's connect, and its response, each
+  // A URL's load in all, retries and their waits included (with `dependency`),
+  // at start-up and on refresh; a refetch for an unknown kid, which a request
+  // waits for, gets fetch_timeout in all instead.
+  std::chrono::milliseconds fetch_deadline{10000};
+  // The identity provider as an external dependency, shared by every load;
+  // null: a single attempt per load. Not owned; must outlive the source.
+  http::ExternalDependency* dependency = nullptr;
 };
 
 class JwksSource final : public KeyProvider {
@@ -51,7 +66,8 @@ class JwksSource final : public KeyProvider {
  private:
   JwksSource(JwksSourceOptions options, const core::Clock& clock, std::shared_ptr<const KeySet> keys);
   // Loads the keys and keeps them if good; logs a failure. Serialized by load_mu_.
-  void Reload(std::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
+  // `deadline`: the load in all, retries included (with a dependency).
+  void Reload(std::string_view reason, std::chrono::milliseconds deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
 
   const JwksSourceOptions options_;
   const core::Clock& clock_;
@@ -63,9 +79,13 @@ class JwksSource final : public KeyProvider {
 };
 
 // The JWKS text at `location` (see JwksSourceOptions), for tools that load
-// keys once. Errors: NotFound or Unavailable when it cannot be read,
-// Unavailable for an HTTP status other than 200, DeadlineExceeded past the
-// timeout.
-absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout);
+// keys once. A URL is fetched through `dependency` when given (retries until
+// `deadline` after the start, by the dependency's clock), else in one
+// attempt. Errors: NotFound or Unavailable when it cannot be read,
+// Unavailable for an HTTP status other than 200 (after the retries) or while
+// the dependency's breaker is open, DeadlineExceeded past the timeout.
+absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout,
+                                     http::ExternalDependency* dependency = nullptr,
+                                     std::chrono::milliseconds deadline = std::chrono::seconds(10));
 
 }  // namespace medgrid::auth

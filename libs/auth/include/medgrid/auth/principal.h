@@ -27,6 +27,10 @@
 #include "medgrid/auth/scopes.h"
 #include "medgrid/core/clock.h"
 
+namespace medgrid::http {
+class ExternalDependency;
+}
+
 namespace medgrid::auth {
 
 // The scope that opens /admin/*.
@@ -65,6 +69,10 @@ struct AuthConfig {
   // <issuer>/token.
   std::string authorize_url;
   std::string token_url;
+  // The JWKS URL's loads go through this dependency (retries, breaker,
+  // health); null: one attempt per load. Not owned; must outlive the
+  // Authenticator.
+  http::ExternalDependency* jwks_dependency = nullptr;
 };
 
 class Authenticator {

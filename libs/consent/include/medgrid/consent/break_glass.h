@@ -30,6 +30,10 @@ namespace medgrid::cache {
 class RedisClient;
 }
 
+namespace medgrid::http {
+class ExternalDependency;
+}
+
 namespace medgrid::consent {
 
 // Whether a purpose-of-use code declares an emergency.
@@ -40,6 +44,11 @@ struct BreakGlassConfig {
   // Told of every opened grant (JSON POST); empty: no webhook.
   std::string webhook_url;
   std::chrono::milliseconds webhook_timeout{3000};
+  // The webhook as an external dependency (retries, breaker, health): a
+  // notice is retried until webhook_deadline after its first attempt. Null:
+  // one attempt per notice. Not owned; must outlive the BreakGlass.
+  http::ExternalDependency* webhook_dependency = nullptr;
+  std::chrono::milliseconds webhook_deadline{15000};
   // Namespaces this deployment's Redis keys.
   std::string redis_prefix = "mg";
 };

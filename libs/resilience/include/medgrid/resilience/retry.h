@@ -13,7 +13,9 @@
 //     ScheduleAfter(*delay);  // on the caller's timer; this module never sleeps
 //   }
 //
-// Not wired into the request path yet.
+// Used by libs/store for blocking reads (DatabaseReadPolicy, a budget per
+// shard; pg_resource_store.h) and by libs/http's FetchExternal for calls to
+// external dependencies (ExternalApiPolicy, a budget per dependency).
 #pragma once
 
 #include <chrono>
