@@ -156,6 +156,30 @@ double MaxLag(HttpClient& c) { return Metric(c, "medgrid_db_replica_lag_seconds"
 double ReplicaReads(HttpClient& c) { return Metric(c, "medgrid_db_reads_routed_total", {"target=\"replica\""}); }
 double PrimaryReads(HttpClient& c) { return Metric(c, "medgrid_db_reads_routed_total", {"target=\"primary\""}); }
 
+// The routing figures of /metrics (lag, replica up, primary writable, reads
+// by target) and the replica's replay pause state, for failure messages.
+std::string RoutingState(HttpClient& client, const Cluster& cluster) {
+  std::string out;
+  std::istringstream in(client.Get("/metrics").body);
+  for (std::string line; std::getline(in, line);) {
+    for (const char* name : {"medgrid_db_replica_lag_seconds{", "medgrid_db_replica_up{",
+                             "medgrid_db_primary_writable{", "medgrid_db_reads_routed_total{"}) {
+      if (line.rfind(name, 0) == 0) core::StrAppend(out, "\n  ", line);
+    }
+  }
+  try {
+    pqxx::connection c(cluster.ReplicaDsn());
+    pqxx::nontransaction tx(c);
+    core::StrAppend(out, "\n  replica: ",
+                    tx.exec1("SELECT pg_get_wal_replay_pause_state() || ' replay ' || pg_last_wal_replay_lsn() || "
+                             "' receive ' || coalesce(pg_last_wal_receive_lsn()::text, 'null')")[0]
+                        .as<std::string>());
+  } catch (const std::exception& e) {
+    core::StrAppend(out, "\n  replica: ", e.what());
+  }
+  return out;
+}
+
 std::string IdOf(const HttpResponse& res) { return std::string(res.Json().as_object().at("id").as_string()); }
 
 // Changes a stored body directly on the primary, behind the server's back.
@@ -210,7 +234,11 @@ TEST(Replicas, ReadsAreServedByTheReplica) {
 // Disabled: under heavy load (the sanitizer build, parallel builds) the
 // other caller's reads were seen to get version 1 after both shards'
 // replicas measured more than 100 ms of lag, i.e. a lagging replica was
-// picked; the cause is not found yet. Run it with
+// picked; the cause is not found yet (12 runs, two at a time beside three
+// busy loops, passed in the release build). A failing read prints the
+// routing metrics and the replica's pause state: a primary_writable of 0
+// would mean the monitor took the loaded primary for a failover, which
+// serves standbys whatever their lag. Run it with
 // --gtest_also_run_disabled_tests.
 TEST(Replicas, DISABLED_LaggingReplicaSendsReadsToThePrimary) {
   Cluster cluster;
@@ -260,7 +288,7 @@ TEST(Replicas, DISABLED_LaggingReplicaSendsReadsToThePrimary) {
   for (int i = 0; i < 5; ++i) {
     HttpResponse res = other.Get(path, reader);
     ASSERT_EQ(res.status, 200);
-    EXPECT_EQ(res.Header("etag"), "W/\"2\"");
+    EXPECT_EQ(res.Header("etag"), "W/\"2\"") << "read " << i << RoutingState(client, cluster);
     EXPECT_NE(res.body.find("v2"), std::string::npos);
   }
   EXPECT_EQ(ReplicaReads(client), replica_before);
