@@ -380,6 +380,73 @@ TEST(HotSpotDetector, PatientsOfDifferentTenantsAreCountedApart) {
   for (const HotSpot& h : hot.Evaluate()) EXPECT_NE(h.kind, HotSpotKind::kPatient) << h.key;
 }
 
+// Evaluates once a second while `qps` requests of `type` arrive.
+void DriveEvaluating(core::SimulatedClock& clock, HotSpotDetector& hot, std::string_view type, uint64_t qps,
+                     seconds duration) {
+  for (int s = 0; s < duration.count(); ++s) {
+    hot.Record("t1", type, "", qps);
+    clock.Advance(seconds(1));
+    hot.Evaluate();
+  }
+}
+
+TEST(HotSpotDetector, ATypeLearnsItsBaselineAndIsHotAboveFiveTimesIt) {
+  core::SimulatedClock clock(core::FromUnixMicros(0));
+  HotSpotDetector hot(clock, TestConfig());
+  // Learning: never hot during the warm-up, however high the traffic.
+  DriveEvaluating(clock, hot, "Observation", 20, minutes(9));
+  EXPECT_EQ(hot.TypeBaseline("Observation"), std::nullopt);
+  EXPECT_EQ(Find(hot.HotSet(), HotSpotKind::kResourceType), std::nullopt);
+  DriveEvaluating(clock, hot, "Observation", 20, minutes(2));
+  ASSERT_TRUE(hot.TypeBaseline("Observation").has_value());
+  // The window fills in the first minute, so the mean is a little below 20.
+  const double learned = *hot.TypeBaseline("Observation");
+  EXPECT_NEAR(learned, 20, 1.5);
+  // Twice the baseline is not hot; six times is.
+  DriveEvaluating(clock, hot, "Observation", 40, minutes(2));
+  EXPECT_EQ(Find(hot.HotSet(), HotSpotKind::kResourceType), std::nullopt);
+  const double before = *hot.TypeBaseline("Observation");
+  EXPECT_GT(before, learned + 0.2);  // it followed the traffic a little (time constant 1 h)
+  DriveEvaluating(clock, hot, "Observation", 150, minutes(2));
+  auto type = Find(hot.HotSet(), HotSpotKind::kResourceType);
+  ASSERT_TRUE(type.has_value());
+  EXPECT_EQ(type->key, "Observation");
+  EXPECT_GT(type->value, 5 * 20.0);
+  // While hot, the baseline stands still: the surge is not the new normal.
+  const double during = *hot.TypeBaseline("Observation");
+  DriveEvaluating(clock, hot, "Observation", 150, minutes(10));
+  EXPECT_EQ(*hot.TypeBaseline("Observation"), during);
+  EXPECT_TRUE(Find(hot.HotSet(), HotSpotKind::kResourceType).has_value());
+  // Back to normal: released after the cool-down (5 min in this test).
+  DriveEvaluating(clock, hot, "Observation", 20, minutes(6));
+  EXPECT_EQ(Find(hot.HotSet(), HotSpotKind::kResourceType), std::nullopt);
+}
+
+TEST(HotSpotDetector, ANearlyIdleTypeIsNotHotAtFiveTimesNearlyNothing) {
+  core::SimulatedClock clock(core::FromUnixMicros(0));
+  HotSpotDetector hot(clock, TestConfig());
+  for (int s = 0; s < 15 * 60; ++s) {
+    if (s % 10 == 0) hot.Record("t1", "Device", "", 1);  // 0.1 QPS
+    clock.Advance(seconds(1));
+    hot.Evaluate();
+  }
+  EXPECT_EQ(hot.TypeBaseline("Device"), 1);  // the floor, type_min_baseline_qps
+  DriveEvaluating(clock, hot, "Device", 3, minutes(2));  // 30x its traffic, under 5 QPS
+  EXPECT_EQ(Find(hot.HotSet(), HotSpotKind::kResourceType), std::nullopt);
+  DriveEvaluating(clock, hot, "Device", 8, minutes(2));
+  EXPECT_TRUE(Find(hot.HotSet(), HotSpotKind::kResourceType).has_value());
+}
+
+TEST(HotSpotDetector, ABaselineSetByAnOperatorWinsOverTheLearnedOne) {
+  core::SimulatedClock clock(core::FromUnixMicros(0));
+  HotSpotDetector hot(clock, TestConfig());
+  hot.SetTypeBaseline("Observation", 100);
+  DriveEvaluating(clock, hot, "Observation", 20, minutes(11));
+  EXPECT_EQ(hot.TypeBaseline("Observation"), 100);
+  DriveEvaluating(clock, hot, "Observation", 150, minutes(2));  // 7.5x what it learned, 1.5x the set one
+  EXPECT_EQ(Find(hot.HotSet(), HotSpotKind::kResourceType), std::nullopt);
+}
+
 TEST(HotSpotDetector, TenantShareAndResourceTypeBaseline) {
   core::SimulatedClock clock(core::FromUnixMicros(0));
   HotSpotDetector hot(clock, TestConfig());

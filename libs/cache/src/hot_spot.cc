@@ -1,6 +1,7 @@
 #include "medgrid/cache/hot_spot.h"
 
 #include <algorithm>
+#include <cmath>
 #include <tuple>
 
 #include "absl/container/flat_hash_set.h"
@@ -73,11 +74,54 @@ std::vector<HotSpot> HotSpotDetector::Evaluate() {
     Update(HotSpotKind::kTenant, t, share, config_.tenant_share, now);
   }
   for (const std::string& t : types) {
-    auto baseline = type_baselines_.find(t);
-    if (baseline == type_baselines_.end() || baseline->second <= 0) continue;
-    Update(HotSpotKind::kResourceType, t, types_.Qps(t), config_.type_baseline_factor * baseline->second, now);
+    const double qps = types_.Qps(t);
+    const std::optional<double> baseline = LearnBaseline(t, qps, now);
+    if (!baseline || *baseline <= 0) continue;
+    Update(HotSpotKind::kResourceType, t, qps, config_.type_baseline_factor * *baseline, now);
+  }
+  // Learned baselines of types that left the sketch go with them.
+  if (learned_.size() > 2 * k) {
+    for (auto it = learned_.begin(); it != learned_.end();) {
+      if (types.contains(it->first)) {
+        ++it;
+      } else {
+        learned_.erase(it++);
+      }
+    }
   }
   return HotSetLocked();
+}
+
+std::optional<double> HotSpotDetector::LearnBaseline(const std::string& type, double qps, core::TimePoint now) {
+  if (type_baselines_.contains(type)) return BaselineLocked(type, now);
+  auto [it, inserted] = learned_.try_emplace(type, Learned{qps, now, now});
+  Learned& b = it->second;
+  const bool hot = hot_.contains(std::make_pair(HotSpotKind::kResourceType, type));
+  if (!inserted && !hot && now > b.updated) {
+    const double dt = std::chrono::duration<double>(now - b.updated).count();
+    const double seen = std::chrono::duration<double>(now - b.first_seen).count();
+    const double warmup = std::chrono::duration<double>(config_.type_baseline_warmup).count();
+    const double tau = std::chrono::duration<double>(config_.type_baseline_time_constant).count();
+    // The mean over the warm-up weighs each evaluation by the time it
+    // covers; after it, older traffic fades with the time constant.
+    const double weight = seen <= warmup ? dt / seen : 1 - std::exp(-dt / tau);
+    b.qps += weight * (qps - b.qps);
+  }
+  b.updated = now;
+  return BaselineLocked(type, now);
+}
+
+std::optional<double> HotSpotDetector::BaselineLocked(std::string_view type, core::TimePoint now) const {
+  if (auto set = type_baselines_.find(type); set != type_baselines_.end()) return set->second;
+  auto it = learned_.find(type);
+  if (it == learned_.end() || now - it->second.first_seen < config_.type_baseline_warmup) return std::nullopt;
+  return std::max(it->second.qps, config_.type_min_baseline_qps);
+}
+
+std::optional<double> HotSpotDetector::TypeBaseline(std::string_view resource_type) const {
+  const core::TimePoint now = clock_.Now();
+  std::lock_guard lock(mu_);
+  return BaselineLocked(resource_type, now);
 }
 
 std::vector<HotSpot> HotSpotDetector::HotSet() const {
