@@ -100,6 +100,10 @@ class Cluster {
                         " user=postgres dbname=postgres");
   }
   void Crash() { Run(core::StrCat("pg_crash ", dir_, "/primary")); }
+  void CrashReplica() { Run(core::StrCat("pg_crash ", dir_, "/replica")); }
+  bool StartReplica() { return Run(core::StrCat("pg_start ", dir_, "/replica ", replica_port_)); }
+  // Commits stop waiting for the standby (asynchronous replication).
+  bool Asynchronous() { return Run(core::StrCat("pg_sync_standbys ", primary_port_, " ''")); }
   bool Promote() { return Run(core::StrCat("pg_promote ", dir_, "/replica")); }
   void Replica(const std::string& sql) {
     pqxx::connection c(ReplicaDsn());
@@ -302,6 +306,113 @@ TEST(Replicas, DISABLED_LaggingReplicaSendsReadsToThePrimary) {
     return res.status == 200 && res.Header("etag") == "W/\"2\"" && ReplicaReads(client) > before;
   }));
   EXPECT_TRUE(WaitFor([&] { return MaxLag(client) < 0.1; }));
+}
+
+// The replica crashes (immediate stop) under readers and a writer, then
+// comes back: reads by id and searches fall back to the primary without a
+// single error, writes go on (asynchronous replication: commits do not wait
+// for the standby), the replica shows down in /metrics, and once it is back
+// reads go to it again.
+TEST(Replicas, AReplicaThatGoesDownCostsNoRead) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.ok());
+  ASSERT_TRUE(cluster.Asynchronous());
+  app::AppConfig config = ReplicaConfig("replica_down", cluster);
+  // No lag limit: what this checks is where reads go when the replica is gone.
+  config.store.replica_max_lag = std::chrono::minutes(10);
+  TestServer server("replica_down", {"t1", "t2"}, config);
+  HttpClient& client = server.client();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) {
+    HttpResponse created =
+        client.Post("/fhir/t1/Organization", core::StrCat(R"({"resourceType":"Organization","name":"org)", i, "\"}"));
+    ASSERT_EQ(created.status, 201) << created.body;
+    ids.push_back(IdOf(created));
+  }
+  HttpClient reader(server.port());  // has not written: may read the replica
+  ASSERT_TRUE(WaitFor([&] {
+    const double before = ReplicaReads(client);
+    return reader.Get("/fhir/t1/Organization/" + ids.back()).status == 200 && ReplicaReads(client) > before;
+  }));
+  const std::string up = R"(medgrid_db_replica_up)";
+  auto replicas_up = [&] { return Metric(client, up, {"replica=\"0\""}, Fold::kMin); };
+  ASSERT_EQ(replicas_up(), 1);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::atomic<int> writes{0};
+  std::atomic<int> failed{0};
+  std::mutex mu;
+  std::string first_failure;  // guarded by mu
+  auto fail = [&](const std::string& what, const HttpResponse& res) {
+    ++failed;
+    std::lock_guard lock(mu);
+    if (first_failure.empty()) first_failure = core::StrCat(what, " ", res.status, " ", res.body);
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      HttpClient own(server.port());
+      for (int i = 0; !stop.load(); ++i) {
+        const std::string& id = ids[(r * 7 + i) % ids.size()];
+        const std::string target =
+            i % 3 == 2 ? "/fhir/t1/Organization?_id=" + id : "/fhir/t1/Organization/" + id;  // search or read
+        HttpResponse res = own.Get(target);
+        if (res.status == 200 && res.body.find(id) != std::string::npos) {
+          ++reads;
+        } else {
+          fail(target, res);
+        }
+      }
+    });
+  }
+  // The writer writes another tenant: with auth off every local client is
+  // one caller, and its own writes would send the readers to the primary
+  // (read-your-writes is per tenant and caller).
+  HttpResponse written = client.Post("/fhir/t2/Organization", R"({"resourceType":"Organization","name":"w"})");
+  ASSERT_EQ(written.status, 201) << written.body;
+  const std::string written_id = IdOf(written);
+  threads.emplace_back([&] {
+    HttpClient own(server.port());
+    for (int i = 0; !stop.load(); ++i) {
+      HttpResponse res = own.Put("/fhir/t2/Organization/" + written_id,
+                                 core::StrCat(R"({"resourceType":"Organization","id":")", written_id,
+                                              R"(","name":"w)", i, "\"}"));
+      if (res.status == 200) {
+        ++writes;
+      } else {
+        fail("update", res);
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  });
+
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_GT(ReplicaReads(client), 0);
+  cluster.CrashReplica();
+  EXPECT_TRUE(WaitFor([&] { return replicas_up() == 0; }));
+  const int reads_at_crash = reads.load();
+  const int writes_at_crash = writes.load();
+  const double primary_reads_down = PrimaryReads(client);
+  const double replica_reads_down = ReplicaReads(client);
+  std::this_thread::sleep_for(seconds(2));  // served by the primary meanwhile
+  EXPECT_GT(reads.load(), reads_at_crash + 20);
+  EXPECT_GT(PrimaryReads(client), primary_reads_down + 20);
+  // Once the router knows the replica is down, no read is sent to it.
+  EXPECT_EQ(ReplicaReads(client), replica_reads_down);
+  EXPECT_GT(writes.load(), writes_at_crash + 5);
+
+  ASSERT_TRUE(cluster.StartReplica());
+  EXPECT_TRUE(WaitFor([&] { return replicas_up() == 1; }));
+  // The reader that never wrote is served by the replica again.
+  EXPECT_TRUE(WaitFor([&] {
+    const double before = ReplicaReads(client);
+    return reader.Get("/fhir/t1/Organization/" + ids.front()).status == 200 && ReplicaReads(client) > before;
+  }));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 0) << first_failure;
+  EXPECT_GT(reads.load(), 0);
 }
 
 TEST(Replicas, FailoverLosesNoAcknowledgedWrite) {
