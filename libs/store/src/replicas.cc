@@ -124,65 +124,68 @@ void ReplicaRouter::Sample() {
   // The send time is taken before the statement: the LSN it returns is at
   // least the primary's position at that time.
   const core::TimePoint sent = clock_.Now();
-  std::optional<int64_t> primary = SamplePrimary();
-  {
-    std::lock_guard lock(mu_);
-    if (primary) {
-      samples_.push_back({sent, *primary});
-      if (!primary_writable_) core::Log(core::LogLevel::kInfo, "db.primary_writable", {{"shard", shard_}});
-      failed_samples_ = 0;
-      primary_writable_ = true;
-    } else if (++failed_samples_ >= failover_after_ && primary_writable_) {
-      primary_writable_ = false;
-      core::Log(core::LogLevel::kWarn, "db.primary_lost", {{"shard", shard_}});
-    }
-    // Keep what can still decide a lag below the threshold, with room.
-    const core::TimePoint horizon = sent - 10 * (max_lag_ + interval_) - std::chrono::seconds(1);
-    while (samples_.size() > 1 && (samples_.front().sent < horizon || samples_.size() > 4096)) samples_.pop_front();
-    for (auto it = writers_.begin(); it != writers_.end();) {
-      it = it->second < horizon ? writers_.erase(it) : std::next(it);
-    }
-  }
+  RecordPrimary(sent, SamplePrimary());
   for (std::size_t i = 0; i < replicas_.size(); ++i) {
     Replica& r = *replicas_[i];
-    bool reachable = false;
-    bool standby = false;
-    bool replayed_received = false;
-    int64_t replay = 0;
-    for (int attempt = 0; attempt < 2 && !reachable; ++attempt) {
+    ReplicaObservation o;
+    for (int attempt = 0; attempt < 2 && !o.reachable; ++attempt) {
       try {
         if (!r.monitor || !r.monitor->is_open()) r.monitor = std::make_unique<pqxx::connection>(MonitorDsn(r.dsn));
         pqxx::nontransaction tx(*r.monitor);
         pqxx::row row = tx.exec1(kReplicaSql);
-        standby = row[0].as<bool>();
-        replay = row[1].is_null() ? 0 : row[1].as<int64_t>();
-        replayed_received = !row[2].is_null() && row[2].as<bool>();
-        reachable = true;
+        o.standby = row[0].as<bool>();
+        o.replay_lsn = row[1].is_null() ? 0 : row[1].as<int64_t>();
+        o.replayed_received = !row[2].is_null() && row[2].as<bool>();
+        o.reachable = true;
       } catch (const std::exception&) {
         r.monitor.reset();
       }
     }
-    std::lock_guard lock(mu_);
-    if (r.reachable != reachable || r.standby != standby) {
-      core::Log(reachable && standby ? core::LogLevel::kInfo : core::LogLevel::kWarn, "db.replica_state",
-                {{"shard", shard_},
-                 {"replica", std::to_string(i)},
-                 {"reachable", reachable ? "true" : "false"},
-                 {"standby", standby ? "true" : "false"}});
-    }
-    r.reachable = reachable;
-    r.standby = standby;
-    if (!reachable) continue;
-    r.replay_lsn = replay;
-    r.replayed_received = replayed_received;
-    r.covered.reset();
-    r.first_missing.reset();
-    for (const PrimarySample& s : samples_) {
-      if (s.lsn <= replay) {
-        r.covered = s.sent;
-      } else if (!r.first_missing) {
-        r.first_missing = s.sent;
-      }
+    RecordReplica(i, o);
+  }
+}
+
+void ReplicaRouter::RecordPrimary(core::TimePoint sent, std::optional<int64_t> primary) {
+  std::lock_guard lock(mu_);
+  if (primary) {
+    samples_.push_back({sent, *primary});
+    if (!primary_writable_) core::Log(core::LogLevel::kInfo, "db.primary_writable", {{"shard", shard_}});
+    failed_samples_ = 0;
+    primary_writable_ = true;
+  } else if (++failed_samples_ >= failover_after_ && primary_writable_) {
+    primary_writable_ = false;
+    core::Log(core::LogLevel::kWarn, "db.primary_lost", {{"shard", shard_}});
+  }
+  // Keep what can still decide a lag below the threshold, with room.
+  const core::TimePoint horizon = sent - 10 * (max_lag_ + interval_) - std::chrono::seconds(1);
+  while (samples_.size() > 1 && (samples_.front().sent < horizon || samples_.size() > 4096)) samples_.pop_front();
+  for (auto it = writers_.begin(); it != writers_.end();) {
+    it = it->second < horizon ? writers_.erase(it) : std::next(it);
+  }
+}
+
+void ReplicaRouter::RecordReplica(std::size_t i, const ReplicaObservation& o) {
+  Replica& r = *replicas_[i];
+  std::lock_guard lock(mu_);
+  if (r.reachable != o.reachable || r.standby != o.standby) {
+    core::Log(o.reachable && o.standby ? core::LogLevel::kInfo : core::LogLevel::kWarn, "db.replica_state",
+              {{"shard", shard_},
+               {"replica", std::to_string(i)},
+               {"reachable", o.reachable ? "true" : "false"},
+               {"standby", o.standby ? "true" : "false"}});
+  }
+  r.reachable = o.reachable;
+  r.standby = o.standby;
+  if (!o.reachable) return;
+  r.replay_lsn = o.replay_lsn;
+  r.replayed_received = o.replayed_received;
+  r.covered.reset();
+  r.first_missing.reset();
+  for (const PrimarySample& s : samples_) {
+    if (s.lsn <= o.replay_lsn) {
+      r.covered = s.sent;
+    } else if (!r.first_missing) {
+      r.first_missing = s.sent;
     }
   }
 }

@@ -74,8 +74,22 @@ class ReplicaRouter {
   // Starts and stops the monitor thread.
   void Start();
   void Stop();
-  // One monitoring round (the monitor thread's step; tests may call it).
+  // One monitoring round (the monitor thread's step; tests may call it):
+  // samples the primary and each replica and records what it found.
   void Sample();
+
+  // What one round of samples found, as Sample records it; tests feed the
+  // router with these directly. RecordPrimary comes first in a round:
+  // `sent` is when the primary's sample was sent, `lsn` its WAL position or
+  // nullopt when no writable primary answered.
+  void RecordPrimary(core::TimePoint sent, std::optional<int64_t> lsn);
+  struct ReplicaObservation {
+    bool reachable = false;
+    bool standby = false;            // in recovery
+    int64_t replay_lsn = 0;
+    bool replayed_received = false;  // has replayed all the WAL it received
+  };
+  void RecordReplica(std::size_t i, const ReplicaObservation& o);
 
   // The replica to read from for `tenant` and the current caller, or -1 for
   // the primary.
