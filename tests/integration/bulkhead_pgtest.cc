@@ -33,16 +33,6 @@ double Metric(HttpClient& client, const std::string& series) {
   return std::stod(res.body.substr(at, res.body.find('\n', at) - at));
 }
 
-// The shard a tenant lives on, from the admin API.
-std::string ShardOf(HttpClient& client, const std::string& tenant) {
-  const boost::json::value tenants = client.Get("/admin/tenants").Json();
-  for (const auto& t : tenants.at("tenants").as_array()) {
-    if (t.at("id").as_string() == tenant) return std::string(t.at("shard").as_string());
-  }
-  ADD_FAILURE() << "no tenant " << tenant;
-  return "";
-}
-
 // Holds the row lock of `type`/`id` of `tenant` on whichever shard has it,
 // so that updates of it wait inside the server holding their connection.
 class RowLock {
@@ -63,6 +53,21 @@ class RowLock {
   void Release() {
     for (auto& lock : locks_) lock->commit();
     locks_.clear();
+  }
+  // Starts `n` clients updating the locked Patient of t1 with `body`: they
+  // wait on the lock, each holding a database connection; their statuses
+  // land in `statuses` when the lock is gone and the threads are joined.
+  static std::vector<std::thread> UpdateLocked(const TestServer& server, int n, const std::string& body,
+                                               std::vector<int>& statuses) {
+    statuses.assign(n, 0);
+    std::vector<std::thread> writers;
+    for (int i = 0; i < n; ++i) {
+      writers.emplace_back([port = server.port(), &body, &statuses, i] {
+        HttpClient own(port);
+        statuses[i] = own.Put("/fhir/t1/Patient/held", body).status;
+      });
+    }
+    return writers;
   }
 
  private:
@@ -85,14 +90,8 @@ TEST(Bulkhead, StandardAndAiWorkIsShedFirstAndCriticalReadsAreServed) {
   RowLock lock(c, "t1", "Patient", "held");
 
   constexpr int kHeld = 5;
-  std::vector<int> statuses(kHeld, 0);
-  std::vector<std::thread> writers;
-  for (int i = 0; i < kHeld; ++i) {
-    writers.emplace_back([&, i] {
-      HttpClient own(server.port());
-      statuses[i] = own.Put("/fhir/t1/Patient/held", patient).status;
-    });
-  }
+  std::vector<int> statuses;
+  std::vector<std::thread> writers = RowLock::UpdateLocked(server, kHeld, patient, statuses);
   for (int i = 0; i < 500 && Metric(client, R"(medgrid_bulkhead_in_flight{pool="critical"})") < kHeld; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -155,14 +154,8 @@ TEST(Bulkhead, ATenantAtItsDatabaseCapIsRefusedWhileAnotherTenantOfItsShardIsSer
 
   RowLock lock(c, "t1", "Patient", "held");
   constexpr int kHeld = 2;
-  std::vector<int> statuses(kHeld, 0);
-  std::vector<std::thread> writers;
-  for (int i = 0; i < kHeld; ++i) {
-    writers.emplace_back([&, i] {
-      HttpClient own(server.port());
-      statuses[i] = own.Put("/fhir/t1/Patient/held", patient).status;
-    });
-  }
+  std::vector<int> statuses;
+  std::vector<std::thread> writers = RowLock::UpdateLocked(server, kHeld, patient, statuses);
   for (int i = 0; i < 500 && Metric(client, tenant_max) < kHeld; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

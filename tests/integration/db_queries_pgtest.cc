@@ -48,15 +48,6 @@ std::map<std::string, int64_t> Delta(const Counts& before, const Counts& after, 
   return out;
 }
 
-std::string ShardOf(HttpClient& c, const std::string& tenant) {
-  const boost::json::value tenants = c.Get("/admin/tenants").Json();
-  for (const auto& t : tenants.at("tenants").as_array()) {
-    if (t.at("id").as_string() == tenant) return std::string(t.at("shard").as_string());
-  }
-  ADD_FAILURE() << "no tenant " << tenant;
-  return "";
-}
-
 // The statements of the requests themselves. Background work (outbox relay,
 // reindexer, subscriptions) counts as "other"; "prepare" depends on which
 // pooled connection served a request (each prepares a statement on its

@@ -175,6 +175,15 @@ app::AppConfig TestServer::BaseConfig(const std::string& name) {
   return c;
 }
 
+std::string ShardOf(HttpClient& client, const std::string& tenant) {
+  const boost::json::value tenants = client.Get("/admin/tenants").Json();
+  for (const auto& t : tenants.at("tenants").as_array()) {
+    if (t.at("id").as_string() == tenant) return std::string(t.at("shard").as_string());
+  }
+  ADD_FAILURE() << "no tenant " << tenant;
+  return "";
+}
+
 uint16_t FreeLoopbackPort() {
   boost::asio::io_context io;
   boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});

@@ -121,6 +121,10 @@ class TestServer {
 // A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon).
 uint16_t FreeLoopbackPort();
 
+// The shard `tenant` lives on, from GET /admin/tenants (auth off); fails the
+// test and returns "" when the tenant is not listed.
+std::string ShardOf(HttpClient& client, const std::string& tenant);
+
 // A server of the test's own, started and stopped with deploy/local/lib.sh
 // (what tests/run.sh uses) in a temporary directory removed on destruction.
 // Run() calls another lib.sh function on it (pg_stop, pg_start, redis_stop,
