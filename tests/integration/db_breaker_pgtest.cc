@@ -2,7 +2,9 @@
 // test's own, started and stopped with deploy/local/lib.sh) stops under a
 // running server and comes back.
 //
-// While it is down requests get 503; once the shard's breaker has seen its
+// While it is down requests get 503, reads after being tried again
+// (DatabaseReadPolicy within the shard's read retry budget, counted in
+// medgrid_db_read_retries_total); once the shard's breaker has seen its
 // threshold of connection failures it opens (medgrid_circuit_breaker_state
 // {dependency="db:<shard>"} 1) and requests are refused at once with 503,
 // Retry-After and a transient OperationOutcome. When the server is back and
@@ -20,12 +22,17 @@ std::string PatientJson(const std::string& id) {
   return core::StrCat(R"({"resourceType":"Patient","id":")", id, R"("})");
 }
 
-// The value of the shard's breaker gauge in /metrics; -1 when absent.
-double BreakerGauge(HttpClient& http, const std::string& shard) {
-  const std::string series = core::StrCat(R"(medgrid_circuit_breaker_state{dependency="db:)", shard, R"("} )");
+// The value of `series` ("name{labels}") in /metrics; -1 when absent.
+double Series(HttpClient& http, const std::string& name_and_labels) {
+  const std::string series = core::StrCat(name_and_labels, " ");
   const std::string body = http.Get("/metrics").body;
   const std::size_t at = body.find(series);
   return at == std::string::npos ? -1 : std::stod(body.substr(at + series.size()));
+}
+
+// The value of the shard's breaker gauge in /metrics; -1 when absent.
+double BreakerGauge(HttpClient& http, const std::string& shard) {
+  return Series(http, core::StrCat(R"(medgrid_circuit_breaker_state{dependency="db:)", shard, R"("})"));
 }
 
 void ExpectRefused(const HttpResponse& r, const std::string& shard) {
@@ -53,6 +60,8 @@ TEST(DbBreaker, StoppedShardOpensItsBreakerAndRestartedShardClosesIt) {
   // A read of nothing is an answer from the server: it leaves it closed.
   for (int i = 0; i < 5; ++i) ASSERT_EQ(http.Get("/fhir/t1/Patient/missing").status, 404);
   EXPECT_EQ(BreakerGauge(http, shard), 0);
+  const std::string retries = core::StrCat(R"(medgrid_db_read_retries_total{shard=")", shard, R"("})");
+  EXPECT_EQ(Series(http, retries), 0);
 
   ASSERT_TRUE(pg.Run("pg_stop"));
   // Reads below ask for ids never read before: a read served from the
@@ -60,6 +69,9 @@ TEST(DbBreaker, StoppedShardOpensItsBreakerAndRestartedShardClosesIt) {
   HttpResponse first = http.Get("/fhir/t1/Patient/r0");
   EXPECT_EQ(first.status, 503) << first.body;
   EXPECT_EQ(first.IssueCode(), "transient") << first.body;
+  // The read by id (the non-blocking path) was sent again before the 503:
+  // the breaker (threshold 3) was still closed after its first failure.
+  EXPECT_GE(Series(http, retries), 1);
   // Each failed request counts at least once toward the threshold of 3.
   for (int i = 0; i < 3 && BreakerGauge(http, shard) != 1; ++i) {
     EXPECT_EQ(http.Get(core::StrCat("/fhir/t1/Patient?_id=x", i)).status, 503);

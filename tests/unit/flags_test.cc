@@ -78,6 +78,21 @@ TEST(Flags, TenantDatabaseCap) {
   EXPECT_NE(FlagsHelp().find("--db-tenant-connections"), std::string::npos);
 }
 
+TEST(Flags, ShardBreaker) {
+  const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
+  auto defaults = ParseFlags(base);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->store.shard_breaker.failure_threshold, 5);
+  EXPECT_EQ(defaults->store.shard_breaker.open_timeout, std::chrono::seconds(30));
+  auto args = base;
+  args.push_back("--db-breaker-failures=0");
+  args.push_back("--db-breaker-open-s=5");
+  auto set = ParseFlags(args);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->store.shard_breaker.failure_threshold, 0);
+  EXPECT_EQ(set->store.shard_breaker.open_timeout, std::chrono::seconds(5));
+}
+
 TEST(Flags, RejectsUnknownAndBadValues) {
   const std::vector<std::string> base = {"--pg-admin-dsn=x", "--fhir-package-dir=/p", "--auth=off"};
   for (const std::string bad : {"--nope=1", "--http-port=70000", "--http-port=abc", "--log-level=loud", "positional",
@@ -93,7 +108,8 @@ TEST(Flags, RejectsUnknownAndBadValues) {
                                 "--cache-coalescing=sometimes", "--hot-patient-qps=0", "--hot-tenant-share-pct=101",
                                 "--hot-evaluate-ms=1", "--hot-patient-rps=-5", "--cache-l1-max-bytes=10",
                                 "--idempotency-ttl-s=0", "--idempotency-retry-after-s=abc", "--db-pgbouncer=yes",
-                                "--db-tenant-connections=-1", "--db-tenant-wait-ms=x"}) {
+                                "--db-tenant-connections=-1", "--db-tenant-wait-ms=x",
+                                "--db-breaker-failures=-1", "--db-breaker-open-s=0"}) {
     auto args = base;
     args.push_back(bad);
     auto c = ParseFlags(args);

@@ -206,6 +206,9 @@ Flags (all --name=value):
   --pg-pool-size        blocking connections per shard (default 16)
   --pg-async-pool-size  non-blocking connections per shard and I/O thread (default 8)
   --pg-statement-timeout-ms  per-statement timeout (default 30000)
+  --db-breaker-failures  consecutive connection failures of a shard primary that open its circuit
+                        breaker (default 5, the seed's); 0 = no breaker
+  --db-breaker-open-s   how long an open shard breaker refuses work before a probe (default 30)
   --db-tenant-connections  most connections one tenant's requests hold or wait for on a shard, over its
                         pools (default 20, the seed's; 0 = no cap); beyond it 503 with Retry-After
   --db-tenant-wait-ms   how long work of a tenant at its cap waits for one of its places before the
@@ -332,6 +335,12 @@ absl::StatusOr<AppConfig> ParseFlags(const std::vector<std::string>& args) {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 256, c.store.async_pool_size));
     } else if (name == "pg-pool-size") {
       RETURN_IF_ERROR(ParseInt(name, value, 1, 1000, c.store.pool_size));
+    } else if (name == "db-breaker-failures") {
+      RETURN_IF_ERROR(ParseInt(name, value, 0, 1000, c.store.shard_breaker.failure_threshold));
+    } else if (name == "db-breaker-open-s") {
+      int64_t seconds = 0;
+      RETURN_IF_ERROR(ParseInt<int64_t>(name, value, 1, 3600, seconds));
+      c.store.shard_breaker.open_timeout = std::chrono::seconds(seconds);
     } else if (name == "db-tenant-connections") {
       RETURN_IF_ERROR(ParseInt(name, value, 0, 10000, c.store.tenant_connections));
     } else if (name == "db-tenant-wait-ms") {

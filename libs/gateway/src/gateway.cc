@@ -198,6 +198,11 @@ struct Gateway::Impl {
                            .Name("medgrid_bulkhead_in_flight")
                            .Help("Requests holding a place in each service pool")
                            .Register(m)),
+        read_retries(prometheus::BuildCounter()
+                         .Name("medgrid_db_read_retries_total")
+                         .Help("Reads on a shard's primary sent again after a connection failure, within the "
+                               "shard's read retry budget")
+                         .Register(m)),
         search_set_sizes(prometheus::BuildCounter()
                              .Name("medgrid_search_set_sizes_total")
                              .Help("Searches intersecting several id sets, by how the page query was planned: "
@@ -223,6 +228,7 @@ struct Gateway::Impl {
   prometheus::Family<prometheus::Gauge>& pool_connections;
   prometheus::Family<prometheus::Counter>& shed;
   prometheus::Family<prometheus::Gauge>& pool_in_flight;
+  prometheus::Family<prometheus::Counter>& read_retries;
   prometheus::Family<prometheus::Counter>& search_set_sizes;
   prometheus::Family<prometheus::Counter>& idempotency_requests;
   std::map<std::string, prometheus::Counter*, std::less<>> idempotency_by_outcome;  // filled once, then read-only
@@ -901,6 +907,10 @@ http::Response Gateway::Impl::Metrics() {
     }
     tenant_rejections += p.tenant_rejections;
     std::lock_guard lock(counters_mu);
+    prometheus::Counter& retried = read_retries.Add({{"shard", p.shard_id}});
+    if (static_cast<double>(p.read_retries) > retried.Value()) {
+      retried.Increment(static_cast<double>(p.read_retries) - retried.Value());
+    }
     for (const auto& [plan, n] : {std::pair{"remembered", p.sizes_remembered}, std::pair{"counted", p.sizes_counted},
                                   std::pair{"changed", p.sizes_changed}}) {
       prometheus::Counter& counter = search_set_sizes.Add({{"shard", p.shard_id}, {"plan", plan}});

@@ -5,6 +5,7 @@
 #include <map>
 #include <string_view>
 
+#include "boost/asio/steady_timer.hpp"
 #include "libpq-fe.h"
 #include "pg_idempotency.h"
 #include "pg_index.h"
@@ -328,22 +329,17 @@ absl::StatusOr<ResourceVersion> PgResourceStore::Read(const ResourceKey& key) {
 void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
                                 ReadCallback done) {
   QueryKindScope kind(QueryKind::kRead);
-  auto primary = [this, &io]() -> AsyncPgPool& {
-    return AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
-                                  pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io,
-                                  pool_.breaker(), tenants_);
-  };
   const int r = replicas_.Pick(key.tenant);
   if (r < 0) {
     replicas_.CountRead(false);
-    return ReadAsyncOn(primary(), key, version, std::move(done));
+    return ReadPrimaryAsync(key, version, io, std::move(done), nullptr);
   }
   AsyncPgPool& replica = AsyncPgPool::ForThread(
       replicas_.async_name(r), replicas_.dsn(r), async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsyncRead,
       pgbouncer_ ? &StatementSql : nullptr, replicas_.async_open(r), &replicas_.pool(r).queries(), io, nullptr,
       tenants_);
   // As RoutedRead: what the replica cannot answer goes to the primary.
-  ReadAsyncOn(replica, key, version, [this, key, version, r, primary, done](absl::StatusOr<ResourceVersion> v) {
+  ReadAsyncOn(replica, key, version, [this, key, version, r, &io, done](absl::StatusOr<ResourceVersion> v) {
     const absl::StatusCode code = v.status().code();
     if (code == absl::StatusCode::kUnavailable) replicas_.ReportFailure(r);
     if (!ReadOnPrimaryAfter(v.status(), /*not_found_on_primary=*/true)) {
@@ -351,7 +347,33 @@ void PgResourceStore::ReadAsync(const ResourceKey& key, std::optional<int64_t> v
       return done(std::move(v));
     }
     replicas_.CountRead(false);
-    ReadAsyncOn(primary(), key, version, done);
+    ReadPrimaryAsync(key, version, io, done, nullptr);
+  });
+}
+
+void PgResourceStore::ReadPrimaryAsync(const ResourceKey& key, std::optional<int64_t> version,
+                                       boost::asio::io_context& io, ReadCallback done,
+                                       std::shared_ptr<resilience::RetryState> retry) {
+  AsyncPgPool& pool =
+      AsyncPgPool::ForThread(shard_, dsn_, async_pool_size_, pgbouncer_ ? nullptr : &PrepareAsync,
+                             pgbouncer_ ? &StatementSql : nullptr, async_open_, &pool_.queries(), io, pool_.breaker(),
+                             tenants_);
+  ReadAsyncOn(pool, key, version, [this, key, version, &io, done, retry](absl::StatusOr<ResourceVersion> v) mutable {
+    if (v.status().code() != absl::StatusCode::kUnavailable || PrimaryBreakerOpen()) return done(std::move(v));
+    // Made at the first failure only, so the budget counts failed reads as
+    // its requests: under an outage retries add at most its ratio of them.
+    if (!retry) {
+      retry = std::make_shared<resilience::RetryState>(resilience::DatabaseReadPolicy(), clock_, std::nullopt,
+                                                       resilience::SeededRandom(retry_seed_.fetch_add(1)),
+                                                       read_budget_.get());
+    }
+    const std::optional<std::chrono::microseconds> delay = retry->NextDelay();
+    if (!delay) return done(std::move(v));
+    read_retries_.fetch_add(1, std::memory_order_relaxed);
+    auto timer = std::make_shared<boost::asio::steady_timer>(io, *delay);
+    timer->async_wait([this, timer, key, version, &io, done, retry](const boost::system::error_code&) {
+      ReadPrimaryAsync(key, version, io, done, retry);
+    });
   });
 }
 

@@ -65,6 +65,7 @@ class PgResourceStore final : public ResourceStore {
   int async_open() const { return async_open_->load(); }
   // Fills the search planning counters of `stats`.
   void AddSearchStats(PoolStats& stats) const {
+    stats.read_retries = read_retries_.load();
     stats.sizes_remembered = sizes_remembered_.load();
     stats.sizes_counted = sizes_counted_.load();
     stats.sizes_changed = sizes_changed_.load();
@@ -134,12 +135,10 @@ class PgResourceStore final : public ResourceStore {
                                  resilience::SeededRandom(retry_seed_.fetch_add(1)), read_budget_.get());
     while (true) {
       auto result = RoutedReadOnce(tenant, not_found_on_primary, fn);
-      if (result.status().code() != absl::StatusCode::kUnavailable) return result;
-      if (pool_.breaker() != nullptr && pool_.breaker()->breaker().state() == resilience::BreakerState::kOpen) {
-        return result;
-      }
+      if (result.status().code() != absl::StatusCode::kUnavailable || PrimaryBreakerOpen()) return result;
       const std::optional<std::chrono::microseconds> delay = retry.NextDelay();
       if (!delay) return result;
+      read_retries_.fetch_add(1, std::memory_order_relaxed);
       std::this_thread::sleep_for(*delay);
     }
   }
@@ -169,6 +168,17 @@ class PgResourceStore final : public ResourceStore {
     replicas_.CountRead(false);
     return WithConnection(pool_, kRetryIfBroken, fn);
   }
+  bool PrimaryBreakerOpen() const {
+    return pool_.breaker() != nullptr && pool_.breaker()->breaker().state() == resilience::BreakerState::kOpen;
+  }
+  // A read by id or version on the primary's non-blocking connections, sent
+  // again after DatabaseReadPolicy()'s backoff (a timer of `io`, never
+  // blocking it) while it fails Unavailable and the policy and the shard's
+  // read budget allow, unless the breaker has opened. `retry` is null on the
+  // first attempt.
+  void ReadPrimaryAsync(const ResourceKey& key, std::optional<int64_t> version, boost::asio::io_context& io,
+                        ReadCallback done, std::shared_ptr<resilience::RetryState> retry);
+
   static bool ReadOnPrimaryAfter(const absl::Status& status, bool not_found_on_primary) {
     if (TenantConnections::IsRefusal(status)) return false;
     const absl::StatusCode code = status.code();
@@ -196,6 +206,7 @@ class PgResourceStore final : public ResourceStore {
   // The retry budget of reads on this shard, and seeds of their jitter (RoutedRead).
   const std::unique_ptr<resilience::RetryBudget> read_budget_;
   std::atomic<uint64_t> retry_seed_{1};
+  std::atomic<int64_t> read_retries_{0};
   ReplicaRouter& replicas_;
   PgPool& pool_;
   const std::string shard_;

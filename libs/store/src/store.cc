@@ -229,7 +229,8 @@ absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
     s.breaker = std::make_unique<ShardBreaker>(id, config_.shard_breaker, clock_);
     s.pool = std::make_unique<PgPool>(id, dsn, config_.pool_size, config_.acquire_timeout,
                                       config_.pgbouncer ? nullptr : &PgResourceStore::PrepareStatements,
-                                      s.breaker.get(), s.tenants.get());
+                                      config_.shard_breaker.failure_threshold > 0 ? s.breaker.get() : nullptr,
+                                      s.tenants.get());
     s.router = std::make_unique<ReplicaRouter>(id, s.dsn, std::move(replicas), config_, clock_,
                                                config_.pgbouncer ? nullptr : &PgResourceStore::PrepareReadStatements,
                                                s.tenants.get());

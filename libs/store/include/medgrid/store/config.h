@@ -85,10 +85,13 @@ struct StoreConfig {
   // "db": 5 consecutive connection failures open it for 30 s, 3 probes
   // close it). Only connection failures count: the pool could not connect,
   // or a connection broke or was refused (SQLSTATE 08*, 57P01, 57P03).
+  // A failure_threshold of 0 guards the pools with no breaker.
   resilience::BreakerSettings shard_breaker = resilience::ForDependency("db");
   // Reads by id, versions, searches and history that fail Unavailable on a
   // shard are tried again with resilience::DatabaseReadPolicy(), within
-  // this budget per shard (the seed's: 20% more than the requests).
+  // this budget per shard (the seed's: 20% more than the requests), on the
+  // blocking path and the non-blocking one (on a timer); counted in
+  // medgrid_db_read_retries_total{shard}.
   resilience::RetryBudgetSettings read_retry_budget;
 };
 

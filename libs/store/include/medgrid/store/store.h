@@ -67,6 +67,9 @@ struct PoolStats {
   // The per-tenant cap (StoreConfig::tenant_connections; 0: none), the most
   // places one tenant holds on the shard now, the work waiting for a place
   // of its tenant, and the work the cap has refused.
+  // Reads on the shard's primary sent again after failing Unavailable
+  // (DatabaseReadPolicy within the read retry budget), both paths.
+  int64_t read_retries = 0;
   int tenant_limit = 0;
   int tenant_max_in_use = 0;
   int tenant_waiting = 0;
