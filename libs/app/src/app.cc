@@ -600,6 +600,7 @@ struct App::Impl {
   // Samples the health signals into `degradation`.
   std::unique_ptr<core::Worker> degradation_worker;
   consent::ConsentService::Stats last_consent;  // the worker's own
+  int unreachable_rounds = 0;                    // the worker's own: rounds in a row with a shard unanswered
   std::unique_ptr<audit::Spool> spool;
   std::unique_ptr<ledger::LedgerStore> ledger;
   std::unique_ptr<audit::AuditIndex> audit_index;
@@ -824,11 +825,17 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppConfig& config) {
                                          {"name", std::string(resilience::DegradationLevelName(st.level))},
                                          {"reasons", reasons}});
       });
-  s.degradation_worker = std::make_unique<core::Worker>([&s, interval = config.degradation_interval] {
+  s.degradation_worker = std::make_unique<core::Worker>([&s, interval = config.degradation_interval,
+                                                         after = config.shard_unreachable_rounds] {
     resilience::HealthSignals h;
     const std::vector<store::PoolStats> pools = s.store->Pools();
     h.shards_total = static_cast<int>(pools.size());
-    h.shards_reachable = s.store->ReachableShards();
+    // A ping that goes unanswered once (a saturated machine can take its
+    // 2 s to accept a connection) is not an outage: a shard counts as
+    // unreachable once it has missed `after` rounds in a row.
+    const int reachable = s.store->ReachableShards();
+    s.unreachable_rounds = reachable < h.shards_total ? s.unreachable_rounds + 1 : 0;
+    h.shards_reachable = s.unreachable_rounds >= after ? reachable : h.shards_total;
     // A shard whose breaker is open refuses its primary's work like an
     // unreachable one, even if it answers a ping again.
     int breakers_open = 0;

@@ -103,6 +103,11 @@ struct AppConfig {
   double tenant_rate_limit = 0;
   double tenant_rate_burst = 0;
   std::chrono::milliseconds degradation_interval{2000};
+  // Rounds of the degradation worker in a row in which a shard does not
+  // answer its ping before it counts as unreachable (level 4, read-only).
+  // Ours, as the seed's health monitor: 3. A shard whose breaker is open
+  // counts at once.
+  int shard_unreachable_rounds = 3;
   // Service bulkheads: the seed's critical/standard/ai pools (60/30/10% of
   // capacity); standard and ai work is shed first. capacity 0: off.
   resilience::ServicePoolSettings service_pools;
