@@ -10,9 +10,10 @@
 # noisy's shard (tenants go to the shard with the fewest); that one is the
 # quiet tenant. Seeds BENCH_N Patients in each. Then, per round, for the cap
 # off and on (the server restarted for each, same binary and database):
-#  1. the quiet tenant alone: GET /fhir/<quiet>/Patient/p<random i>
-#     (read_by_id.lua), wrk -cBENCH_QUIET_CONNECTIONS (the baseline);
-#  2. the same while the noisy tenant reads by id with
+#  1. the quiet tenant alone: GET /fhir/<quiet>/Patient/p<random i>,
+#     wrk -tN -cN with N = BENCH_QUIET_CONNECTIONS and read_by_id_timed.lua,
+#     which times every request itself (the baseline);
+#  2. the same while the noisy tenant reads by id (read_by_id.lua) with
 #     BENCH_NOISY_CONNECTIONS connections, starting BENCH_LEAD s before the
 #     quiet tenant's wrk and ending BENCH_LEAD s after it.
 # Reads by id go to the non-blocking per-I/O-thread pools (FIFO), where the
@@ -31,7 +32,7 @@
 #
 # Environment: BENCH_N (1000 per tenant), BENCH_DURATION (15), BENCH_ROUNDS
 # (2), BENCH_QUIET_CONNECTIONS (4), BENCH_NOISY_CONNECTIONS (64), BENCH_CAP
-# (20), BENCH_LEAD (2), BENCH_THREADS (2, per wrk), BENCH_SEED (42),
+# (20), BENCH_LEAD (2), BENCH_THREADS (2, the noisy wrk's), BENCH_SEED (42),
 # BENCH_SERVER_FLAGS (more server flags), BENCH_SERVER_BIN, BENCH_KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -95,29 +96,35 @@ for t in json.load(sys.stdin)["tenants"]:
         print(t["shard"])' "$1"
 }
 
-# wrk_* LOG: from wrk --latency output. Latencies in ms.
-wrk_rate() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
-wrk_pct() {  # wrk_pct LOG 50|99
-  awk -v p="$2%" '$1 == p {
-    v = $2; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
-    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-    if (f < 0) { print "?"; exit }
-    printf "%.2f", v * f }' "$1"
+# The quiet tenant's numbers come from read_by_id_timed.lua, which times each
+# request itself (one connection per wrk thread): on this project's VM wrk's
+# own latency histogram summed to several times connections x seconds, even
+# at one connection, so its percentiles are not used here.
+# timed LOG FIELD [FORMAT]: a field of the TIMED line (rps, p50_ms, p99_ms, busy, non2xx, ...),
+# printed with FORMAT (%.2f; %.0f for rps and non2xx).
+timed() {
+  local format=${3:-%.2f}
+  case $2 in rps | non2xx | requests) format=${3:-%.0f} ;; esac
+  sed -n 's/^TIMED //p' "$1" | python3 -c 'import json, sys; print(sys.argv[2] % json.load(sys.stdin)[sys.argv[1]])' "$2" "$format"
 }
+wrk_rate() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
 wrk_non2xx() { awk '/Non-2xx or 3xx responses:/ { s = $NF } END { print s + 0 }' "$1"; }
 wrk_socket_errors() {  # connect + read + write + timeout
   awk '/Socket errors:/ { gsub(/,/, ""); s = $4 + $6 + $8 + $10 } END { print s + 0 }' "$1"
 }
 wrk_quiet() {  # wrk_quiet DURATION LOG
-  BENCH_N=$n BENCH_SEED=$seed BENCH_TENANT=$quiet wrk -t"$threads" -c"$quiet_conns" -d"$1s" --latency \
-    -s bench/read_by_id.lua "$base/" >"$2" 2>&1 || { cat "$2" >&2; die "wrk failed"; }
+  BENCH_N=$n BENCH_SEED=$seed BENCH_TENANT=$quiet wrk -t"$quiet_conns" -c"$quiet_conns" -d"$1s" \
+    -s bench/read_by_id_timed.lua "$base/" >"$2" 2>&1 || { cat "$2" >&2; die "wrk failed"; }
+  grep -q '^TIMED ' "$2" || { cat "$2" >&2; die "no TIMED line from bench/read_by_id_timed.lua"; }
 }
 wrk_noisy() {  # wrk_noisy DURATION LOG
-  BENCH_N=$n BENCH_SEED=$((seed + 1)) BENCH_TENANT=$noisy wrk -t"$threads" -c"$noisy_conns" -d"$1s" --latency \
+  BENCH_N=$n BENCH_SEED=$((seed + 1)) BENCH_TENANT=$noisy wrk -t"$threads" -c"$noisy_conns" -d"$1s" \
     -s bench/read_by_id.lua "$base/" >"$2" 2>&1
 }
 check_quiet() {  # check_quiet LOG WHAT: the quiet tenant is never refused (timeouts are only counted)
-  if grep -q "Non-2xx" "$1"; then cat "$1" >&2; die "non-2xx answers to the quiet tenant's reads $2"; fi
+  if grep -q "Non-2xx" "$1" || [ "$(timed "$1" non2xx)" != 0 ]; then
+    cat "$1" >&2; die "non-2xx answers to the quiet tenant's reads $2"
+  fi
 }
 load() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -159,7 +166,7 @@ sample() {
 }
 
 declare -A alone_rate=() alone_p50=() alone_p99=() alone_errors=() noise_rate=() noise_p50=() noise_p99=() \
-  noise_errors=() noisy_rate=() noisy_p99=() noisy_non2xx=() noisy_errors=() rejections=() peak_max=() \
+  noise_errors=() noisy_rate=() noisy_non2xx=() noisy_errors=() rejections=() peak_max=() \
   peak_waiting=() peak_level=() loads=()
 for round in $(seq "$rounds"); do
   for c in 0 "$cap"; do
@@ -177,10 +184,10 @@ for round in $(seq "$rounds"); do
     log=$tmp/quiet-alone-$k.txt
     wrk_quiet "$duration" "$log"
     check_quiet "$log" alone
-    alone_rate[$k]=$(wrk_rate "$log") alone_p50[$k]=$(wrk_pct "$log" 50) alone_p99[$k]=$(wrk_pct "$log" 99)
+    alone_rate[$k]=$(timed "$log" rps) alone_p50[$k]=$(timed "$log" p50_ms) alone_p99[$k]=$(timed "$log" p99_ms)
     alone_errors[$k]=$(wrk_socket_errors "$log")
     say "round $round, cap $c, quiet alone: ${alone_rate[$k]} req/s, p50 ${alone_p50[$k]} ms, p99 ${alone_p99[$k]} ms," \
-      "socket errors ${alone_errors[$k]} (load $(load))"
+      "socket errors ${alone_errors[$k]}, busy $(timed "$log" busy) (load $(load))"
 
     # 2. The quiet tenant under the noisy tenant's flood.
     rej0=$(metric 'medgrid_bulkhead_rejections_total{pool="db_tenant"}')
@@ -198,16 +205,15 @@ for round in $(seq "$rounds"); do
     wait "$sampler_pid" 2>/dev/null || true
     sampler_pid=
     check_quiet "$log" "under noise"
-    noise_rate[$k]=$(wrk_rate "$log") noise_p50[$k]=$(wrk_pct "$log" 50) noise_p99[$k]=$(wrk_pct "$log" 99)
+    noise_rate[$k]=$(timed "$log" rps) noise_p50[$k]=$(timed "$log" p50_ms) noise_p99[$k]=$(timed "$log" p99_ms)
     noise_errors[$k]=$(wrk_socket_errors "$log")
     noisy_rate[$k]=$(wrk_rate "$tmp/noisy-$k.txt")
-    noisy_p99[$k]=$(wrk_pct "$tmp/noisy-$k.txt" 99)
     noisy_non2xx[$k]=$(wrk_non2xx "$tmp/noisy-$k.txt")
     noisy_errors[$k]=$(wrk_socket_errors "$tmp/noisy-$k.txt")
     rejections[$k]=$(( $(metric 'medgrid_bulkhead_rejections_total{pool="db_tenant"}') - rej0 ))
     read -r "peak_max[$k]" "peak_waiting[$k]" "peak_level[$k]" <"$tmp/peaks-$c-$round"
     say "round $round, cap $c, quiet under noise: ${noise_rate[$k]} req/s, p50 ${noise_p50[$k]} ms, p99 ${noise_p99[$k]} ms," \
-      "socket errors ${noise_errors[$k]}; noisy ${noisy_rate[$k]} req/s, p99 ${noisy_p99[$k]} ms, non-2xx ${noisy_non2xx[$k]}," \
+      "socket errors ${noise_errors[$k]}, busy $(timed "$log" busy); noisy ${noisy_rate[$k]} req/s, non-2xx ${noisy_non2xx[$k]}," \
       "socket errors ${noisy_errors[$k]}, rejections ${rejections[$k]}, peak tenant_max ${peak_max[$k]}," \
       "tenant_waiting ${peak_waiting[$k]}, degradation level ${peak_level[$k]} (load ${loads[$k]})"
     stop_server
@@ -232,10 +238,10 @@ for c in 0 "$cap"; do
 done
 
 printf '\n%s CPUs (%s), shard %s: %s (quiet, wrk -t%s -c%s) and %s (noisy, wrk -t%s -c%s), %s Patients each, %ss runs, --cache=off\n' \
-  "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" "$shard" "$quiet" "$threads" \
+  "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" "$shard" "$quiet" "$quiet_conns" \
   "$quiet_conns" "$noisy" "$threads" "$noisy_conns" "$n" "$duration"
 echo
-echo 'The quiet tenant (socket errors: wrk timeouts etc.; it may have no non-2xx):'
+echo 'The quiet tenant, latencies timed by read_by_id_timed.lua (socket errors: wrk timeouts etc.):'
 echo '| round | cap | alone req/s | p50 ms | p99 ms | under noise req/s | p50 ms | p99 ms | p99 noise/alone | req/s noise/alone | socket errors alone / noise |'
 echo '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|'
 label() { if [ "$1" = 0 ]; then echo "off"; else echo "$1"; fi; }
@@ -247,12 +253,12 @@ for round in $(seq "$rounds"); do
 done
 echo
 echo 'The noisy tenant meanwhile (its whole run, BENCH_LEAD s longer on each side):'
-echo '| round | cap | req/s | p99 ms | non-2xx | socket errors | db_tenant rejections | peak tenant_max / tenant_waiting | peak degradation level | load at end |'
-echo '|---|---|---:|---:|---:|---:|---:|---|---:|---:|'
+echo '| round | cap | req/s | non-2xx | socket errors | db_tenant rejections | peak tenant_max / tenant_waiting | peak degradation level | load at end |'
+echo '|---|---|---:|---:|---:|---:|---|---:|---:|'
 for round in $(seq "$rounds"); do
   for c in 0 "$cap"; do
     k=$c-$round
-    echo "| $round | $(label "$c") | ${noisy_rate[$k]} | ${noisy_p99[$k]} | ${noisy_non2xx[$k]} | ${noisy_errors[$k]} | ${rejections[$k]} | ${peak_max[$k]} / ${peak_waiting[$k]} | ${peak_level[$k]} | ${loads[$k]} |"
+    echo "| $round | $(label "$c") | ${noisy_rate[$k]} | ${noisy_non2xx[$k]} | ${noisy_errors[$k]} | ${rejections[$k]} | ${peak_max[$k]} / ${peak_waiting[$k]} | ${peak_level[$k]} | ${loads[$k]} |"
   done
 done
 cat <<SUMMARY
