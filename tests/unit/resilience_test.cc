@@ -102,6 +102,33 @@ TEST(CircuitBreaker, RemainingOpenCountsDownAndCancelFreesAProbeWithoutAnOutcome
   EXPECT_TRUE(b.Allow());  // the slot is free again
 }
 
+TEST(CircuitBreaker, ProbeNowEndsTheOpenTimeEarlyAndOnlyWhenOpen) {
+  core::SimulatedClock clock(core::FromUnixMicros(0));
+  BreakerSettings s = ForDependency("db");
+  s.success_threshold = 1;
+  CircuitBreaker b(s, clock);
+  b.ProbeNow();  // closed: nothing to end
+  EXPECT_EQ(b.state(), BreakerState::kClosed);
+  EXPECT_EQ(b.counters().transitions, 0u);
+  Fail(b, 5);
+  clock.Advance(seconds(2));
+  EXPECT_EQ(b.state(), BreakerState::kOpen);
+  b.ProbeNow();  // a health check saw the dependency answer
+  EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
+  EXPECT_EQ(b.RemainingOpen(), std::chrono::microseconds(0));
+  // The probe decides, as after the open time: a failure opens it again for
+  // a whole open time ...
+  Fail(b, 1);
+  EXPECT_EQ(b.state(), BreakerState::kOpen);
+  EXPECT_EQ(b.RemainingOpen(), seconds(30));
+  // ... a success closes it.
+  b.ProbeNow();
+  const CircuitBreaker::Permit probe = b.Allow();
+  ASSERT_TRUE(probe.allowed());
+  b.Record(probe, Outcome::kSuccess, std::chrono::microseconds(0));
+  EXPECT_EQ(b.state(), BreakerState::kClosed);
+}
+
 TEST(CircuitBreaker, SuccessResetsConsecutiveFailures) {
   core::SimulatedClock clock(core::FromUnixMicros(0));
   CircuitBreaker b(ForDependency("consent"), clock);

@@ -140,6 +140,15 @@ void CircuitBreaker::Cancel(const Permit& permit) {
   if (permit.epoch_ == epoch_ && state_ == BreakerState::kHalfOpen) --counters_.half_open_in_flight;
 }
 
+void CircuitBreaker::ProbeNow() {
+  std::vector<Transition> transitions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == BreakerState::kOpen) TransitionTo(BreakerState::kHalfOpen, clock_.Now(), transitions);
+  }
+  Notify(transitions);
+}
+
 std::chrono::microseconds CircuitBreaker::RemainingOpen() {
   std::vector<Transition> transitions;
   std::chrono::microseconds remaining{0};

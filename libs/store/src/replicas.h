@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -97,6 +98,9 @@ class ReplicaRouter {
   // Records a committed write of the current caller to `tenant`. `caller`
   // is CurrentCaller() taken on the request's thread.
   void NoteWrite(const std::string& tenant, const std::string& caller);
+  // Called (on the monitor's thread, under no lock) after each sample that
+  // found a writable primary. Set before Start().
+  void SetOnPrimaryAnswered(std::function<void()> hook) { on_primary_answered_ = std::move(hook); }
   // A read on replica `i` failed for lack of a connection: it is skipped
   // until the next sample finds it again.
   void ReportFailure(int i);
@@ -135,6 +139,8 @@ class ReplicaRouter {
     int64_t lsn = 0;
   };
 
+  // RecordPrimary's bookkeeping, under mu_ (taken here).
+  void RecordPrimaryLocked(core::TimePoint sent, std::optional<int64_t> primary);
   // The lag of `r` at `now`. Requires mu_.
   std::chrono::nanoseconds LagOf(const Replica& r, core::TimePoint now) const;
   // Primary's WAL position, or nullopt when no writable primary answers.
@@ -149,6 +155,7 @@ class ReplicaRouter {
   std::vector<std::unique_ptr<Replica>> replicas_;
   std::unique_ptr<pqxx::connection> primary_monitor_;  // the monitor thread's own
   std::unique_ptr<core::Worker> worker_;
+  std::function<void()> on_primary_answered_;
   std::atomic<int64_t> reads_primary_{0};
   std::atomic<int64_t> reads_replica_{0};
 

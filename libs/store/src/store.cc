@@ -238,6 +238,13 @@ absl::Status PgStore::LoadShards(pqxx::connection_base& conn) {
         *s.pool, id, dsn, config_.async_pool_size, config_.copy_write_min_versions, clock_, *s.router,
         config_.pgbouncer, config_.pgbouncer ? config_.statement_timeout : std::chrono::milliseconds(0),
         config_.read_retry_budget, s.tenants.get());
+    // The monitor reaching a writable primary through the shard's DSN (the
+    // promoted node, after a failover) ends the breaker's open time early:
+    // requests probe the primary at once instead of being refused for the
+    // rest of it.
+    s.router->SetOnPrimaryAnswered([breaker = s.breaker.get()] {
+      if (breaker->breaker().state() == resilience::BreakerState::kOpen) breaker->breaker().ProbeNow();
+    });
     s.router->Start();
     shards_.emplace(id, std::move(s));
   }

@@ -136,6 +136,11 @@ class CircuitBreaker {
   // While open, how long until probes are let through; zero otherwise.
   // Thread-safe.
   std::chrono::microseconds RemainingOpen();
+  // Ends an open period early, when a health check of its own has just seen
+  // the dependency answer: the breaker goes half-open at once, so the next
+  // calls probe it (and close it, or open it again) instead of waiting out
+  // open_timeout. No effect unless open. Thread-safe.
+  void ProbeNow();
 
   // The state now (an expired open timeout reads as half-open). Thread-safe.
   BreakerState state();
