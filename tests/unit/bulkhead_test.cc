@@ -136,6 +136,8 @@ TEST(KeyedBulkhead, EachKeyHasItsOwnLimit) {
   Slot a2 = slots.TryAcquire("a");
   EXPECT_TRUE(a1);
   EXPECT_TRUE(a2);
+  EXPECT_FALSE(slots.TryAcquire("a", /*count_refusal=*/false));  // a look before waiting: not counted
+  EXPECT_EQ(slots.rejections(), 0u);
   EXPECT_FALSE(slots.TryAcquire("a"));  // the third of a key is refused ...
   Slot b1 = slots.TryAcquire("b");
   EXPECT_TRUE(b1);                       // ... while another key is not

@@ -93,11 +93,16 @@ void KeyedBulkhead::Slot::Release() {
 
 KeyedBulkhead::KeyedBulkhead(int limit) : limit_(limit) {}
 
-KeyedBulkhead::Slot KeyedBulkhead::TryAcquire(std::string_view key) {
-  return Acquire(key, std::chrono::steady_clock::time_point::min());
+KeyedBulkhead::Slot KeyedBulkhead::TryAcquire(std::string_view key, bool count_refusal) {
+  return AcquireUntil(key, std::chrono::steady_clock::time_point::min(), count_refusal);
 }
 
 KeyedBulkhead::Slot KeyedBulkhead::Acquire(std::string_view key, std::chrono::steady_clock::time_point deadline) {
+  return AcquireUntil(key, deadline, true);
+}
+
+KeyedBulkhead::Slot KeyedBulkhead::AcquireUntil(std::string_view key, std::chrono::steady_clock::time_point deadline,
+                                                bool count_refusal) {
   std::string k(key);
   std::unique_lock lock(mu_);
   Entry& entry = entries_[k];
@@ -108,7 +113,7 @@ KeyedBulkhead::Slot KeyedBulkhead::Acquire(std::string_view key, std::chrono::st
   }
   if (std::chrono::steady_clock::now() >= deadline) {
     Forget(k);
-    rejections_.fetch_add(1, std::memory_order_relaxed);
+    if (count_refusal) rejections_.fetch_add(1, std::memory_order_relaxed);
     return Slot();
   }
   Waiter self;

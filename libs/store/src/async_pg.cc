@@ -198,11 +198,10 @@ void AsyncPgPool::QueryPrepared(std::string statement, std::vector<std::string> 
 
 void AsyncPgPool::AwaitTenantSlot(TenantConnections& tenants, std::string tenant, TenantSlotFn proceed) {
   using Slot = resilience::KeyedBulkhead::Slot;
-  if (tenants.wait().count() <= 0) {
-    Slot slot = tenants.slots().TryAcquire(tenant);
-    if (!slot) return proceed(tenants.Refused());
-    return proceed(std::move(slot));
-  }
+  const bool may_wait = tenants.wait().count() > 0;
+  // The usual case, a place free now, needs no timer.
+  if (Slot slot = tenants.slots().TryAcquire(tenant, /*count_refusal=*/!may_wait)) return proceed(std::move(slot));
+  if (!may_wait) return proceed(tenants.Refused());
   struct Wait {
     Wait(asio::io_context& io, TenantSlotFn fn) : timer(io), proceed(std::move(fn)) {}
     asio::steady_timer timer;

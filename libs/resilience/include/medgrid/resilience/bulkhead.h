@@ -145,8 +145,9 @@ class KeyedBulkhead {
   KeyedBulkhead(const KeyedBulkhead&) = delete;
   KeyedBulkhead& operator=(const KeyedBulkhead&) = delete;
 
-  // A place for `key` now, or an empty slot (counted as a refusal).
-  [[nodiscard]] Slot TryAcquire(std::string_view key);
+  // A place for `key` now, or an empty slot: counted as a refusal unless
+  // `count_refusal` is false (the caller will wait for one instead).
+  [[nodiscard]] Slot TryAcquire(std::string_view key, bool count_refusal = true);
   // A place for `key`, waiting for one until `deadline`; an empty slot
   // (counted as a refusal) when none freed up in time.
   [[nodiscard]] Slot Acquire(std::string_view key, std::chrono::steady_clock::time_point deadline);
@@ -191,6 +192,7 @@ class KeyedBulkhead {
     std::deque<Queued> waiters;  // oldest first
   };
   void Release(const std::string& key);
+  Slot AcquireUntil(std::string_view key, std::chrono::steady_clock::time_point deadline, bool count_refusal);
   // Drops `key`'s entry when nothing holds or waits for it. Requires mu_.
   void Forget(const std::string& key);
 
