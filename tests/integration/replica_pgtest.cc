@@ -235,16 +235,20 @@ TEST(Replicas, ReadsAreServedByTheReplica) {
   EXPECT_TRUE(WaitFor([&] { return client.Get(path).body.find("After") != std::string::npos; }));
 }
 
-// Disabled: under heavy load (the sanitizer build, parallel builds) the
-// other caller's reads were seen to get version 1 after both shards'
-// replicas measured more than 100 ms of lag, i.e. a lagging replica was
-// picked; the cause is not found yet (12 runs, two at a time beside three
-// busy loops, passed in the release build). A failing read prints the
-// routing metrics and the replica's pause state: a primary_writable of 0
-// would mean the monitor took the loaded primary for a failover, which
-// serves standbys whatever their lag. Run it with
-// --gtest_also_run_disabled_tests.
-TEST(Replicas, DISABLED_LaggingReplicaSendsReadsToThePrimary) {
+// Timing-sensitive: the lag it waits for is measured on the server's clock,
+// and once (in an earlier state of the router) a lagging replica was seen
+// to serve the other caller under heavy load in the sanitizer build, for a
+// cause not found. Since then it passed 20 runs in the release build beside
+// busy loops and 14 in the sanitizer build beside the full test suite; it is
+// still skipped in the sanitizer build, where that failure was seen.
+// A failing read prints the routing metrics and the replica's pause state:
+// a primary_writable of 0 would mean the monitor took the loaded primary
+// for a failover, which serves standbys whatever their lag. The routing
+// rules themselves are checked on a simulated clock in replica_router_test.
+TEST(Replicas, LaggingReplicaSendsReadsToThePrimary) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "timing-sensitive; run in the release build";
+#endif
   Cluster cluster;
   ASSERT_TRUE(cluster.ok());
   TestTokens tokens;
