@@ -255,6 +255,8 @@ TEST(KeyedBulkhead, AsyncWaitersAreGrantedInOrderByTheReleasingThread) {
   EXPECT_EQ(order, std::vector<int>{1});
   EXPECT_EQ(slots.InUse("t"), 1);  // handed over, not freed
   EXPECT_FALSE(slots.CancelWait("t", first.ticket));  // already granted
+  // The grant below appends to `granted`, moving the slot being released
+  // while its Release runs: the slot must not touch itself afterwards.
   granted.front().Release();
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
   granted.clear();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace medgrid::resilience {
 
@@ -87,8 +88,11 @@ KeyedBulkhead::Slot& KeyedBulkhead::Slot::operator=(Slot&& o) noexcept {
 
 void KeyedBulkhead::Slot::Release() {
   if (owner_ == nullptr) return;
-  owner_->Release(key_);
-  owner_ = nullptr;
+  // Emptied first: a waiter granted the place runs inside Release, and may
+  // move or destroy this slot meanwhile.
+  KeyedBulkhead* owner = std::exchange(owner_, nullptr);
+  const std::string key = std::move(key_);
+  owner->Release(key);
 }
 
 KeyedBulkhead::KeyedBulkhead(int limit) : limit_(limit) {}
