@@ -146,11 +146,11 @@ void ReplicaRouter::Sample() {
 }
 
 void ReplicaRouter::RecordPrimary(core::TimePoint sent, std::optional<int64_t> primary) {
-  RecordPrimaryLocked(sent, primary);
+  KeepPrimarySample(sent, primary);
   if (primary && on_primary_answered_) on_primary_answered_();
 }
 
-void ReplicaRouter::RecordPrimaryLocked(core::TimePoint sent, std::optional<int64_t> primary) {
+void ReplicaRouter::KeepPrimarySample(core::TimePoint sent, std::optional<int64_t> primary) {
   std::lock_guard lock(mu_);
   if (primary) {
     samples_.push_back({sent, *primary});

@@ -139,8 +139,8 @@ class ReplicaRouter {
     int64_t lsn = 0;
   };
 
-  // RecordPrimary's bookkeeping, under mu_ (taken here).
-  void RecordPrimaryLocked(core::TimePoint sent, std::optional<int64_t> primary);
+  // RecordPrimary without the hook: keeps the sample and the failover count (takes mu_).
+  void KeepPrimarySample(core::TimePoint sent, std::optional<int64_t> primary);
   // The lag of `r` at `now`. Requires mu_.
   std::chrono::nanoseconds LagOf(const Replica& r, core::TimePoint now) const;
   // Primary's WAL position, or nullopt when no writable primary answers.
