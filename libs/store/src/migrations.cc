@@ -436,6 +436,11 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 )sql"},
+      {14, "subscription notification order", R"sql(
+-- A notification is claimed only when no older one of its subscription is
+-- waiting for a retry or leased: this finds the older ones.
+CREATE INDEX subscription_notifications_order ON subscription_notifications (tenant_id, subscription_id, seq);
+)sql"},
   };
   return kMigrations;
 }

@@ -47,8 +47,10 @@ absl::StatusOr<std::vector<Notification>> PgResourceStore::ClaimNotifications(in
     pqxx::work tx(conn);
     pqxx::result r = tx.exec_params(
         "UPDATE subscription_notifications n SET next_attempt_at = " MEDGRID_TS("$2") " FROM ("
-        "SELECT tenant_id, subscription_id, res_type, res_id, version_id FROM subscription_notifications "
-        "WHERE next_attempt_at <= " MEDGRID_TS("$1") " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED) d "
+        "SELECT tenant_id, subscription_id, res_type, res_id, version_id FROM subscription_notifications c "
+        "WHERE next_attempt_at <= " MEDGRID_TS("$1") " AND NOT EXISTS (SELECT 1 FROM subscription_notifications o "
+        "WHERE o.tenant_id = c.tenant_id AND o.subscription_id = c.subscription_id AND o.seq < c.seq "
+        "AND o.next_attempt_at > " MEDGRID_TS("$1") ") ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED) d "
         "WHERE (n.tenant_id, n.subscription_id, n.res_type, n.res_id, n.version_id) = "
         "(d.tenant_id, d.subscription_id, d.res_type, d.res_id, d.version_id) "
         "RETURNING n.seq, n.tenant_id, n.subscription_id, n.res_type, n.res_id, n.version_id, n.attempts",

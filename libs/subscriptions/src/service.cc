@@ -308,8 +308,9 @@ std::optional<milliseconds> SubscriptionService::Step() {
     }
     claimed_any = claimed_any || !claimed->empty();
     // Subscriptions that failed this round, with their next attempt: their
-    // later notifications wait as long, so a down endpoint is tried once a
-    // round and its notifications keep their order.
+    // later notifications claimed with it wait as long, so a down endpoint
+    // is tried once a round. Later ones queued meanwhile are not claimed
+    // while an older one waits (ClaimNotifications), so the order holds.
     std::map<std::pair<std::string, std::string>, core::TimePoint> held;
     for (const store::Notification& n : *claimed) {
       absl::Status done;

@@ -286,7 +286,9 @@ class ResourceStore {
   // Leases up to `limit` notifications of any tenant of this shard that are
   // due at `now`, oldest first, by moving them to `lease_until`: another
   // worker (of any instance) skips them until then, so a worker that dies
-  // with a lease only delays them.
+  // with a lease only delays them. A notification whose subscription has an
+  // older one not yet due (waiting for a retry, or leased) is not claimed,
+  // so each subscription's notifications go out in the order queued.
   virtual absl::StatusOr<std::vector<Notification>> ClaimNotifications(int limit, core::TimePoint now,
                                                                        core::TimePoint lease_until) = 0;
   // Removes a delivered notification.
