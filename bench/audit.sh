@@ -42,10 +42,7 @@ bench_begin audit
 start_server() {
   local extra=()
   [ "$1" = on ] && extra=(--audit-spool-dir="$tmp/spool")
-  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level=warn \
-    "${extra[@]}" >>"$tmp/server.log" 2>&1 &
-  server_pid=$!
-  bench_wait_server "$base" "$server_pid"
+  bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --log-level=warn "${extra[@]}"
 }
 
 start_server off
@@ -86,7 +83,7 @@ for round in $(seq "$rounds"); do
   appended=$(awk '/^medgrid_audit_events\{state="appended"\}/ { printf "%.0f", $2 }' <<<"$metrics")
   lost=$(awk '/^medgrid_audit_events\{state="spool_failed"\}/ { printf "%.0f", $2 }' <<<"$metrics")
   say "round $round: $recorded events recorded, $appended in the ledger, $lost lost"
-  [ "$recorded" = "$appended" ] && [ "$lost" = 0 ] || die "the ledger did not take every event"
+  if [ "$recorded" != "$appended" ] || [ "$lost" != 0 ]; then die "the ledger did not take every event"; fi
 done
 
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.0f", s / NR }'; }

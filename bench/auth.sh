@@ -53,10 +53,7 @@ mint() { "$ctl" token mint --key "$tmp/key.pem" --kid bench-1 --issuer "$issuer"
 start_server() {
   local extra=(--auth=off)
   [ "$1" = on ] && extra=(--jwks="$tmp/jwks.json" --auth-issuer="$issuer" --auth-audience=medgrid)
-  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \
-    "${extra[@]}" >>"$tmp/server.log" 2>&1 &
-  server_pid=$!
-  bench_wait_server "$base" "$server_pid"
+  bench_start_server --pg-admin-dsn="$pg_dsn" --log-level=warn "${extra[@]}"
 }
 
 start_server off

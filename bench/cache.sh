@@ -42,10 +42,7 @@ die() { printf '[cache] FAILED: %s\n' "$*" >&2; exit 1; }
 bench_begin cache
 
 start_server() {  # start_server FLAG...
-  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \
-    --auth=off "$@" >>"$tmp/server.log" 2>&1 &
-  server_pid=$!
-  bench_wait_server "$base" "$server_pid"
+  bench_start_server --pg-admin-dsn="$pg_dsn" --log-level=warn --auth=off "$@"
 }
 
 # metric NAME: the sum of every series of NAME in /metrics (0 when absent).

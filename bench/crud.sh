@@ -44,43 +44,8 @@ tenant=bench
 say() { printf '[crud] %s\n' "$*" >&2; }
 die() { printf '[crud] FAILED: %s\n' "$*" >&2; exit 1; }
 
-for tool in wrk pgbench psql curl python3; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-bench.XXXXXX)
-chmod 755 "$tmp"  # the postgres user must reach its data directory
-server_pid=
-bg_pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p
-  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-
-# --- PostgreSQL and the server ------------------------------------------------
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
-
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level="$log_level" \
-  >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+bench_begin crud wrk pgbench psql curl python3
+bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --log-level="$log_level"
 
 bench_create_tenant "$base" "$tenant"
 shard_db=$(bench_shard_db "$tenant")
@@ -154,7 +119,7 @@ run_wrk() {
   : >"$tmp/rss-$name.txt"
   sample_rss "$tmp/rss-$name.txt" &
   sampler=$!
-  bg_pids+=("$sampler")
+  bench_bg_pids+=("$sampler")
   BENCH_N=$n BENCH_SEED=$seed BENCH_TENANT=$tenant BENCH_CREATE_BODY="$tmp/create.json" \
     wrk "${args[@]}" "$base$path" >"$log" 2>&1 || { cat "$log" >&2; die "wrk $name failed"; }
   kill "$sampler" 2>/dev/null || true
@@ -239,7 +204,7 @@ report() {
   echo "## medgrid CRUD benchmark"
   echo
   echo "- machine: $(nproc) CPUs, $cpu_model, $mem_total RAM; $(uname -sr); load average before $load_before, after $load_after"
-  echo "- server: $bin ($revision), --log-level=$log_level (one JSON access-log line per request at info), default pools; PostgreSQL $pg_version (fsync=$pg_fsync) on the same machine, database $shard_db"
+  echo "- server: $bin_built ($revision), --log-level=$log_level (one JSON access-log line per request at info), default pools; PostgreSQL $pg_version (fsync=$pg_fsync) on the same machine, database $shard_db"
   echo "- data: $n Patients seeded by PUT (seed $seed) at $seed_rate/s; create body $body_bytes bytes sent, $stored_bytes stored"
   echo "- load: wrk -t$threads -c$conns -d${duration}s --latency; pgbench -c $conns -j $threads -T $duration -M prepared"
   echo

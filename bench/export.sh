@@ -31,36 +31,10 @@ say() { printf '[export] %s\n' "$*" >&2; }
 die() { printf '[export] FAILED: %s\n' "$*" >&2; exit 1; }
 
 [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_RESOURCES must be a positive integer, got '$n'"
-for tool in psql curl python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
-bench_build_server
-bin=$(realpath "$bin")
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-export.XXXXXX)
-chmod 755 "$tmp"  # the postgres user must reach its data directory
-server_pid=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port" || die "PostgreSQL did not start"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off \
-  --export-dir="$tmp/exports" --export-max-file-bytes="$max_file" --log-level=warn >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+bench_begin export psql curl python3
+bench_machine
+bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --export-dir="$tmp/exports" \
+  --export-max-file-bytes="$max_file" --log-level=warn
 bench_create_tenant "$base" "$tenant"
 shard_db=$(bench_shard_db "$tenant")
 

@@ -48,33 +48,13 @@ tenant=bench
 say() { printf '[failover] %s\n' "$*" >&2; }
 die() { printf '[failover] FAILED: %s\n' "$*" >&2; exit 1; }
 
-for tool in psql curl python3; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-failover.XXXXXX)
-chmod 755 "$tmp"  # the postgres user must reach its data directory
-server_pid=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/primary"
-  pg_stop "$tmp/replica"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
+bench_prepare failover psql curl python3
 
 # --- the primary, its replica and the server ------------------------------------
 pg_port=$(free_port)
 replica_port=$(free_port)
-pg_start "$tmp/primary" "$pg_port" || die "the primary did not start"
+bench_start_pg "$tmp/primary" "$pg_port"
+bench_pg_dirs+=("$tmp/replica")
 pg_replica_create "$pg_port" "$tmp/replica" || die "pg_basebackup failed"
 pg_start "$tmp/replica" "$replica_port" || die "the replica did not start"
 for _ in $(seq 1 100); do
@@ -83,15 +63,11 @@ for _ in $(seq 1 100); do
 done
 pg_sync_standbys "$pg_port" '*'
 
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
 # shellcheck disable=SC2086
-"$bin" --http-port="$http_port" --fhir-package-dir="$package" --auth=off --log-level=warn \
+bench_start_server --auth=off --log-level=warn \
   --pg-admin-dsn="host=127.0.0.1,127.0.0.1 port=$pg_port,$replica_port user=postgres dbname=postgres" \
   --pg-replica-admin-dsn="host=127.0.0.1 port=$replica_port user=postgres dbname=postgres" \
-  ${BENCH_SERVER_FLAGS:-} >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+  ${BENCH_SERVER_FLAGS:-}
 bench_create_tenant "$base" "$tenant"
 
 say "seeding $n Organizations"

@@ -36,10 +36,7 @@ say() { printf '[idempotency] %s\n' "$*" >&2; }
 die() { printf '[idempotency] FAILED: %s\n' "$*" >&2; exit 1; }
 
 bench_begin idempotency
-"$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off --log-level="$log_level" \
-  >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --log-level="$log_level"
 bench_create_tenant "$base" "$tenant"
 shard_db=$(bench_shard_db "$tenant")
 python3 bench/gen_patients.py --seed "$seed" --create-body >"$tmp/create.json"

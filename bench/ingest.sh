@@ -65,33 +65,7 @@ for v in patients seed clients sessions; do
 done
 case $mode in transaction|put) ;; *) die "BENCH_MODE must be transaction or put, got '$mode'" ;; esac
 [ -z "$out" ] || out=$(realpath -m "$out")
-for tool in psql curl python3 split; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-tmp=$(mktemp -d -t medgrid-ingest.XXXXXX)
-chmod 755 "$tmp"  # the postgres user must reach its data directory
-server_pid=
-bg_pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p
-  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-# A private copy: a rebuild of the tree during the run must not touch it.
-cp "$bin" "$tmp/medgrid"
+bench_begin ingest psql curl python3 split
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo "no commit")
 
 jget() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
@@ -105,18 +79,9 @@ python3 bench/gen_bundles.py --seed "$seed" --patients "$patients" --out "$tmp/b
   || { cat "$tmp/generate.log" >&2; die "gen_bundles.py failed"; }
 cat "$tmp/generate.log" >&2
 
-# --- PostgreSQL and the server ------------------------------------------------
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
+# --- The server ----------------------------------------------------------------
 postmaster_pid=$(head -n 1 "$(readlink -f "$tmp/pg")/data/postmaster.pid")
-
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-"$tmp/medgrid" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off \
-  --log-level="$log_level" >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --log-level="$log_level"
 bench_create_tenant "$base" "$tenant"
 shard_db=$(bench_shard_db "$tenant")
 psql_db "$shard_db" -c CHECKPOINT >/dev/null
@@ -217,13 +182,13 @@ for ((k = 0; k < sessions; k++)); do
   psql -X -q -v ON_ERROR_STOP=1 --single-transaction -h 127.0.0.1 -p "$pg_port" -U postgres -d "$shard_db" \
     -f "$tmp/copy/session-$k.sql" >"$tmp/copy/session-$k.log" 2>&1 &
   copy_pids+=("$!")
-  bg_pids+=("$!")
+  bench_bg_pids+=("$!")
 done
 copy_failed=0
 for p in "${copy_pids[@]}"; do wait "$p" || copy_failed=1; done
 t1=$(date +%s.%N)
 python3 bench/ingest_load.py cpu-snap "$postmaster_pid" >"$tmp/cpu-copy1.json"
-bg_pids=()
+bench_bg_pids=()
 if [ "$copy_failed" != 0 ]; then
   cat "$tmp"/copy/session-*.log >&2
   die "a COPY session failed"

@@ -1,6 +1,9 @@
+# shellcheck shell=bash disable=SC2034,SC2154
 # Shell functions shared by the benchmark scripts, which source
-# deploy/local/lib.sh first and define say and die (and, for the server
-# functions, $tmp, where server.log lives, and $pg_port) before calling these.
+# deploy/local/lib.sh first and define say and die before calling these.
+# The globals they share ($root and $bin from the script; $tmp, $package,
+# $pg_port, $pg_dsn, $http_port, $base and $server_pid from bench_prepare
+# and bench_begin) are why shellcheck's unset/unused checks are off here.
 
 psql_db() { local db=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d "$db" "$@"; }
 
@@ -77,39 +80,82 @@ bench_with_private_pg() {
   pg_port=$(free_port)
   pg_start "$tmp/pg" "$pg_port" || die "PostgreSQL did not start"
   if [ "$db" != postgres ]; then psql_db postgres -c "CREATE DATABASE $db" || die "cannot create the database"; fi
-  say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine
   "$bin" --dsn "host=127.0.0.1 port=$pg_port user=postgres dbname=$db" "$@"
 }
 
-# bench_begin NAME: the set-up the server benchmarks share. Checks the tools,
-# builds the server ($bin), fetches the FHIR package ($package), makes $tmp
-# (removed at exit unless BENCH_KEEP=1), starts a private PostgreSQL on a free
-# port ($pg_port, $pg_dsn) and picks the server's port ($http_port, $base).
-# At exit, even on failure, it stops the server whose pid is in $server_pid
-# and PostgreSQL.
-bench_begin() {
+# bench_machine: prints a line naming the machine and its load.
+bench_machine() {
+  say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# bench_prepare NAME [TOOL...]: the set-up the server benchmarks share.
+# Checks that each TOOL is installed (default: wrk psql curl python3), builds
+# the server and runs a private copy of it, $bin = $tmp/medgrid (a rebuild of
+# the tree during a run does not touch it; $bin_built names the original),
+# fetches the FHIR package ($package), makes $tmp (a fresh directory, or
+# $bench_reuse_dir when the caller sets it; removed at exit unless
+# BENCH_KEEP=1 or reused) and picks the server's port ($http_port, $base).
+# At exit, even on failure, it kills the pids in bench_bg_pids, stops the
+# server whose pid is in $server_pid and every PostgreSQL started with
+# bench_start_pg, and exits with the script's status.
+bench_prepare() {
   local name=$1 tool
-  for tool in wrk psql curl python3; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+  shift
+  [ $# -gt 0 ] || set -- wrk psql curl python3
+  for tool in "$@"; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
   bench_build_server
   package=$(deploy/local/fetch-fhir-package.sh)
-  tmp=$(mktemp -d -t "medgrid-$name.XXXXXX")
+  if [ -n "${bench_reuse_dir:-}" ]; then
+    tmp=$(realpath "$bench_reuse_dir")
+  else
+    tmp=$(mktemp -d -t "medgrid-$name.XXXXXX")
+  fi
   chmod 755 "$tmp"  # the postgres user must reach its data directory
   server_pid=
+  bench_bg_pids=()
+  bench_pg_dirs=()
   trap bench_cleanup EXIT
   trap 'say interrupted; exit 130' INT
   trap 'say terminated; exit 143' TERM
-  pg_port=$(free_port)
-  pg_start "$tmp/pg" "$pg_port"
-  pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
+  bin_built=$bin
+  [ "$bin" -ef "$tmp/medgrid" ] || cp -p "$bin" "$tmp/medgrid"
+  bin=$tmp/medgrid
   http_port=$(free_port)
   base="http://127.0.0.1:$http_port"
 }
 
+# bench_begin NAME [TOOL...]: bench_prepare, then a private PostgreSQL on a
+# free port in $tmp/pg ($pg_port, $pg_dsn).
+bench_begin() {
+  bench_prepare "$@"
+  pg_port=$(free_port)
+  bench_start_pg "$tmp/pg" "$pg_port"
+  pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
+}
+
+# bench_start_pg DIR PORT: pg_start, and pg_stop at exit; dies if it fails.
+bench_start_pg() {
+  bench_pg_dirs+=("$1")
+  pg_start "$1" "$2" || die "PostgreSQL ($1) did not start"
+}
+
+# bench_start_server FLAG...: starts $bin on $http_port with the FHIR package
+# and FLAG... (the database and the rest), its output appended to
+# $tmp/server.log, and waits until it answers; $server_pid is its pid.
+bench_start_server() {
+  "$bin" --http-port="$http_port" --fhir-package-dir="$package" "$@" >>"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  bench_wait_server "$base" "$server_pid"
+}
+
 bench_cleanup() {
-  local rc=$?
+  local rc=$? p dir
   trap - EXIT INT TERM
+  set +e
+  for p in ${bench_bg_pids[@]+"${bench_bg_pids[@]}"}; do kill "$p" 2>/dev/null; done
   bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+  for dir in ${bench_pg_dirs[@]+"${bench_pg_dirs[@]}"}; do pg_stop "$dir"; done
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ -n "${bench_reuse_dir:-}" ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
   exit "$rc"
 }

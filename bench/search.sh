@@ -128,39 +128,14 @@ fi
 [ -z "$out" ] || out=$(realpath -m "$out")
 [ -z "$explain_out" ] || explain_out=$(realpath -m "$explain_out")
 
-for tool in wrk psql curl python3 /usr/bin/time; do
-  command -v "$tool" >/dev/null || die "$tool is not installed"
-done
 node=
 if [ "$medplum" = 1 ]; then
   node="$(tests/differential/install.sh)/bin/node" || die "tests/differential/install.sh failed (or use --no-medplum)"
 fi
 
-bench_build_server
-package=$(deploy/local/fetch-fhir-package.sh)
-
-if [ -n "$reuse" ]; then
-  tmp=$reuse
-else
-  tmp=$(mktemp -d -t medgrid-search.XXXXXX)
-fi
-chmod 755 "$tmp"  # the postgres user must reach its data directory
+bench_reuse_dir=$reuse
+bench_begin search wrk psql curl python3 /usr/bin/time
 mkdir -p "$tmp/wrk" "$tmp/queries" "$tmp/medplum" "$tmp/explain"
-server_pid=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  bench_stop_server "$server_pid"
-  pg_stop "$tmp/pg"
-  if [ "${BENCH_KEEP:-0}" = 1 ] || [ -n "$reuse" ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT
-trap 'say terminated; exit 143' TERM
-
-# A private copy: a rebuild of the tree during a long run must not touch it.
-[ "$bin" -ef "$tmp/medgrid" ] || cp "$bin" "$tmp/medgrid"
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo "no commit")
 
 # --- Data -----------------------------------------------------------------------
@@ -183,18 +158,9 @@ else
 fi
 fi
 
-# --- PostgreSQL and the server ------------------------------------------------
-pg_port=$(free_port)
-pg_start "$tmp/pg" "$pg_port"
-pg_dsn="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
+# --- The server ----------------------------------------------------------------
 postmaster_pid=$(head -n 1 "$(readlink -f "$tmp/pg")/data/postmaster.pid")
-
-http_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-"$tmp/medgrid" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --auth=off \
-  --log-level="$log_level" >"$tmp/server.log" 2>&1 &
-server_pid=$!
-bench_wait_server "$base" "$server_pid"
+bench_start_server --pg-admin-dsn="$pg_dsn" --auth=off --log-level="$log_level"
 [ -n "$reuse" ] || bench_create_tenant "$base" "$tenant"
 shard_db=$(bench_shard_db "$tenant")
 
@@ -202,7 +168,7 @@ if [ -n "$reuse" ]; then
   # The earlier run's description stays; the new measurement is added to it.
   sed -i '/^remeasured\t/d; /^server_warnings\t/d' "$tmp/meta.tsv"
   printf 'remeasured\t%s step re-measured on %s with medgrid %s (built %s)\n' "$last_step" \
-    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$revision" "$(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC')" >>"$tmp/meta.tsv"
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$revision" "$(date -u -r "$bin_built" '+%Y-%m-%d %H:%M UTC')" >>"$tmp/meta.tsv"
 else
 {
   printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -216,7 +182,7 @@ else
     "$(psql_db postgres -Atc 'show shared_buffers')" "$(psql_db postgres -Atc 'show fsync')" \
     "$(psql_db postgres -Atc 'show work_mem')" "$(psql_db postgres -Atc 'show random_page_cost')"
   printf 'server\tmedgrid %s (binary built %s), --log-level=%s, default pools and threads\n' "$revision" \
-    "$(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC')" "$log_level"
+    "$(date -u -r "$bin_built" '+%Y-%m-%d %H:%M UTC')" "$log_level"
   printf 'wrk\twrk -t%s -c%s -d%ss --timeout 60s --latency, after %ss of warm-up\n' "$threads" "$conns" "$duration" "$warmup"
   printf 'steps\t%s\n' "$steps"
   printf 'seed\t%s\n' "$seed"

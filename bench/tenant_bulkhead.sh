@@ -72,11 +72,8 @@ cleanup() {  # the sampler and the noisy wrk, then bench_cleanup
 trap cleanup EXIT
 
 start_server() {  # start_server CAP
-  "$bin" --http-port="$http_port" --pg-admin-dsn="$pg_dsn" --fhir-package-dir="$package" --log-level=warn \
-    --auth=off --cache=off --db-tenant-connections="$1" ${server_flags[@]+"${server_flags[@]}"} \
-    >>"$tmp/server.log" 2>&1 &
-  server_pid=$!
-  bench_wait_server "$base" "$server_pid"
+  bench_start_server --pg-admin-dsn="$pg_dsn" --log-level=warn --auth=off --cache=off \
+    --db-tenant-connections="$1" ${server_flags[@]+"${server_flags[@]}"}
 }
 stop_server() { bench_stop_server "$server_pid"; server_pid=; }
 
