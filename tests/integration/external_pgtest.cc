@@ -1,9 +1,12 @@
 // External dependencies on the running server: start-up survives an identity
 // provider whose JWKS URL answers 503 twice (the load is retried), the
-// break-the-glass webhook is retried after a 503, both show in /metrics,
-// and the external_hie dependency's breaker, once open, puts the server in
-// degradation level 2 (interop_degraded).
+// break-the-glass webhook is retried after a 503, both show in /metrics, a
+// shutdown ends the webhook's wait for a retry, and the external_hie
+// dependency's breaker, once open, puts the server in degradation level 2
+// (interop_degraded).
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "boost/json.hpp"
 #include "gtest/gtest.h"
@@ -84,6 +87,32 @@ TEST(External, JwksAndWebhookAreRetriedAndCounted) {
     return Metric(http, R"(medgrid_external_calls_total{dependency="btg_webhook",outcome="success"})") == 1;
   }));
   EXPECT_EQ(Metric(http, R"(medgrid_external_retries_total{dependency="btg_webhook"})"), 1);
+}
+
+TEST(External, AStopEndsTheWebhooksRetryWait) {
+  TestTokens tokens;
+  Receiver webhook(0, 503);  // down for good
+  app::AppConfig c = TestServer::BaseConfig("external_stop");
+  tokens.Configure(c);
+  c.security.break_glass.webhook_url = webhook.Url("/btg");
+  http::ExternalDependencySettings* dep = Find(c, "btg_webhook");
+  ASSERT_NE(dep, nullptr);
+  dep->retry.base_delay = std::chrono::seconds(5);  // a real wait before the retry
+  auto server = std::make_unique<TestServer>("external_stop", std::vector<std::string>{"t1"}, c, &tokens);
+  HttpClient& http = server->client();
+  const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
+  ASSERT_EQ(http.Put("/fhir/t1/Patient/e1", R"({"resourceType":"Patient","id":"e1"})", writer).status, 201);
+  ASSERT_EQ(http.Post("/fhir/t1/Consent", ConsentDeny("e1"), writer).status, 201);
+  auto doctor = TestTokens::Bearer(tokens.User(
+      "t1", "user/*.read", {{"sub", "dr-who"}, {"fhirUser", "Practitioner/d1"}, {"roles", json::array{"physician"}}}));
+  doctor["X-Purpose-Of-Use"] = "BTG";
+  doctor["X-BTG-Reason"] = "unconscious in ED";
+  ASSERT_EQ(http.Get("/fhir/t1/Patient/e1", doctor).status, 200);
+  // The notice is answered 503 and waits 5 s for its retry...
+  ASSERT_TRUE(WaitFor([&] { return webhook.Count() == 1; }));
+  // ... which the shutdown ends: the server stops without retrying.
+  server.reset();
+  EXPECT_EQ(webhook.Count(), 1u);
 }
 
 TEST(External, OpenHieBreakerMeansInteropDegraded) {

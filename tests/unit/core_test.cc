@@ -107,6 +107,31 @@ TEST(Worker, WakeCutsAPauseShort) {
   EXPECT_FALSE(worker.running());
 }
 
+TEST(Worker, PauseWaitsUntilStopped) {
+  core::Worker idle([] { return std::optional<std::chrono::milliseconds>(std::chrono::hours(1)); });
+  EXPECT_FALSE(idle.Pause(std::chrono::hours(1))) << "never started: false at once";
+
+  std::atomic<int> pauses{0};
+  std::atomic<bool> last{true};
+  core::Worker worker([&]() -> std::optional<std::chrono::milliseconds> {
+    if (pauses.load() == 0) {
+      last = worker.Pause(std::chrono::milliseconds(1));  // runs out
+      ++pauses;
+      return std::chrono::milliseconds(0);
+    }
+    last = worker.Pause(std::chrono::hours(1));  // until Stop
+    ++pauses;
+    return std::nullopt;
+  });
+  worker.Start();
+  while (pauses.load() == 0) std::this_thread::yield();
+  EXPECT_TRUE(last.load()) << "a pause that ran out while running";
+  worker.Wake();  // does not end a pause
+  worker.Stop();  // would hang for an hour without ending the pause
+  EXPECT_EQ(pauses.load(), 2);
+  EXPECT_FALSE(last.load());
+}
+
 TEST(Worker, BackoffDoublesFrom100MsTo5s) {
   using Ms = std::chrono::milliseconds;
   EXPECT_EQ(core::NextBackoff(Ms(0)), Ms(100));

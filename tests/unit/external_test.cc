@@ -342,6 +342,30 @@ TEST_F(FetchExternalTest, PostIsRetriedOnlyWhenTheCallerAllows) {
   for (const testing::Received& got : r.Requests()) EXPECT_EQ(got.body, "{}");
 }
 
+TEST_F(FetchExternalTest, TheCallersWaitReplacesTheSleeperAndMayEndTheCall) {
+  Receiver r;
+  r.Script({{503, "", {}}, {503, "", {}}, {200, "", {}}});
+  http::ExternalDependency dep(Settings(), clock_);
+  // A wait that lets the first retry through and then says "stopping".
+  std::vector<microseconds> waits;
+  http::ExternalCallOptions stoppable;
+  stoppable.wait = [&](microseconds d) {
+    waits.push_back(d);
+    clock_.Advance(d);
+    return waits.size() < 2;
+  };
+  absl::StatusOr<http::FetchResponse> res = http::FetchExternal(dep, Get(r), In(seconds(30)), stoppable);
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_EQ(res->status, 503) << "the last attempt's answer";
+  EXPECT_EQ(r.Count(), 2u) << "no attempt after the wait said stop";
+  EXPECT_EQ(waits, (std::vector<microseconds>{milliseconds(500), milliseconds(1000)}));
+  EXPECT_TRUE(sleeps_.empty()) << "the dependency's sleeper was not used";
+  const http::ExternalDependency::Stats st = dep.stats();
+  EXPECT_EQ(st.failures, 1u);
+  EXPECT_EQ(st.attempts, 2u);
+  EXPECT_EQ(st.retries, 1u);
+}
+
 TEST_F(FetchExternalTest, MalformedRequestIsNeitherSentNorCounted) {
   Receiver r;
   http::FetchRequest req = Get(r);

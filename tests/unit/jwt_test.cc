@@ -34,6 +34,7 @@ void PrintTo(JwtRejection r, std::ostream* os) { *os << RejectionName(r); }
 namespace {
 
 namespace json = boost::json;
+using std::chrono::milliseconds;
 using std::chrono::microseconds;
 using std::chrono::seconds;
 using medgrid::testing::Receiver;
@@ -755,6 +756,31 @@ TEST_F(JwtTest, JwksSourceRetriesThroughItsDependency) {
   source_options.dependency = nullptr;
   EXPECT_EQ(JwksSource::Start(source_options, clock_).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(server.Count(), 4u);
+}
+
+TEST_F(JwtTest, StopEndsARefreshsRetryWait) {
+  Receiver server(0, 503);
+  server.Script({{200, Jwks({&Ed()}), {}}});  // the load at start; refreshes get 503
+  http::ExternalDependencySettings settings = http::ExternalDependencySettings::For("jwks");
+  settings.retry.base_delay = seconds(2);  // the dependency's own sleeper: a real sleep
+  http::ExternalDependency jwks(std::move(settings), clock_);
+  JwksSourceOptions source_options;
+  source_options.location = server.Url("/jwks.json");
+  source_options.refresh = seconds(1);
+  source_options.dependency = &jwks;
+  absl::StatusOr<std::unique_ptr<JwksSource>> source = JwksSource::Start(source_options, clock_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  // The first refresh (1 s after the start) is answered 503 and waits (2 s)
+  // for its retry...
+  const auto deadline = std::chrono::steady_clock::now() + seconds(20);
+  while (server.Count() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(5));
+  ASSERT_EQ(server.Count(), 2u);
+  // ... which Stop ends: no retry is made, and the keys loaded stay.
+  (*source)->Stop();
+  EXPECT_EQ(server.Count(), 2u);
+  EXPECT_EQ(jwks.stats().retries, 0u);
+  EXPECT_EQ(jwks.stats().failures, 1u);
+  EXPECT_TRUE((*source)->Keys()->HasKid(Ed().kid()));
 }
 
 TEST(FetchTest, RefusesInjectionBeforeConnecting) {

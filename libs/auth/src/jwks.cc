@@ -18,17 +18,18 @@ constexpr std::size_t kMaxJwksBytes = 1 << 20;
 
 std::string_view View(absl::string_view s) { return {s.data(), s.size()}; }
 
-absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options,
-                                                   std::chrono::milliseconds deadline) {
+absl::StatusOr<std::shared_ptr<const KeySet>> Load(const JwksSourceOptions& options, std::chrono::milliseconds deadline,
+                                                   const http::ExternalCallOptions& call = {}) {
   ASSIGN_OR_RETURN(const std::string text,
-                   ReadJwks(options.location, options.fetch_timeout, options.dependency, deadline));
+                   ReadJwks(options.location, options.fetch_timeout, options.dependency, deadline, call));
   return KeySet::Parse(text);
 }
 
 }  // namespace
 
 absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout,
-                                     http::ExternalDependency* dependency, std::chrono::milliseconds deadline) {
+                                     http::ExternalDependency* dependency, std::chrono::milliseconds deadline,
+                                     const http::ExternalCallOptions& call) {
   if (location.starts_with("http://") || location.starts_with("https://")) {
     http::FetchRequest request;
     ASSIGN_OR_RETURN(request.url, http::ParseUrl(location));
@@ -39,7 +40,7 @@ absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::mil
     // A GET of a key set is idempotent: FetchExternal may retry it.
     ASSIGN_OR_RETURN(http::FetchResponse response,
                      dependency != nullptr
-                         ? http::FetchExternal(*dependency, request, dependency->clock().Now() + deadline)
+                         ? http::FetchExternal(*dependency, request, dependency->clock().Now() + deadline, call)
                          : http::Fetch(request));
     if (response.status != 200) {
       return absl::UnavailableError(core::StrCat("the JWKS URL answered HTTP ", response.status));
@@ -75,7 +76,10 @@ JwksSource::JwksSource(JwksSourceOptions options, const core::Clock& clock, std:
       worker_([this, first = true]() mutable -> std::optional<std::chrono::milliseconds> {
         if (!std::exchange(first, false)) {
           absl::MutexLock lock(&load_mu_);
-          Reload("refresh", options_.fetch_deadline);
+          // Stop ends a retry's wait: no refresh holds up a shutdown.
+          http::ExternalCallOptions call;
+          call.wait = [this](std::chrono::microseconds delay) { return worker_.Pause(delay); };
+          Reload("refresh", options_.fetch_deadline, call);
         }
         return std::chrono::duration_cast<std::chrono::milliseconds>(options_.refresh);
       }) {}
@@ -100,9 +104,10 @@ std::shared_ptr<const KeySet> JwksSource::KeysAfterUnknownKid(std::string_view k
   return Keys();
 }
 
-void JwksSource::Reload(std::string_view reason, std::chrono::milliseconds deadline) {
+void JwksSource::Reload(std::string_view reason, std::chrono::milliseconds deadline,
+                        const http::ExternalCallOptions& call) {
   last_load_ = clock_.Now();
-  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_, deadline);
+  absl::StatusOr<std::shared_ptr<const KeySet>> keys = Load(options_, deadline, call);
   if (!keys.ok()) {
     core::Log(core::LogLevel::kWarn, "auth.jwks_reload_failed",
               {{"location", options_.location}, {"reason", reason}, {"error", View(keys.status().message())}});

@@ -84,6 +84,11 @@ struct BreakGlass::Impl {
       // so a POST that may have arrived is retried like an idempotent call.
       http::ExternalCallOptions at_least_once;
       at_least_once.retry_non_idempotent = true;
+      // A stop ends a retry's wait: the notices left get one attempt each.
+      at_least_once.wait = [this](std::chrono::microseconds delay) {
+        std::unique_lock lock(hook_mu);
+        return !hook_cv.wait_for(lock, delay, [&] { return stopping; });
+      };
       http::ExternalDependency* dep = config.webhook_dependency;
       absl::StatusOr<http::FetchResponse> res =
           dep != nullptr ? http::FetchExternal(*dep, req, dep->clock().Now() + config.webhook_deadline, at_least_once)

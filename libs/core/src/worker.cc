@@ -29,6 +29,12 @@ void Worker::Wake() {
   wake_.notify_all();
 }
 
+bool Worker::Pause(std::chrono::microseconds delay) {
+  std::unique_lock lock(mu_);
+  wake_.wait_for(lock, delay, [&] { return !running_; });
+  return running_;
+}
+
 bool Worker::running() const {
   std::lock_guard lock(mu_);
   return running_;

@@ -197,7 +197,11 @@ absl::StatusOr<FetchResponse> FetchExternal(ExternalDependency& dependency, cons
                  {"after", last.ok() ? core::StrCat("HTTP ", last->status) : std::string(outcome.message())},
                  {"delay_ms", std::to_string(std::chrono::duration_cast<milliseconds>(*delay).count())}});
     }
-    dep.settings_.sleep(*delay);
+    if (!options.wait) {
+      dep.settings_.sleep(*delay);
+    } else if (!options.wait(*delay)) {
+      return finish();  // the caller is stopping
+    }
   }
 }
 

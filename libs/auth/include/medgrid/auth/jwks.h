@@ -26,10 +26,7 @@
 #include "medgrid/auth/jwt.h"
 #include "medgrid/core/clock.h"
 #include "medgrid/core/worker.h"
-
-namespace medgrid::http {
-class ExternalDependency;
-}
+#include "medgrid/http/external.h"
 
 namespace medgrid::auth {
 
@@ -67,7 +64,9 @@ class JwksSource final : public KeyProvider {
   JwksSource(JwksSourceOptions options, const core::Clock& clock, std::shared_ptr<const KeySet> keys);
   // Loads the keys and keeps them if good; logs a failure. Serialized by load_mu_.
   // `deadline`: the load in all, retries included (with a dependency).
-  void Reload(std::string_view reason, std::chrono::milliseconds deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
+  // `call`: the worker's refresh passes a wait that Stop ends.
+  void Reload(std::string_view reason, std::chrono::milliseconds deadline, const http::ExternalCallOptions& call = {})
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
 
   const JwksSourceOptions options_;
   const core::Clock& clock_;
@@ -84,8 +83,10 @@ class JwksSource final : public KeyProvider {
 // attempt. Errors: NotFound or Unavailable when it cannot be read,
 // Unavailable for an HTTP status other than 200 (after the retries) or while
 // the dependency's breaker is open, DeadlineExceeded past the timeout.
+// `call` is passed to FetchExternal (its wait may end the retries early).
 absl::StatusOr<std::string> ReadJwks(std::string_view location, std::chrono::milliseconds timeout,
                                      http::ExternalDependency* dependency = nullptr,
-                                     std::chrono::milliseconds deadline = std::chrono::seconds(10));
+                                     std::chrono::milliseconds deadline = std::chrono::seconds(10),
+                                     const http::ExternalCallOptions& call = {});
 
 }  // namespace medgrid::auth

@@ -33,6 +33,11 @@ class Worker {
   void Stop();
   // Cuts the current (or the next) pause short. Thread-safe.
   void Wake();
+  // Waits `delay` within a step (a retry's backoff), or less when Stop is
+  // called meanwhile. Returns whether the worker is still running: false
+  // at once when it is stopped or was never started. Wake does not end it.
+  // Thread-safe.
+  bool Pause(std::chrono::microseconds delay);
   bool running() const;
 
  private:

@@ -36,7 +36,7 @@
 //
 // Thread-safety: ExternalDependency is shared by all its callers and is
 // thread-safe; FetchExternal blocks the calling thread, sleeping between
-// attempts through the dependency's sleeper.
+// attempts through the dependency's sleeper (or the caller's wait).
 #pragma once
 
 #include <atomic>
@@ -89,6 +89,12 @@ struct ExternalCallOptions {
   // request does no harm: the receiver deduplicates, or the message is
   // meant to arrive at least once.
   bool retry_non_idempotent = false;
+  // Waits `delay` before a retry in place of the dependency's sleeper, and
+  // may end the wait early. False: the caller is stopping, so the call ends
+  // with the last attempt's result and makes no further attempt. A caller
+  // on a background thread passes one its stop wakes (core::Worker::Pause),
+  // so that no retry's wait holds up a shutdown.
+  std::function<bool(std::chrono::microseconds delay)> wait;
 };
 
 // One external dependency: its policy, retry budget, circuit breaker, health
