@@ -6,7 +6,12 @@
 // then refused with 503 and an OperationOutcome, within the deadline and,
 // once the breaker opens, at once; break-the-glass access still works; data
 // that is not a patient's is still served. When the server comes back, the
-// breaker lets probes through and access resumes.
+// breaker lets probes through and access resumes. A restart with no lookup
+// in between fails no lookup: the broken connections are replaced.
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "gtest/gtest.h"
 #include "integration/harness.h"
 #include "integration/receiver.h"
@@ -47,7 +52,9 @@ TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
   TestServer server("failclosed", {"t1"}, c, &tokens);
   HttpClient& http = server.client();
   const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
-  for (const std::string p : {"a", "b", "c"}) ASSERT_EQ(http.Put("/fhir/t1/Patient/" + p, PatientJson(p), writer).status, 201);
+  for (const std::string p : {"a", "b", "c", "d", "e", "f", "g", "h"}) {
+    ASSERT_EQ(http.Put("/fhir/t1/Patient/" + p, PatientJson(p), writer).status, 201);
+  }
   ASSERT_EQ(http.Put("/fhir/t1/Organization/org1", R"({"resourceType":"Organization","id":"org1"})", writer).status,
             201);
   auto clinician = TestTokens::Bearer(tokens.User(
@@ -89,7 +96,56 @@ TEST(ConsentFailClosed, StoppedRegistryRefusesAllButBreakTheGlassAndRecovers) {
   ASSERT_TRUE(registry.Run("pg_start"));
   EXPECT_TRUE(WaitFor([&] { return http.Get("/fhir/t1/Patient/c", clinician).status == 200; },
                       std::chrono::seconds(30)));
-  EXPECT_EQ(http.Get("/fhir/t1/Patient/b", clinician).status, 200);
+  // Once back, every lookup succeeds, on whichever of the 4 registry
+  // connections it lands: each one made before the restart is replaced at
+  // its first use, not failed.
+  for (const std::string p : {"b", "d", "e", "f", "g", "h"}) {
+    EXPECT_EQ(http.Get("/fhir/t1/Patient/" + p, clinician).status, 200) << p;
+  }
+}
+
+// A registry restart with no lookup while it is down: every registry
+// connection made before it is broken, and each is replaced at its first
+// use, so no lookup fails and the breaker stays closed.
+TEST(ConsentFailClosed, ARegistryRestartCostsNoLookup) {
+  OwnPostgres registry;
+  TestTokens tokens;
+  app::AppConfig c = TestServer::BaseConfig("restart");
+  c.security.consent_dsn = registry.Dsn();
+  tokens.Configure(c);
+  c.redis.clear();
+  c.security.consent_deadline = std::chrono::milliseconds(2000);
+  TestServer server("restart", {"t1"}, c, &tokens);
+  HttpClient& http = server.client();
+  const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
+  constexpr int kWarm = 16, kAfter = 8;
+  for (int i = 0; i < kWarm + kAfter; ++i) {
+    const std::string id = core::StrCat("r", i);
+    ASSERT_EQ(http.Put("/fhir/t1/Patient/" + id, PatientJson(id), writer).status, 201);
+  }
+  auto clinician = TestTokens::Bearer(tokens.User(
+      "t1", "user/*.read", {{"sub", "dr-1"}, {"fhirUser", "Practitioner/d1"}, {"roles", boost::json::array{"physician"}}}));
+  // Concurrent lookups, so that the registry threads (4) all connect.
+  std::vector<std::thread> readers;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < kWarm; ++i) {
+    readers.emplace_back([&, i] {
+      HttpClient own(server.app().port());
+      ok += own.Get(core::StrCat("/fhir/t1/Patient/r", i), clinician).status == 200 ? 1 : 0;
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  ASSERT_EQ(ok.load(), kWarm);
+
+  ASSERT_TRUE(registry.Run("pg_stop"));
+  ASSERT_TRUE(registry.Run("pg_start"));
+  const double failed_before = Metric(http, R"(medgrid_consent_lookups_total{source="failed"})");
+  for (int i = kWarm; i < kWarm + kAfter; ++i) {
+    EXPECT_EQ(http.Get(core::StrCat("/fhir/t1/Patient/r", i), clinician).status, 200) << i;
+  }
+  EXPECT_EQ(Metric(http, R"(medgrid_consent_lookups_total{source="failed"})"), failed_before);
+  EXPECT_NE(http.Get("/metrics").body.find(R"(medgrid_circuit_breaker_state{dependency="consent"} 0)"),
+            std::string::npos);
 }
 
 // Redis under the consent cache: shared by two instances (L2 hits on the

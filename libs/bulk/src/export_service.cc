@@ -283,10 +283,13 @@ absl::Status ExportService::Cancel(const std::string& tenant, const std::string&
   if (access_) RETURN_IF_ERROR(access_(tenant, "cancel"));
   ASSIGN_OR_RETURN(store::ResourceStore * shard, store_.ForTenant(tenant));
   RETURN_IF_ERROR(shard->Exports().Delete(tenant, job_id));
-  // A worker still on the job finds it gone at its next checkpoint and
-  // removes what it wrote since.
-  core::Log(core::LogLevel::kInfo, "export.cancelled", {{"tenant", tenant}, {"job", job_id}});
-  return objects_.DeletePrefix(Prefix(tenant, job_id));
+  // The job is cancelled now. A worker still on it may be writing a file
+  // while its directory is removed here (which then fails as not empty);
+  // it finds the job gone at its next checkpoint and removes what is left.
+  absl::Status removed = objects_.DeletePrefix(Prefix(tenant, job_id));
+  core::Log(core::LogLevel::kInfo, "export.cancelled",
+            {{"tenant", tenant}, {"job", job_id}, {"files", removed.ok() ? "removed" : "left to the worker"}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ObjectReader>> ExportService::OpenFile(const std::string& tenant,

@@ -71,8 +71,11 @@ struct ConsentService::Impl {
   // The registry's threads, each with its own connection.
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::function<void(pqxx::connection*)>> queue;  // guarded by mu
-  bool stopping = false;                                      // guarded by mu
+  // Each item gets its thread's connection: null when the registry cannot
+  // be reached; the item may replace it (Connect) after it broke.
+  using Work = std::function<void(std::unique_ptr<pqxx::connection>&)>;
+  std::deque<Work> queue;  // guarded by mu
+  bool stopping = false;   // guarded by mu
   std::vector<std::thread> threads;
 
   // L1: parsed sets by "tenant\x1fpatient".
@@ -145,12 +148,24 @@ struct ConsentService::Impl {
     for (std::thread& t : threads) t.join();
   }
 
+  // A new registry connection, or null when it cannot be made.
+  std::unique_ptr<pqxx::connection> Connect() {
+    try {
+      auto conn = std::make_unique<pqxx::connection>(config.dsn + " connect_timeout=2");
+      pqxx::nontransaction tx(*conn);
+      tx.exec(core::StrCat("SET statement_timeout = ", std::max<int64_t>(config.deadline.count(), 1)));
+      return conn;
+    } catch (const std::exception&) {
+      return nullptr;
+    }
+  }
+
   // A registry thread: runs queued work on its connection, reconnecting
   // after errors.
   void Run() {
     std::unique_ptr<pqxx::connection> conn;
     for (;;) {
-      std::function<void(pqxx::connection*)> work;
+      Work work;
       {
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return stopping || !queue.empty(); });
@@ -158,23 +173,16 @@ struct ConsentService::Impl {
         work = std::move(queue.front());
         queue.pop_front();
       }
-      if (!conn || !conn->is_open()) {
-        conn.reset();
-        try {
-          conn = std::make_unique<pqxx::connection>(config.dsn + " connect_timeout=2");
-          pqxx::nontransaction tx(*conn);
-          tx.exec(core::StrCat("SET statement_timeout = ", std::max<int64_t>(config.deadline.count(), 1)));
-        } catch (const std::exception&) {
-          conn.reset();
-        }
-      }
-      work(conn.get());
+      if (!conn || !conn->is_open()) conn = Connect();
+      work(conn);
       if (conn && !conn->is_open()) conn.reset();
     }
   }
 
   // Runs `fn` on a registry thread, waiting at most `deadline`.
-  // `fn` may run after the caller gave up: it must own what it uses.
+  // `fn` may run after the caller gave up: it must own what it uses. When
+  // the connection breaks under it, `fn` runs once more on a new one: it
+  // must be safe to repeat.
   template <typename T>
   absl::StatusOr<T> OnRegistry(std::chrono::milliseconds deadline,
                                std::function<absl::StatusOr<T>(pqxx::connection&)> fn) {
@@ -184,22 +192,33 @@ struct ConsentService::Impl {
       std::lock_guard lock(mu);
       if (static_cast<int>(queue.size()) >= config.max_queue) return Unavailable("too many requests waiting");
       const core::TimePoint give_up = clock.Now() + deadline;
-      queue.push_back([promise, fn = std::move(fn), give_up, this](pqxx::connection* conn) {
-        if (clock.Now() > give_up) {
-          promise->set_value(Unavailable("deadline passed before the registry was asked"));
+      queue.push_back([promise, fn = std::move(fn), give_up, this](std::unique_ptr<pqxx::connection>& conn) {
+        for (int attempt = 1;; ++attempt) {
+          if (clock.Now() > give_up) {
+            promise->set_value(Unavailable("deadline passed before the registry was asked"));
+            return;
+          }
+          if (conn == nullptr) {
+            promise->set_value(Unavailable("the registry database cannot be reached"));
+            return;
+          }
+          try {
+            promise->set_value(fn(*conn));
+            return;
+          } catch (const pqxx::broken_connection&) {
+            // A connection made before the registry restarted breaks at its
+            // first use: once more on a new one. The work may be repeated
+            // (lookups read; the write is guarded by the Consent's version).
+            if (attempt == 1) {
+              conn = Connect();
+              continue;
+            }
+            promise->set_value(Unavailable("the registry connection broke"));
+          } catch (const std::exception& e) {
+            core::Log(core::LogLevel::kWarn, "consent.registry_error", {{"error", e.what()}});
+            promise->set_value(Unavailable("the registry failed"));
+          }
           return;
-        }
-        if (conn == nullptr) {
-          promise->set_value(Unavailable("the registry database cannot be reached"));
-          return;
-        }
-        try {
-          promise->set_value(fn(*conn));
-        } catch (const pqxx::broken_connection&) {
-          promise->set_value(Unavailable("the registry connection broke"));
-        } catch (const std::exception& e) {
-          core::Log(core::LogLevel::kWarn, "consent.registry_error", {{"error", e.what()}});
-          promise->set_value(Unavailable("the registry failed"));
         }
       });
     }

@@ -122,7 +122,8 @@ class ExportService {
   // another tenant's; 410 for an expired one.
   absl::StatusOr<ExportStatus> Status(const std::string& tenant, const std::string& job_id,
                                       const std::string& base_url);
-  // Cancels a job (running or finished) and removes its files. Errors:
+  // Cancels a job (running or finished) and removes its files; a worker
+  // still writing one removes the rest when it finds the job gone. Errors:
   // NotFound.
   absl::Status Cancel(const std::string& tenant, const std::string& job_id);
   // A finished job's file: a reader over it. Errors: NotFound, 410 expired.
