@@ -4,6 +4,7 @@
 // shutdown ends the webhook's wait for a retry, and the external_hie
 // dependency's breaker, once open, puts the server in degradation level 2
 // (interop_degraded).
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,17 @@ std::string ConsentDeny(const std::string& patient) {
       R"("category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],"patient":{"reference":"Patient/)",
       patient, R"("},"policyRule":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode",)",
       R"("code":"OPTOUT"}]},"provision":{"type":"deny"}})");
+}
+
+// Patient e1 opts out, then a physician reads e1 with break-the-glass:
+// 200, and the server posts its notice to the webhook.
+int BreakTheGlassOnAnOptOut(HttpClient& http, TestTokens& tokens, const std::map<std::string, std::string>& writer) {
+  if (http.Post("/fhir/t1/Consent", ConsentDeny("e1"), writer).status != 201) return -1;
+  auto doctor = TestTokens::Bearer(tokens.User(
+      "t1", "user/*.read", {{"sub", "dr-who"}, {"fhirUser", "Practitioner/d1"}, {"roles", json::array{"physician"}}}));
+  doctor["X-Purpose-Of-Use"] = "BTG";
+  doctor["X-BTG-Reason"] = "unconscious in ED";
+  return http.Get("/fhir/t1/Patient/e1", doctor).status;
 }
 
 http::ExternalDependencySettings* Find(app::AppConfig& c, std::string_view name) {
@@ -73,12 +85,7 @@ TEST(External, JwksAndWebhookAreRetriedAndCounted) {
 
   // Break-the-glass on a patient who opted out: the notice is POSTed, answered
   // 503, and posted again.
-  ASSERT_EQ(http.Post("/fhir/t1/Consent", ConsentDeny("e1"), writer).status, 201);
-  auto doctor = TestTokens::Bearer(tokens.User(
-      "t1", "user/*.read", {{"sub", "dr-who"}, {"fhirUser", "Practitioner/d1"}, {"roles", json::array{"physician"}}}));
-  doctor["X-Purpose-Of-Use"] = "BTG";
-  doctor["X-BTG-Reason"] = "unconscious in ED";
-  ASSERT_EQ(http.Get("/fhir/t1/Patient/e1", doctor).status, 200);
+  ASSERT_EQ(BreakTheGlassOnAnOptOut(http, tokens, writer), 200);
   ASSERT_TRUE(WaitFor([&] { return webhook.Count() == 2; }));
   const std::vector<Received> notices = webhook.Requests();
   EXPECT_EQ(notices[0].method, "POST");
@@ -102,12 +109,7 @@ TEST(External, AStopEndsTheWebhooksRetryWait) {
   HttpClient& http = server->client();
   const auto writer = TestTokens::Bearer(tokens.User("t1", "system/*.cruds"));
   ASSERT_EQ(http.Put("/fhir/t1/Patient/e1", R"({"resourceType":"Patient","id":"e1"})", writer).status, 201);
-  ASSERT_EQ(http.Post("/fhir/t1/Consent", ConsentDeny("e1"), writer).status, 201);
-  auto doctor = TestTokens::Bearer(tokens.User(
-      "t1", "user/*.read", {{"sub", "dr-who"}, {"fhirUser", "Practitioner/d1"}, {"roles", json::array{"physician"}}}));
-  doctor["X-Purpose-Of-Use"] = "BTG";
-  doctor["X-BTG-Reason"] = "unconscious in ED";
-  ASSERT_EQ(http.Get("/fhir/t1/Patient/e1", doctor).status, 200);
+  ASSERT_EQ(BreakTheGlassOnAnOptOut(http, tokens, writer), 200);
   // The notice is answered 503 and waits 5 s for its retry...
   ASSERT_TRUE(WaitFor([&] { return webhook.Count() == 1; }));
   // ... which the shutdown ends: the server stops without retrying.
